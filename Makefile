@@ -1,0 +1,29 @@
+# Two entry points: `make demo` and `make test`. Both create the virtual environment when missing.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.instkit-installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/instkit demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check instkit tests benchmarks examples
+	$(BIN)/mypy instkit
+
+bench: $(STAMP)
+	$(BIN)/instkit bench
+
+clean-venv:
+	rm -rf $(VENV)

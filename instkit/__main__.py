@@ -1,0 +1,3 @@
+from instkit.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per ``instkit`` verb; each exposes ``command``."""

@@ -1,0 +1,571 @@
+"""Instance masks: one column type with several storage forms.
+
+Conventions (the same as pycocotools' ``mask.py``):
+
+- An image size is ``(H, W)``. A mask is an ``(H, W)`` boolean image; ``True`` marks the object.
+- Coordinates are pixel-edge: the point ``(0, 0)`` is the top-left corner of the top-left pixel,
+  and pixel ``(row=y, col=x)`` covers ``[x, x+1) x [y, y+1)``.
+- **Polygon**: one or more parts, each a flat float64 array ``[x0, y0, x1, y1, ...]`` with at
+  least 3 vertices. The mask is the union of the parts as pycocotools rasterises them
+  (``frPyObjects`` + ``merge`` + ``decode``), bit for bit. Holes cannot be expressed.
+- **RLE**: pycocotools' run-length encoding: runs over the column-major (Fortran) flattened
+  mask, starting with a run of zeros. ``counts`` is either *uncompressed* (a list of ints) or
+  *compressed* (pycocotools' ASCII string, as ``str`` or ``bytes``). Stored compressed.
+- **Bitmap**: a crop-local boolean array plus the ``(y0, x0)`` image position of its top-left
+  pixel. An empty mask is a ``(0, 0)`` bitmap.
+- A mask's box is ``xyxy`` float32 pixel-edge: pixels spanning columns 3..7 give ``x0=3, x1=8``
+  (pycocotools' ``toBbox`` in xyxy form). An empty mask has the box ``[0, 0, 0, 0]``.
+
+Dense ``(N, H, W)`` arrays exist only when asked for (``Masks.to_dense``); the stored forms grow
+with object area or outline length, not with image area times instance count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from instkit.errors import MaskError
+
+ImageSize = tuple[int, int]
+
+# Dense decoding is done in chunks of at most this many bytes of (H, W, n) scratch.
+_DECODE_CHUNK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class PolygonMask:
+    """A mask given by polygon parts (COCO's ``segmentation`` list)."""
+
+    parts: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        for index, part in enumerate(self.parts):
+            if part.ndim != 1 or part.size % 2 or part.size < 6:
+                raise MaskError(
+                    f"polygon part {index} must be a flat list of at least 3 (x, y) pairs, "
+                    f"got {part.size} numbers"
+                )
+            if not np.isfinite(part).all():
+                raise MaskError(f"polygon part {index} has a NaN or infinite coordinate")
+
+    @classmethod
+    def _trusted(cls, parts: tuple[np.ndarray, ...]) -> PolygonMask:
+        """Build from parts already checked (by a reader), skipping the checks."""
+        item = object.__new__(cls)
+        object.__setattr__(item, "parts", parts)
+        return item
+
+    @classmethod
+    def from_coords(cls, parts: Iterable[Sequence[float] | np.ndarray]) -> PolygonMask:
+        arrays = []
+        for index, part in enumerate(parts):
+            try:
+                arrays.append(np.asarray(part, dtype=np.float64).reshape(-1))
+            except (TypeError, ValueError) as exc:
+                raise MaskError(f"polygon part {index} is not a list of numbers: {exc}") from None
+        return cls(tuple(arrays))
+
+
+@dataclass(frozen=True, eq=False)
+class RLEMask:
+    """A mask in pycocotools' RLE, stored compressed.
+
+    ``uncompressed`` remembers that the source gave list counts, so that a writer can give them
+    back in the same form.
+    """
+
+    counts: bytes
+    uncompressed: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class BitmapMask:
+    """A crop-local boolean mask and the ``(y0, x0)`` image position of its top-left pixel."""
+
+    bitmap: np.ndarray
+    offset: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if self.bitmap.ndim != 2 or self.bitmap.dtype != np.bool_:
+            raise MaskError(
+                f"bitmap must be a 2-D bool array, got shape {self.bitmap.shape} "
+                f"dtype {self.bitmap.dtype}"
+            )
+
+
+MaskItem = Union[PolygonMask, RLEMask, BitmapMask]
+
+
+# --- RLE counts ------------------------------------------------------------------------------
+
+
+def decode_rle_counts(counts: bytes | str) -> np.ndarray:
+    """Compressed pycocotools counts string -> int64 run lengths (vectorised ``rleFrString``)."""
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if (chars < 0).any() or (chars > 63).any():
+        raise MaskError("RLE counts string has characters outside pycocotools' alphabet")
+    more = (chars & 0x20) != 0
+    if more[-1]:
+        raise MaskError("RLE counts string ends in the middle of a number")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    position = np.arange(chars.size) - np.repeat(starts, ends - starts + 1)
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    values = np.zeros(ends.size, dtype=np.int64)
+    np.add.at(values, group, (chars & 0x1F) << (5 * position))
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] |= -1 << (5 * (position[ends][negative] + 1))
+    runs = values.copy()
+    # Delta coding: from the third count on, each count adds the count two places back.
+    runs[2::2] = np.cumsum(values[2::2])
+    runs[1::2] = np.cumsum(values[1::2])
+    return runs
+
+
+def encode_rle_counts(runs: Sequence[int] | np.ndarray, size: ImageSize) -> bytes:
+    """Uncompressed run lengths -> compressed pycocotools counts (``rleToString``)."""
+    h, w = size
+    rle = mask_utils.frPyObjects(
+        {"counts": [int(r) for r in runs], "size": [int(h), int(w)]}, int(h), int(w)
+    )
+    return bytes(rle["counts"])
+
+
+def _rle_dict(counts: bytes, size: ImageSize) -> dict[str, Any]:
+    return {"size": [int(size[0]), int(size[1])], "counts": counts}
+
+
+# --- conversions of single items ------------------------------------------------------------
+
+
+def _polygons_to_rles(items: Sequence[PolygonMask], size: ImageSize) -> list[bytes]:
+    """Rasterise polygons exactly as pycocotools does, with one C call for all their parts."""
+    h, w = size
+    parts: list[np.ndarray] = []
+    for item in items:
+        parts.extend(item.parts)
+    if not parts:
+        return []
+    part_rles = mask_utils.frPyObjects(parts, h, w)
+    out = []
+    start = 0
+    for item in items:
+        stop = start + len(item.parts)
+        group = part_rles[start:stop]
+        merged = group[0] if len(group) == 1 else mask_utils.merge(group)
+        out.append(bytes(merged["counts"]))
+        start = stop
+    return out
+
+
+def _bitmap_to_rle(item: BitmapMask, size: ImageSize) -> bytes:
+    h, w = size
+    bh, bw = item.bitmap.shape
+    y0, x0 = item.offset
+    if bh == 0 or bw == 0 or not item.bitmap.any():
+        return encode_rle_counts([h * w], size)
+    band = np.zeros((h, bw), dtype=np.uint8, order="F")
+    band[y0 : y0 + bh] = item.bitmap
+    band_counts = decode_rle_counts(mask_utils.encode(band)["counts"])
+    runs = band_counts.tolist()
+    runs[0] += x0 * h
+    trailing = (w - x0 - bw) * h
+    if trailing:
+        if len(runs) % 2:  # the band ends in a zero run
+            runs[-1] += trailing
+        else:
+            runs.append(trailing)
+    return encode_rle_counts(runs, size)
+
+
+def _check_bitmap_fits(item: BitmapMask, size: ImageSize, index: int) -> None:
+    bh, bw = item.bitmap.shape
+    y0, x0 = item.offset
+    if bh == 0 or bw == 0:
+        return
+    if y0 < 0 or x0 < 0 or y0 + bh > size[0] or x0 + bw > size[1]:
+        raise MaskError(
+            f"mask {index}: bitmap of shape {(bh, bw)} at offset (y0={y0}, x0={x0}) "
+            f"does not fit in an image of size {tuple(size)}"
+        )
+
+
+def _check_rle(counts: bytes, size: ImageSize, index: int) -> None:
+    runs = decode_rle_counts(counts)
+    total = int(runs.sum())
+    if (runs < 0).any():
+        raise MaskError(f"mask {index}: RLE has a negative run length")
+    if total != size[0] * size[1]:
+        raise MaskError(
+            f"mask {index}: RLE counts sum to {total}, expected H*W = "
+            f"{size[0]}*{size[1]} = {size[0] * size[1]}"
+        )
+
+
+def rle_from_coco(segmentation: dict[str, Any], image_size: ImageSize) -> RLEMask:
+    """A COCO RLE dict (compressed or not) -> ``RLEMask``; checks size and run sum."""
+    size = segmentation.get("size")
+    counts = segmentation.get("counts")
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        raise MaskError(f"RLE 'size' must be [height, width], got {size!r}")
+    if [int(size[0]), int(size[1])] != [int(image_size[0]), int(image_size[1])]:
+        raise MaskError(
+            f"RLE size {list(size)} differs from the image size [H, W] = {list(image_size)}"
+        )
+    h, w = int(size[0]), int(size[1])
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise MaskError("uncompressed RLE counts must be non-negative integers")
+        if sum(counts) != h * w:
+            raise MaskError(f"RLE counts sum to {sum(counts)}, expected H*W = {h}*{w} = {h * w}")
+        return RLEMask(encode_rle_counts(counts, (h, w)), uncompressed=True)
+    if isinstance(counts, (str, bytes)):
+        raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        _check_rle(raw, (h, w), 0)
+        return RLEMask(raw)
+    raise MaskError(f"RLE 'counts' must be a list of ints or a string, got {type(counts).__name__}")
+
+
+# --- the column -------------------------------------------------------------------------------
+
+
+def as_index(key: Any, length: int) -> np.ndarray:
+    """Normalise an int, slice, bool array or int array into an int64 index array."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        if not -length <= int(key) < length:
+            raise IndexError(f"index {int(key)} is out of range for {length} instances")
+        return np.array([int(key) % length], dtype=np.int64)
+    if isinstance(key, slice):
+        return np.arange(length, dtype=np.int64)[key]
+    array = np.asarray(key)
+    if array.dtype == np.bool_:
+        if array.shape != (length,):
+            raise IndexError(f"boolean index must have shape ({length},), got {array.shape}")
+        return np.flatnonzero(array).astype(np.int64)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if not np.issubdtype(array.dtype, np.integer) or array.ndim != 1:
+        raise TypeError(
+            f"index must be an int, a slice, or a 1-D bool or int array; got {array.dtype} "
+            f"with shape {array.shape}"
+        )
+    if (array >= length).any() or (array < -length).any():
+        raise IndexError(f"index {array.tolist()} is out of range for {length} instances")
+    return np.where(array < 0, array + length, array).astype(np.int64)
+
+
+class Masks:
+    """An immutable column of N instance masks of one image size, in mixed storage forms.
+
+    Build with ``Masks(items, image_size)`` or ``from_dense`` / ``from_polygons`` / ``from_rles``.
+    Compressed RLEs are computed once per mask and cached.
+    """
+
+    __slots__ = ("_items", "_size", "_rles")
+
+    def __init__(
+        self,
+        items: Sequence[MaskItem],
+        image_size: ImageSize,
+        *,
+        _rles: Sequence[bytes | None] | None = None,
+    ) -> None:
+        size = (int(image_size[0]), int(image_size[1]))
+        if size[0] < 0 or size[1] < 0:
+            raise MaskError(f"image size must be non-negative (H, W), got {image_size}")
+        items = tuple(items)
+        for index, item in enumerate(items):
+            if isinstance(item, BitmapMask):
+                _check_bitmap_fits(item, size, index)
+            elif not isinstance(item, (PolygonMask, RLEMask)):
+                raise TypeError(
+                    f"mask {index} must be a PolygonMask, RLEMask or BitmapMask, "
+                    f"got {type(item).__name__}"
+                )
+        self._items = items
+        self._size = size
+        self._rles: list[bytes | None] = list(_rles) if _rles is not None else [None] * len(items)
+
+    # construction ------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, image_size: ImageSize) -> Masks:
+        return cls((), image_size)
+
+    @classmethod
+    def from_dense(cls, masks: np.ndarray) -> Masks:
+        """``(N, H, W)`` bool/uint8 array -> box-tight crop-local bitmaps."""
+        masks = np.asarray(masks)
+        if masks.ndim != 3:
+            raise MaskError(f"dense masks must have shape (N, H, W), got {masks.shape}")
+        binary = masks.astype(bool, copy=False)
+        rows = binary.any(axis=2)
+        cols = binary.any(axis=1)
+        items: list[MaskItem] = []
+        for index in range(binary.shape[0]):
+            items.append(_tight_bitmap(binary[index], rows[index], cols[index]))
+        return cls(items, binary.shape[1:])  # type: ignore[arg-type]
+
+    @classmethod
+    def from_polygons(
+        cls, polygons: Sequence[Sequence[Sequence[float] | np.ndarray]], image_size: ImageSize
+    ) -> Masks:
+        """One list of parts per instance, each part a flat ``[x0, y0, x1, y1, ...]``."""
+        items: list[MaskItem] = []
+        for index, parts in enumerate(polygons):
+            try:
+                items.append(PolygonMask.from_coords(parts))
+            except MaskError as exc:
+                raise MaskError(f"mask {index}: {exc.message}") from None
+        return cls(items, image_size)
+
+    @classmethod
+    def from_rles(cls, rles: Sequence[dict[str, Any]], image_size: ImageSize) -> Masks:
+        items: list[MaskItem] = []
+        for index, rle in enumerate(rles):
+            try:
+                items.append(rle_from_coco(rle, image_size))
+            except MaskError as exc:
+                raise MaskError(f"mask {index}: {exc.message}") from None
+        return cls(items, image_size)
+
+    # container protocol ----------------------------------------------------------------------
+
+    @property
+    def image_size(self) -> ImageSize:
+        return self._size
+
+    @property
+    def items(self) -> tuple[MaskItem, ...]:
+        return self._items
+
+    @property
+    def kinds(self) -> list[str]:
+        names = {PolygonMask: "polygon", RLEMask: "rle", BitmapMask: "bitmap"}
+        return [names[type(item)] for item in self._items]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, key: Any) -> Masks:
+        index = as_index(key, len(self._items))
+        return Masks(
+            [self._items[i] for i in index],
+            self._size,
+            _rles=[self._rles[i] for i in index],
+        )
+
+    def __iter__(self) -> Any:
+        raise TypeError("iterate over Masks with masks[i] or masks.items; Masks is a column")
+
+    @classmethod
+    def cat(cls, columns: Sequence[Masks]) -> Masks:
+        if not columns:
+            raise MaskError("cannot concatenate an empty list of Masks without an image size")
+        size = columns[0].image_size
+        for column in columns[1:]:
+            if column.image_size != size:
+                raise MaskError(
+                    f"cannot concatenate masks of image size {column.image_size} with {size}"
+                )
+        items = [item for column in columns for item in column._items]
+        rles = [rle for column in columns for rle in column._rles]
+        return cls(items, size, _rles=rles)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Masks):
+            return NotImplemented
+        if self._size != other._size or len(self) != len(other):
+            return False
+        return self.rle_counts() == other.rle_counts()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        kinds = self.kinds
+        summary = ", ".join(f"{kind}x{kinds.count(kind)}" for kind in sorted(set(kinds)))
+        return f"Masks(n={len(self)}, image_size={self._size}, forms=[{summary}])"
+
+    # conversions -------------------------------------------------------------------------------
+
+    def rle_counts(self) -> list[bytes]:
+        """Compressed pycocotools counts of every mask (computed once, then cached)."""
+        missing = [i for i, rle in enumerate(self._rles) if rle is None]
+        if missing:
+            polygon_rows = [i for i in missing if isinstance(self._items[i], PolygonMask)]
+            polygon_rles = _polygons_to_rles(
+                [self._items[i] for i in polygon_rows],  # type: ignore[misc]
+                self._size,
+            )
+            for i, rle in zip(polygon_rows, polygon_rles):
+                self._rles[i] = rle
+            for i in missing:
+                item = self._items[i]
+                if isinstance(item, RLEMask):
+                    self._rles[i] = item.counts
+                elif isinstance(item, BitmapMask):
+                    self._rles[i] = _bitmap_to_rle(item, self._size)
+        return list(self._rles)  # type: ignore[arg-type]
+
+    def to_rle(self) -> list[dict[str, Any]]:
+        """pycocotools RLE dicts ``{"size": [H, W], "counts": bytes}``, compressed."""
+        return [_rle_dict(counts, self._size) for counts in self.rle_counts()]
+
+    def to_rle_masks(self) -> Masks:
+        return Masks([RLEMask(c) for c in self.rle_counts()], self._size, _rles=self.rle_counts())
+
+    def area(self) -> np.ndarray:
+        """Pixel count of every mask, int64 ``(N,)``."""
+        out = np.zeros(len(self), dtype=np.int64)
+        rle_rows = []
+        for i, item in enumerate(self._items):
+            if isinstance(item, BitmapMask):
+                out[i] = int(np.count_nonzero(item.bitmap))
+            else:
+                rle_rows.append(i)
+        if rle_rows:
+            counts = self.rle_counts()
+            rles = [_rle_dict(counts[i], self._size) for i in rle_rows]
+            out[rle_rows] = mask_utils.area(rles)
+        return out
+
+    def boxes(self) -> np.ndarray:
+        """Tight ``xyxy`` float32 box of every mask, ``(N, 4)``; empty masks give zeros."""
+        out = np.zeros((len(self), 4), dtype=np.float32)
+        rle_rows = []
+        for i, item in enumerate(self._items):
+            if isinstance(item, BitmapMask):
+                out[i] = _bitmap_box(item)
+            else:
+                rle_rows.append(i)
+        if rle_rows:
+            counts = self.rle_counts()
+            xywh = mask_utils.toBbox([_rle_dict(counts[i], self._size) for i in rle_rows])
+            xywh = np.asarray(xywh, dtype=np.float32).reshape(-1, 4)
+            out[rle_rows, 0] = xywh[:, 0]
+            out[rle_rows, 1] = xywh[:, 1]
+            out[rle_rows, 2] = xywh[:, 0] + xywh[:, 2]
+            out[rle_rows, 3] = xywh[:, 1] + xywh[:, 3]
+        return out
+
+    def is_empty(self) -> np.ndarray:
+        return self.area() == 0
+
+    def to_bitmaps(self) -> Masks:
+        """Every mask as a box-tight crop-local bitmap (decoded, pixel exact)."""
+        items: list[MaskItem] = list(self._items)
+        todo = [i for i, item in enumerate(items) if not isinstance(item, BitmapMask)]
+        if todo:
+            counts = self.rle_counts()
+            h, w = self._size
+            chunk = max(1, _DECODE_CHUNK_BYTES // max(1, h * w))
+            for start in range(0, len(todo), chunk):
+                rows = todo[start : start + chunk]
+                rles = [_rle_dict(counts[i], self._size) for i in rows]
+                boxes = np.asarray(mask_utils.toBbox(rles), dtype=np.int64).reshape(-1, 4)
+                dense = mask_utils.decode(rles)  # (H, W, n) uint8, Fortran order
+                for j, i in enumerate(rows):
+                    x, y, bw, bh = (int(v) for v in boxes[j])
+                    crop = dense[y : y + bh, x : x + bw, j].astype(bool)
+                    items[i] = BitmapMask(np.ascontiguousarray(crop), (y, x))
+        return Masks(items, self._size, _rles=self._rles)
+
+    def to_dense(self) -> np.ndarray:
+        """``(N, H, W)`` bool array. Costs N*H*W bytes: prefer the compact forms."""
+        h, w = self._size
+        out = np.zeros((len(self), h, w), dtype=bool)
+        todo = []
+        for i, item in enumerate(self._items):
+            if isinstance(item, BitmapMask):
+                bh, bw = item.bitmap.shape
+                y0, x0 = item.offset
+                out[i, y0 : y0 + bh, x0 : x0 + bw] = item.bitmap
+            else:
+                todo.append(i)
+        if todo:
+            counts = self.rle_counts()
+            chunk = max(1, _DECODE_CHUNK_BYTES // max(1, h * w))
+            for start in range(0, len(todo), chunk):
+                rows = todo[start : start + chunk]
+                dense = mask_utils.decode([_rle_dict(counts[i], self._size) for i in rows])
+                out[rows] = np.moveaxis(dense, 2, 0).astype(bool)
+        return out
+
+    def to_polygons(self, tolerance: float = 0.0) -> Masks:
+        """Every mask as polygons tracing its outer pixel edges.
+
+        Lossy: holes are filled and parts thinner than a pixel may change. ``tolerance`` (pixels)
+        simplifies the outline. An empty mask cannot be a polygon and raises ``MaskError``.
+        """
+        from instkit.geometry import bitmap_to_polygon_parts
+
+        items: list[MaskItem] = []
+        for i, item in enumerate(self.to_bitmaps()._items):
+            if isinstance(item, PolygonMask) or not isinstance(item, BitmapMask):
+                items.append(item)
+                continue
+            parts = bitmap_to_polygon_parts(item.bitmap, item.offset, tolerance)
+            if not parts:
+                raise MaskError(f"mask {i} is empty and cannot be written as a polygon")
+            items.append(PolygonMask(tuple(parts)))
+        return Masks(items, self._size)
+
+    def crop_local(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """The tight crop-local bitmap of mask ``index`` and its ``(y0, x0)`` offset."""
+        item = self[index].to_bitmaps()._items[0]
+        assert isinstance(item, BitmapMask)
+        return item.bitmap, item.offset
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored forms (not counting the cached RLE strings)."""
+        total = 0
+        for item in self._items:
+            if isinstance(item, BitmapMask):
+                total += item.bitmap.nbytes
+            elif isinstance(item, PolygonMask):
+                total += sum(part.nbytes for part in item.parts)
+            else:
+                total += len(item.counts)
+        return total
+
+
+def _tight_bitmap(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> BitmapMask:
+    ys = np.flatnonzero(rows)
+    if ys.size == 0:
+        return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
+    xs = np.flatnonzero(cols)
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    return BitmapMask(np.ascontiguousarray(mask[y0:y1, x0:x1]), (y0, x0))
+
+
+def tight_bitmap(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> BitmapMask:
+    """A 2-D mask (at ``offset`` in its image) -> its box-tight ``BitmapMask``."""
+    binary = np.asarray(mask).astype(bool, copy=False)
+    item = _tight_bitmap(binary, binary.any(axis=1), binary.any(axis=0))
+    if item.bitmap.size == 0:
+        return item
+    return BitmapMask(item.bitmap, (item.offset[0] + offset[0], item.offset[1] + offset[1]))
+
+
+def _bitmap_box(item: BitmapMask) -> np.ndarray:
+    bitmap = item.bitmap
+    if bitmap.size == 0:
+        return np.zeros(4, dtype=np.float32)
+    ys = np.flatnonzero(bitmap.any(axis=1))
+    if ys.size == 0:
+        return np.zeros(4, dtype=np.float32)
+    xs = np.flatnonzero(bitmap.any(axis=0))
+    y0, x0 = item.offset
+    return np.array(
+        [x0 + xs[0], y0 + ys[0], x0 + xs[-1] + 1, y0 + ys[-1] + 1], dtype=np.float32
+    )

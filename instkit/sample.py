@@ -1,0 +1,187 @@
+"""``Sample``: one image, its ``Instances``, its image id and what happened to it.
+
+Images are ``(H, W, 3)`` uint8 RGB. A sample made from a file loads it on first use, applies the
+EXIF orientation, converts grayscale, palette, RGBA and 16-bit images to RGB uint8, and records
+each conversion in ``meta.notes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from instkit.categories import Categories
+from instkit.errors import ImageError, InstancesError, Location
+from instkit.instances import Instances
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One instance removed from a sample, and why."""
+
+    annotation_id: int
+    reason: str
+    label: int | None = None
+    stage: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "annotation_id": int(self.annotation_id),
+            "reason": self.reason,
+            "label": None if self.label is None else int(self.label),
+            "stage": self.stage,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class SampleMeta:
+    """Where a sample came from and what was done to it on the way."""
+
+    source: str | None = None
+    file_name: str | None = None
+    original_size: tuple[int, int] | None = None
+    categories: Categories | None = None
+    drops: list[Drop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def copy(self) -> SampleMeta:
+        return dataclasses.replace(
+            self, drops=list(self.drops), notes=list(self.notes), extra=dict(self.extra)
+        )
+
+
+class _ImageSlot:
+    """Holds a lazily loaded image; shared by copies of a sample made with ``replace``."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray | None) -> None:
+        self.array = array
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    instances: Instances
+    image_id: int = 0
+    meta: SampleMeta = field(default_factory=SampleMeta)
+    image_path: str | None = None
+    _slot: _ImageSlot = field(default_factory=lambda: _ImageSlot(None), repr=False)
+
+    @classmethod
+    def from_array(
+        cls, image: np.ndarray, instances: Instances, image_id: int = 0,
+        meta: SampleMeta | None = None,
+    ) -> Sample:
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ImageError(
+                f"image must be (H, W, 3) uint8 RGB, got shape {array.shape} dtype {array.dtype}",
+                Location(image_id=image_id),
+            )
+        if tuple(array.shape[:2]) != instances.image_size:
+            raise InstancesError(
+                f"image size {tuple(array.shape[:2])} differs from the instances' image size "
+                f"{instances.image_size}",
+                Location(image_id=image_id),
+            )
+        return cls(instances, int(image_id), meta or SampleMeta(), None, _ImageSlot(array))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.instances.image_size
+
+    @property
+    def image(self) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 RGB image, loaded from ``image_path`` on first use."""
+        if self._slot.array is None:
+            if self.image_path is None:
+                raise ImageError("sample has neither an image nor an image path",
+                                 Location(image_id=self.image_id))
+            array, notes = load_image(self.image_path)
+            if tuple(array.shape[:2]) != self.image_size:
+                raise ImageError(
+                    f"image is {array.shape[0]}x{array.shape[1]} (HxW, after EXIF orientation) "
+                    f"but its annotation says {self.image_size[0]}x{self.image_size[1]}",
+                    Location(file=self.image_path, image_id=self.image_id),
+                )
+            self.meta.notes.extend(notes)
+            self._slot.array = array
+        return self._slot.array
+
+    @property
+    def has_image(self) -> bool:
+        return self._slot.array is not None or self.image_path is not None
+
+    def replace(self, *, image: np.ndarray | None = None, **changes: Any) -> Sample:
+        """A new sample; ``image=`` swaps in an array (and forgets the path)."""
+        if "meta" not in changes:
+            changes["meta"] = self.meta.copy()
+        if image is not None:
+            new = dataclasses.replace(self, image_path=None, _slot=_ImageSlot(None), **changes)
+            return Sample.from_array(image, new.instances, new.image_id, new.meta)
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        source = self.image_path if self.image_path else "in memory"
+        return (
+            f"Sample(image_id={self.image_id}, image_size={self.image_size}, "
+            f"instances={len(self.instances)}, image={source}, drops={len(self.meta.drops)})"
+        )
+
+
+def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
+    """Read an image as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
+
+    Returns the array and notes describing each conversion made.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = os.fspath(path)
+    notes: list[str] = []
+    try:
+        with Image.open(path) as opened:
+            orientation = opened.getexif().get(0x0112, 1)
+            image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
+            if orientation not in (None, 1):
+                notes.append(f"applied EXIF orientation {orientation}")
+            image.load()
+            array = _to_rgb_uint8(image, notes)
+    except FileNotFoundError:
+        raise ImageError("image file not found", Location(file=path)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageError(f"image cannot be read: {exc}", Location(file=path)) from None
+    return array, notes
+
+
+def _to_rgb_uint8(image: Any, notes: list[str]) -> np.ndarray:
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        data = np.asarray(image).astype(np.float64)
+        if mode == "F":
+            low, high = float(np.nanmin(data)), float(np.nanmax(data))
+            scaled = (data - low) / (high - low or 1.0) * 255.0
+            notes.append(f"scaled float image from [{low:g}, {high:g}] to 8-bit")
+        else:
+            scaled = data / 257.0
+            notes.append(f"scaled {mode} 16-bit image to 8-bit")
+        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        notes.append("converted grayscale to RGB")
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("L", "1"):
+        notes.append(f"converted {'grayscale' if mode == 'L' else 'bilevel'} to RGB")
+    elif mode in ("RGBA", "LA", "PA"):
+        notes.append(f"dropped the alpha channel of a {mode} image")
+    elif mode == "P":
+        notes.append("converted a palette image to RGB")
+    else:
+        notes.append(f"converted {mode} to RGB")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
