@@ -224,7 +224,8 @@ class CocoDataset(Sequence[Sample]):
                             k))
             coords.extend(parts)
             part_count += len(parts)
-        self._has_masks = any_segmentation
+        # With no annotations at all there is nothing to say masks are absent: keep the column.
+        self._has_masks = any_segmentation or not records
         table = np.asarray(records, dtype=np.float64).reshape(-1, 15)
         # ids up to 2**63 do not survive float64, so they are kept in their own int64 column.
         ann_ids = np.asarray([r[1] for r in records], dtype=np.int64)
