@@ -1,0 +1,813 @@
+"""Evaluation with the COCO protocol: mask and box mAP, per-class AP, matching, union mean IoU.
+
+Conventions:
+
+- Ground truth and predictions are ``Sample``s sharing image ids and one ``Categories`` table.
+  Prediction ``Instances`` carry ``scores`` (``(P,)`` float32); their ``labels`` are instkit labels
+  ``0..C-1`` of that table. Predictions may also be given as COCO results (``list[dict]`` with
+  ``image_id``, ``category_id``, ``score``, ``segmentation`` RLE and/or ``bbox`` ``xywh``).
+- mAP is computed by pycocotools' ``COCOeval`` itself, on a ground-truth ``COCO`` object built in
+  memory from the samples (the file's ``area`` and ``bbox`` reused while the instance is unchanged,
+  so small/medium/large follow the file) and on RLE-encoded results. As detectron2 does, the
+  ``segm`` evaluation is given results without ``bbox`` (so a prediction's area is its mask area)
+  and the ``bbox`` evaluation results without ``segmentation``.
+- Crowd ground truth (``iscrowd``) is handled as COCO does: a prediction overlapping a crowd region
+  (IoU = intersection / prediction area) is ignored, neither a true nor a false positive; crowd
+  regions are never missed.
+- Undefined figures (a class without ground truth, an evaluation without any) are ``nan``;
+  the raw ``COCOeval.stats`` (``-1`` for undefined) are kept in ``mask_stats`` / ``box_stats``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from instkit.categories import Categories
+from instkit.errors import FormatError, InstkitError, Location, MaskError
+from instkit.instances import Instances
+from instkit.io.coco import CocoDataset, sample_annotations
+from instkit.io.files import load_json
+from instkit.masks import Masks, RLEMask, rle_from_coco
+from instkit.sample import Sample, SampleMeta
+
+IOU_TYPES = ("segm", "bbox")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
+              "ARl")
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+
+
+class EvaluationError(InstkitError, ValueError):
+    """Ground truth and predictions that cannot be evaluated together."""
+
+
+# --- matching -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Match:
+    """The COCO-style greedy matching of P predictions to G ground-truth instances of one image.
+
+    - ``pred_matched``: bool ``(P,)``, true positives.
+    - ``pred_ignored``: bool ``(P,)``, unmatched predictions absorbed by a crowd region (neither
+      true nor false positives, as COCO ignores them).
+    - ``pred_to_gt``: int64 ``(P,)``, index of the matched ground truth, ``-1`` when unmatched or
+      ignored.
+    - ``gt_matched``: bool ``(G,)``, non-crowd ground truth found by a prediction.
+    - ``gt_ignored``: bool ``(G,)``, crowd ground truth (never counted as missed).
+    - ``ious``: float64 ``(P, G)``; crowd columns hold intersection / prediction area.
+    """
+
+    pred_matched: np.ndarray
+    pred_ignored: np.ndarray
+    pred_to_gt: np.ndarray
+    gt_matched: np.ndarray
+    gt_ignored: np.ndarray
+    ious: np.ndarray
+    iou_threshold: float
+
+    @property
+    def tp(self) -> int:
+        return int(self.pred_matched.sum())
+
+    @property
+    def fp(self) -> int:
+        return int((~self.pred_matched & ~self.pred_ignored).sum())
+
+    @property
+    def fn(self) -> int:
+        return int((~self.gt_matched & ~self.gt_ignored).sum())
+
+    @property
+    def pred_false(self) -> np.ndarray:
+        """bool ``(P,)``: false positives."""
+        return ~self.pred_matched & ~self.pred_ignored
+
+    @property
+    def gt_missed(self) -> np.ndarray:
+        """bool ``(G,)``: false negatives."""
+        return ~self.gt_matched & ~self.gt_ignored
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+
+
+def pairwise_iou(pred: Instances, gt: Instances, iou_type: str = "segm") -> np.ndarray:
+    """IoU of every prediction with every ground truth, float64 ``(P, G)``, by pycocotools.
+
+    Crowd ground-truth columns hold intersection / prediction area, as ``COCOeval`` uses them.
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
+    if pred.image_size != gt.image_size:
+        raise EvaluationError(
+            f"predictions are for an image of size {pred.image_size}, the ground truth "
+            f"for {gt.image_size}"
+        )
+    p, g = len(pred), len(gt)
+    if p == 0 or g == 0:
+        return np.zeros((p, g), dtype=np.float64)
+    crowd = [int(c) for c in gt.iscrowd]
+    if iou_type == "segm":
+        if pred.masks is None or gt.masks is None:
+            raise EvaluationError("mask IoU needs masks on both predictions and ground truth; "
+                                  "use iou_type='bbox'")
+        ious = mask_utils.iou(pred.masks.to_rle(), gt.masks.to_rle(), crowd)
+    else:
+        ious = mask_utils.iou(_xywh(pred.boxes), _xywh(gt.boxes), crowd)
+    return np.asarray(ious, dtype=np.float64).reshape(p, g)
+
+
+def match_instances(
+    gt: Instances,
+    pred: Instances,
+    iou_threshold: float = 0.5,
+    iou_type: str = "segm",
+    *,
+    class_aware: bool = True,
+) -> Match:
+    """Match predictions to ground truth greedily by descending score, as ``COCOeval`` does.
+
+    Each prediction (highest score first; given order when ``pred.scores`` is None, ties kept in
+    order) takes the unmatched non-crowd ground truth of its label with the highest IoU
+    ``>= iou_threshold``; failing that, a crowd region it overlaps that much, which makes it
+    ignored. With ``class_aware=False`` labels are not compared.
+    """
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    ious = pairwise_iou(pred, gt, iou_type)
+    p, g = ious.shape
+    pred_matched = np.zeros(p, dtype=bool)
+    pred_ignored = np.zeros(p, dtype=bool)
+    pred_to_gt = np.full(p, -1, dtype=np.int64)
+    gt_matched = np.zeros(g, dtype=bool)
+    gt_ignored = gt.iscrowd.astype(bool).copy()
+    if p and g:
+        allowed = ious.copy()
+        if class_aware:
+            allowed[pred.labels[:, None] != gt.labels[None, :]] = -1.0
+        # COCO's order: non-crowd ground truth first (stable), predictions by descending score.
+        gt_order = np.argsort(gt_ignored, kind="mergesort")
+        scores = pred.scores if pred.scores is not None else np.zeros(p, dtype=np.float32)
+        pred_order = np.argsort(-scores.astype(np.float64), kind="mergesort")
+        threshold = min(iou_threshold, 1 - 1e-10)
+        taken = np.zeros(g, dtype=bool)
+        for d in pred_order:
+            best = threshold
+            m = -1
+            for j in gt_order:
+                if taken[j] and not gt_ignored[j]:
+                    continue
+                if m > -1 and not gt_ignored[m] and gt_ignored[j]:
+                    break
+                if allowed[d, j] < best:
+                    continue
+                best = allowed[d, j]
+                m = int(j)
+            if m == -1:
+                continue
+            taken[m] = True
+            if gt_ignored[m]:
+                pred_ignored[d] = True
+            else:
+                pred_matched[d] = True
+                pred_to_gt[d] = m
+                gt_matched[m] = True
+    return Match(pred_matched, pred_ignored, pred_to_gt, gt_matched, gt_ignored, ious,
+                 float(iou_threshold))
+
+
+# --- union mean IoU -----------------------------------------------------------------------------
+
+
+def _union_rle(masks: Masks | None, keep: np.ndarray | None = None) -> dict[str, Any] | None:
+    if masks is None:
+        return None
+    if keep is not None:
+        masks = masks[keep]
+    if len(masks) == 0:
+        return None
+    rles = masks.to_rle()
+    return rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
+
+
+def union_iou(gt: Instances, pred: Instances, *, score_threshold: float | None = None) -> float | None:
+    """IoU of the union of all predicted masks with the union of all ground-truth masks.
+
+    The guide's per-image "coverage" metric: classes and instance identity are ignored.
+    Predictions scoring below ``score_threshold`` are left out (all kept when None). Returns None
+    for an image without ground truth (such images are skipped by the mean).
+    """
+    if gt.masks is None or pred.masks is None:
+        raise EvaluationError("union IoU needs masks on both ground truth and predictions")
+    if pred.image_size != gt.image_size:
+        raise EvaluationError(
+            f"predictions are for an image of size {pred.image_size}, the ground truth "
+            f"for {gt.image_size}"
+        )
+    if len(gt) == 0:
+        return None
+    keep = None
+    if score_threshold is not None and pred.scores is not None:
+        keep = pred.scores >= score_threshold
+    gt_union = _union_rle(gt.masks)
+    pred_union = _union_rle(pred.masks, keep)
+    assert gt_union is not None
+    gt_area = float(mask_utils.area(gt_union))
+    if pred_union is None:
+        return 0.0
+    pred_area = float(mask_utils.area(pred_union))
+    inter_rle = mask_utils.merge([gt_union, pred_union], intersect=True)
+    inter = float(mask_utils.area(inter_rle))
+    union = gt_area + pred_area - inter
+    return inter / max(union, 1.0)
+
+
+def union_mean_iou(
+    ground_truth: Sequence[Sample] | CocoDataset,
+    predictions: Sequence[Sample],
+    *,
+    score_threshold: float | None = None,
+) -> float:
+    """Mean over images with ground truth of :func:`union_iou` (0.0 when there are none).
+
+    Predictions are paired with ground truth by ``image_id``; an image without a prediction sample
+    counts as predicting nothing.
+    """
+    gt_samples = list(ground_truth)
+    by_id = _predictions_by_image(predictions, {s.image_id for s in gt_samples})
+    values = []
+    for sample in gt_samples:
+        pred = by_id.get(sample.image_id)
+        pred_inst = pred.instances if pred is not None else Instances.empty(sample.image_size)
+        try:
+            value = union_iou(sample.instances, pred_inst, score_threshold=score_threshold)
+        except EvaluationError as exc:
+            raise EvaluationError(exc.message, Location(image_id=sample.image_id)) from None
+        if value is not None:
+            values.append(value)
+    return float(np.mean(values)) if values else 0.0
+
+
+def _predictions_by_image(predictions: Iterable[Sample], known: set[int]) -> dict[int, Sample]:
+    out: dict[int, Sample] = {}
+    for index, sample in enumerate(predictions):
+        where = Location(sample_index=index, image_id=sample.image_id)
+        if sample.image_id not in known:
+            raise EvaluationError(
+                f"prediction for image id {sample.image_id}, which is not in the ground truth",
+                where)
+        if sample.image_id in out:
+            raise EvaluationError(f"two prediction samples for image id {sample.image_id}", where)
+        out[sample.image_id] = sample
+    return out
+
+
+# --- COCO results -------------------------------------------------------------------------------
+
+
+def _categories_of(ground_truth: Any, categories: Categories | None) -> Categories:
+    if categories is not None:
+        return categories
+    found = getattr(ground_truth, "categories", None)
+    if isinstance(found, Categories):
+        return found
+    for sample in ground_truth:
+        if sample.meta.categories is not None:
+            return sample.meta.categories
+        break
+    raise EvaluationError("no category table: pass categories=... (the ground truth's)")
+
+
+def to_coco_results(samples: Iterable[Sample], categories: Categories) -> list[dict[str, Any]]:
+    """Predicted samples -> COCO results: one dict per instance with ``image_id``,
+    ``category_id`` (the dataset's id), ``score``, ``bbox`` (``xywh`` floats) and, when there are
+    masks, ``segmentation`` as compressed RLE (``{"size": [H, W], "counts": str}``).
+    """
+    out: list[dict[str, Any]] = []
+    for index, sample in enumerate(samples):
+        inst = sample.instances
+        where = Location(sample_index=index, image_id=sample.image_id)
+        if len(inst) == 0:
+            continue
+        if inst.scores is None:
+            raise EvaluationError("predictions need scores (Instances.scores is None)", where)
+        if not np.isfinite(inst.scores).all():
+            raise EvaluationError("a prediction score is NaN or infinite", where)
+        _check_same_categories(sample, categories, where)
+        labels = inst.labels
+        if labels.min() < 0 or labels.max() >= len(categories):
+            raise EvaluationError(
+                f"prediction label {int(labels.max() if labels.max() >= len(categories) else labels.min())} "
+                f"is outside 0..{len(categories) - 1}", where)
+        ids = categories.ids
+        xywh = _xywh(inst.boxes)
+        counts = inst.masks.rle_counts() if inst.masks is not None else None
+        h, w = inst.image_size
+        for i in range(len(inst)):
+            result: dict[str, Any] = {
+                "image_id": int(sample.image_id),
+                "category_id": int(ids[int(labels[i])]),
+                "bbox": [float(v) for v in xywh[i]],
+                "score": float(inst.scores[i]),
+            }
+            if counts is not None:
+                result["segmentation"] = {"size": [h, w], "counts": counts[i].decode("ascii")}
+            out.append(result)
+    return out
+
+
+def _check_same_categories(sample: Sample, categories: Categories, where: Location) -> None:
+    own = sample.meta.categories
+    if own is not None and own.ids != categories.ids:
+        raise EvaluationError(
+            "the prediction's category table differs from the evaluation's (labels would be "
+            f"mapped to the wrong classes): {own!r} vs {categories!r}", where)
+
+
+@dataclass(frozen=True)
+class _GroundTruth:
+    categories: Categories
+    sizes: dict[int, tuple[int, int]]
+    order: list[int]
+    samples: list[Sample]
+    has_masks: bool
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _normalise_results(
+    results: Any, sizes: Mapping[int, tuple[int, int]], categories: Categories,
+    file: str | None = None,
+) -> list[dict[str, Any]]:
+    """Check COCO results and give each a compressed-RLE ``segmentation`` (or None) and an
+    ``xywh`` ``bbox`` (or None). Errors name the result index and image id."""
+    if not isinstance(results, list):
+        raise FormatError(f"COCO results must be a JSON list, got {type(results).__name__}",
+                          Location(file=file, json_path="$"))
+    out = []
+    for k, result in enumerate(results):
+        where = Location(file=file, json_path=f"[{k}]")
+        if not isinstance(result, dict):
+            raise FormatError(f"a result must be an object, got {type(result).__name__}", where)
+        image_id = result.get("image_id")
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise FormatError(f"'image_id' must be an integer, got {image_id!r}",
+                              Location(file=file, json_path=f"[{k}].image_id"))
+        where = Location(file=file, json_path=f"[{k}]", image_id=image_id)
+        if image_id not in sizes:
+            raise FormatError(f"unknown image id {image_id} (not in the ground truth)",
+                              Location(file=file, json_path=f"[{k}].image_id", image_id=image_id))
+        category_id = result.get("category_id")
+        if not isinstance(category_id, int) or isinstance(category_id, bool) \
+                or not categories.has_id(category_id):
+            raise FormatError(f"unknown category id {category_id!r}",
+                              Location(file=file, json_path=f"[{k}].category_id",
+                                       image_id=image_id))
+        score = result.get("score")
+        if not _finite_number(score):
+            raise FormatError(f"'score' must be a finite number, got {score!r}",
+                              Location(file=file, json_path=f"[{k}].score", image_id=image_id))
+        size = sizes[image_id]
+        segmentation = result.get("segmentation")
+        rle: dict[str, Any] | None = None
+        seg_where = Location(file=file, json_path=f"[{k}].segmentation", image_id=image_id)
+        if isinstance(segmentation, dict):
+            try:
+                counts = rle_from_coco(segmentation, size).counts
+            except MaskError as exc:
+                raise FormatError(exc.message, seg_where) from None
+            rle = {"size": [size[0], size[1]], "counts": counts.decode("ascii")}
+        elif isinstance(segmentation, list) and segmentation:
+            try:
+                polygon = Masks.from_polygons([segmentation], size)
+            except MaskError as exc:
+                raise FormatError(exc.message, seg_where) from None
+            rle = {"size": [size[0], size[1]],
+                   "counts": polygon.rle_counts()[0].decode("ascii")}
+        elif segmentation is not None:
+            raise FormatError("'segmentation' must be an RLE object or a polygon list, got "
+                              f"{type(segmentation).__name__}", seg_where)
+        bbox = result.get("bbox")
+        box: list[float] | None = None
+        if bbox is not None:
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_finite_number, bbox))):
+                raise FormatError(f"'bbox' must be [x, y, width, height] finite numbers, got "
+                                  f"{bbox!r}", Location(file=file, json_path=f"[{k}].bbox",
+                                                        image_id=image_id))
+            if bbox[2] < 0 or bbox[3] < 0:
+                raise FormatError(f"'bbox' has a negative width or height: {bbox!r}",
+                                  Location(file=file, json_path=f"[{k}].bbox", image_id=image_id))
+            box = [float(v) for v in bbox]
+        if rle is None and box is None:
+            raise FormatError("a result needs a 'segmentation' or a 'bbox'", where)
+        out.append({"image_id": image_id, "category_id": category_id, "score": float(score),  # type: ignore[arg-type]
+                    "segmentation": rle, "bbox": box})
+    return out
+
+
+def read_coco_results(
+    path: str | os.PathLike[str] | list[dict[str, Any]],
+    ground_truth: Sequence[Sample] | CocoDataset,
+    categories: Categories | None = None,
+) -> list[Sample]:
+    """Read a COCO results file (or list) into one prediction ``Sample`` per ground-truth image,
+    in ground-truth order (images without results get empty ``Instances``).
+
+    Masks are ``RLEMask``s; boxes come from ``bbox`` where given, else from the mask; ``scores``
+    are float32; ``ids`` are the results' positions in the file. Errors name the result index
+    (``[17]``), the image id and the field: unknown image or category id, an RLE whose size is not
+    the image's, a missing score.
+    """
+    file = None
+    if isinstance(path, list):
+        raw = path
+    else:
+        file = os.fspath(path)
+        raw = load_json(file)
+    gt = _ground_truth_table(ground_truth, categories)
+    results = _normalise_results(raw, gt.sizes, gt.categories, file)
+    has_masks = bool(results) and all(r["segmentation"] is not None for r in results)
+    if results and not has_masks and any(r["segmentation"] is not None for r in results):
+        first = next(k for k, r in enumerate(results) if r["segmentation"] is None)
+        raise FormatError("some results have a segmentation and others do not",
+                          Location(file=file, json_path=f"[{first}]",
+                                   image_id=results[first]["image_id"]))
+    grouped: dict[int, list[int]] = {}
+    for k, r in enumerate(results):
+        grouped.setdefault(r["image_id"], []).append(k)
+    samples = []
+    for sample in gt.samples:
+        size = sample.image_size
+        rows = grouped.get(sample.image_id, [])
+        masks = None
+        if has_masks or not results:
+            masks = Masks([RLEMask(results[k]["segmentation"]["counts"].encode("ascii"))
+                           for k in rows], size)
+        boxes = np.zeros((len(rows), 4), dtype=np.float64)
+        for j, k in enumerate(rows):
+            box = results[k]["bbox"]
+            if box is None:
+                assert masks is not None
+                boxes[j] = masks[j].boxes()[0]
+            else:
+                boxes[j] = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+        instances = Instances(
+            image_size=size,
+            boxes=boxes,
+            labels=np.asarray([gt.categories.label_of(results[k]["category_id"]) for k in rows],
+                              dtype=np.int64),
+            masks=masks,
+            ids=np.asarray(rows, dtype=np.int64),
+            scores=np.asarray([results[k]["score"] for k in rows], dtype=np.float32),
+        )
+        meta = SampleMeta(source=file, file_name=sample.meta.file_name, original_size=size,
+                          categories=gt.categories)
+        samples.append(Sample(instances, sample.image_id, meta, sample.image_path))
+    return samples
+
+
+def _ground_truth_table(ground_truth: Sequence[Sample] | CocoDataset,
+                        categories: Categories | None) -> _GroundTruth:
+    cats = _categories_of(ground_truth, categories)
+    samples = list(ground_truth)
+    sizes: dict[int, tuple[int, int]] = {}
+    has_masks = True
+    for index, sample in enumerate(samples):
+        if sample.image_id in sizes:
+            raise EvaluationError(f"two ground-truth samples share image id {sample.image_id}",
+                                  Location(sample_index=index, image_id=sample.image_id))
+        sizes[sample.image_id] = sample.image_size
+        has_masks &= sample.instances.masks is not None
+    return _GroundTruth(cats, sizes, [s.image_id for s in samples], samples, has_masks)
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` measured. Figures are in [0, 1]; ``nan`` where undefined.
+
+    - ``mask_map50`` (primary), ``mask_map`` (@[.5:.95]), ``box_map50``, ``box_map``.
+    - ``mean_iou``: the guide's union mean IoU (``nan`` without masks).
+    - ``per_class``: one dict per category: ``name``, ``category_id``, ``label``, ``mask_ap50``,
+      ``mask_ap``, ``box_ap50``, ``box_ap``, ``num_gt`` (non-crowd ground truth),
+      ``num_pred``.
+    - ``pr_curves``: one dict per category: ``name``, ``category_id``, ``recall`` (101,) and
+      ``precision`` (101,) float64 at mask IoU 0.5 (box IoU without masks), all areas, 100
+      detections; ``precision`` is ``nan`` for a class without ground truth.
+    - ``per_image``: image_id -> ``{"tp", "fp", "fn"}`` at IoU 0.5 (mask, else box) counting
+      predictions scoring ``>= score_threshold``; crowd-absorbed predictions are not counted.
+    - ``mask_stats`` / ``box_stats``: ``COCOeval.stats`` by name (``AP``, ``AP50``, ... ``ARl``),
+      exactly as pycocotools computes them (``-1`` where undefined).
+    """
+
+    mask_map50: float = math.nan
+    mask_map: float = math.nan
+    box_map50: float = math.nan
+    box_map: float = math.nan
+    mean_iou: float = math.nan
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    pr_curves: list[dict[str, Any]] = field(default_factory=list)
+    per_image: dict[int, dict[str, int]] = field(default_factory=dict)
+    mask_stats: dict[str, float] = field(default_factory=dict)
+    box_stats: dict[str, float] = field(default_factory=dict)
+    num_images: int = 0
+    num_predictions: int = 0
+    score_threshold: float = 0.5
+    iou_types: tuple[str, ...] = IOU_TYPES
+
+    @property
+    def primary(self) -> float:
+        """The figure to select checkpoints by: mask mAP@0.5 (box mAP@0.5 without masks)."""
+        return self.mask_map50 if "segm" in self.iou_types else self.box_map50
+
+    def summary(self) -> dict[str, float]:
+        """The headline figures as a flat dict (for logs)."""
+        return {"mask_map50": self.mask_map50, "mask_map": self.mask_map,
+                "box_map50": self.box_map50, "box_map": self.box_map, "mean_iou": self.mean_iou}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``nan`` becomes None, arrays become lists, image ids stay ints."""
+        return _jsonable({
+            **self.summary(),
+            "num_images": self.num_images,
+            "num_predictions": self.num_predictions,
+            "score_threshold": self.score_threshold,
+            "iou_types": list(self.iou_types),
+            "mask_stats": self.mask_stats,
+            "box_stats": self.box_stats,
+            "per_class": self.per_class,
+            "pr_curves": self.pr_curves,
+            "per_image": [{"image_id": k, **v} for k, v in self.per_image.items()],
+        })
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{k}={v:.4f}" for k, v in self.summary().items())
+        return f"EvaluationResult({figures}, images={self.num_images})"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return None if math.isnan(number) else number
+    return value
+
+
+def _quiet() -> contextlib.AbstractContextManager[Any]:
+    """pycocotools prints its progress to stdout; keep it out of the user's output."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def _coco_from_dataset(dataset: dict[str, Any]) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with _quiet():
+        coco.createIndex()
+    return coco
+
+
+def _nan_if_undefined(value: float) -> float:
+    return math.nan if value < 0 else float(value)
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else math.nan
+
+
+def _gt_document(gt: _GroundTruth, need_masks: bool, bar: Any) -> dict[str, Any]:
+    images = []
+    annotations = []
+    next_id = 1
+    for index, sample in enumerate(gt.samples):
+        h, w = sample.image_size
+        images.append({"id": int(sample.image_id), "height": int(h), "width": int(w)})
+        where = Location(sample_index=index, image_id=sample.image_id)
+        inst = sample.instances
+        if len(inst) and (inst.labels.min() < 0 or inst.labels.max() >= len(gt.categories)):
+            raise EvaluationError(f"ground-truth labels {sorted(set(inst.labels.tolist()))} go "
+                                  f"outside 0..{len(gt.categories) - 1}", where)
+        if need_masks and inst.masks is None:
+            raise EvaluationError("ground truth without masks cannot be evaluated for mask AP; "
+                                  "use iou_types=('bbox',)", where)
+        for annotation in sample_annotations(sample, gt.categories, mask_format="rle"):
+            kept: dict[str, Any] = {key: annotation[key] for key in
+                    ("segmentation", "area", "iscrowd", "image_id", "bbox", "category_id")
+                    if key in annotation}
+            # COCOeval marks "no match" with id 0, so ids are renumbered from 1.
+            kept["id"] = next_id
+            kept["source_id"] = annotation["id"]
+            next_id += 1
+            annotations.append(kept)
+        bar.update(1)
+    return {"images": images, "annotations": annotations, "categories": gt.categories.to_coco()}
+
+
+def _load_results(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str) -> COCO:
+    if not results:
+        return _coco_from_dataset({"images": list(coco_gt.dataset["images"]), "annotations": [],
+                                   "categories": list(coco_gt.dataset["categories"])})
+    if iou_type == "segm":
+        anns = [{"image_id": r["image_id"], "category_id": r["category_id"],
+                 "segmentation": dict(r["segmentation"]), "score": r["score"]} for r in results]
+    else:
+        anns = [{"image_id": r["image_id"], "category_id": r["category_id"],
+                 "bbox": list(r["bbox"]), "score": r["score"]} for r in results]
+    with _quiet():
+        return coco_gt.loadRes(anns)
+
+
+def _run_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str) -> COCOeval:
+    evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+    with _quiet():
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
+
+
+def _per_image_counts(evaluator: COCOeval, score_threshold: float,
+                      image_ids: list[int]) -> dict[int, dict[str, int]]:
+    counts = {int(i): {"tp": 0, "fp": 0, "fn": 0} for i in image_ids}
+    params = evaluator.params
+    t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
+    all_range = params.areaRng[0]
+    for entry in evaluator.evalImgs:
+        if entry is None or list(entry["aRng"]) != list(all_range):
+            continue
+        if entry["maxDet"] != params.maxDets[-1]:
+            continue
+        scores = np.asarray(entry["dtScores"], dtype=np.float64)
+        confident = scores >= score_threshold
+        dt_matches = np.asarray(entry["dtMatches"])[t] if len(scores) else np.zeros(0)
+        dt_ignore = np.asarray(entry["dtIgnore"], dtype=bool)[t] if len(scores) \
+            else np.zeros(0, bool)
+        gt_ignore = np.asarray(entry["gtIgnore"], dtype=bool)
+        gt_matches = np.asarray(entry["gtMatches"])[t] if len(gt_ignore) else np.zeros(0)
+        score_of = dict(zip(entry["dtIds"], scores, strict=True))
+        found = np.asarray([m > 0 and score_of.get(int(m), -math.inf) >= score_threshold
+                            for m in gt_matches], dtype=bool)
+        row = counts[int(entry["image_id"])]
+        row["tp"] += int(((dt_matches > 0) & ~dt_ignore & confident).sum())
+        row["fp"] += int(((dt_matches == 0) & ~dt_ignore & confident).sum())
+        row["fn"] += int((~gt_ignore & ~found).sum()) if len(gt_ignore) else 0
+    return counts
+
+
+def evaluate(
+    ground_truth: Sequence[Sample] | CocoDataset,
+    predictions: Sequence[Sample] | list[dict[str, Any]],
+    categories: Categories | None = None,
+    *,
+    iou_types: Sequence[str] = IOU_TYPES,
+    score_threshold: float = 0.5,
+    progress: bool | None = None,
+) -> EvaluationResult:
+    """Mask and box mAP of predictions with pycocotools' ``COCOeval``, plus per-class AP, PR
+    curves, per-image error counts and the union mean IoU.
+
+    ``predictions``: prediction ``Sample``s (``Instances`` with ``scores``; one per image at most;
+    images without one predicted nothing) or COCO results (``list[dict]``). ``categories``:
+    defaults to the ground truth's. ``iou_types``: any of ``"segm"``, ``"bbox"``.
+    ``score_threshold`` applies only to ``per_image`` counts and ``mean_iou``; mAP uses every
+    prediction, as COCO does (at most 100 per image). ``progress``: a bar on stderr (None: only
+    on a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    iou_types = tuple(iou_types)
+    unknown = [t for t in iou_types if t not in IOU_TYPES]
+    if unknown or not iou_types:
+        raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
+    gt = _ground_truth_table(ground_truth, categories)
+    disable = None if progress is None else not progress
+    sample_predictions: list[Sample] | None = None
+    with tqdm(total=len(gt.samples) + 2 * len(iou_types), desc="evaluate", unit="step",
+              disable=disable, leave=False) as bar:
+        if isinstance(predictions, list) and (not predictions or isinstance(predictions[0], dict)):
+            results = _normalise_results(predictions, gt.sizes, gt.categories)
+        else:
+            sample_predictions = list(predictions)  # type: ignore[arg-type]
+            _predictions_by_image(sample_predictions, set(gt.sizes))
+            for index, sample in enumerate(sample_predictions):
+                if sample.image_size != gt.sizes[sample.image_id]:
+                    raise EvaluationError(
+                        f"prediction is for an image of size {sample.image_size}, the ground "
+                        f"truth's is {gt.sizes[sample.image_id]}",
+                        Location(sample_index=index, image_id=sample.image_id))
+            results = to_coco_results(sample_predictions, gt.categories)
+        if "segm" in iou_types:
+            missing = next((k for k, r in enumerate(results) if r.get("segmentation") is None),
+                           None)
+            if missing is not None:
+                raise EvaluationError(
+                    "predictions without masks cannot be evaluated for mask AP; use "
+                    "iou_types=('bbox',)", Location(image_id=results[missing]["image_id"]))
+        if "bbox" in iou_types:
+            for r in results:
+                if r.get("bbox") is None:
+                    r["bbox"] = [float(v) for v in mask_utils.toBbox(r["segmentation"])]
+        document = _gt_document(gt, "segm" in iou_types, bar)
+        coco_gt = _coco_from_dataset(document)
+
+        out = EvaluationResult(num_images=len(gt.samples), num_predictions=len(results),
+                               score_threshold=float(score_threshold), iou_types=iou_types)
+        evaluators: dict[str, COCOeval] = {}
+        for iou_type in iou_types:
+            bar.set_postfix_str(iou_type)
+            coco_dt = _load_results(coco_gt, results, iou_type)
+            bar.update(1)
+            evaluators[iou_type] = _run_cocoeval(coco_gt, coco_dt, iou_type)
+            bar.update(1)
+
+    cat_ids = gt.categories.ids
+    num_gt = {c: 0 for c in cat_ids}
+    for annotation in document["annotations"]:
+        if not annotation["iscrowd"]:
+            num_gt[annotation["category_id"]] += 1
+    num_pred = {c: 0 for c in cat_ids}
+    for r in results:
+        num_pred[r["category_id"]] += 1
+
+    per_class_ap: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for iou_type, evaluator in evaluators.items():
+        stats = [float(v) for v in evaluator.stats]
+        named = dict(zip(STAT_NAMES, stats, strict=True))
+        # precision: (T, R, K, A, M); all areas, the last (largest) maxDets.
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        per_class_ap[iou_type] = (precision[0], precision)
+        if iou_type == "segm":
+            out.mask_stats = named
+            out.mask_map, out.mask_map50 = _nan_if_undefined(stats[0]), _nan_if_undefined(stats[1])
+        else:
+            out.box_stats = named
+            out.box_map, out.box_map50 = _nan_if_undefined(stats[0]), _nan_if_undefined(stats[1])
+
+    curve_type = "segm" if "segm" in evaluators else "bbox"
+    eval_cat_ids = list(evaluators[curve_type].params.catIds)
+    for label, category in enumerate(gt.categories):
+        k = eval_cat_ids.index(category.id)
+        row: dict[str, Any] = {"name": category.name, "category_id": category.id,
+                               "label": label}
+        for iou_type, prefix in (("segm", "mask"), ("bbox", "box")):
+            if iou_type in per_class_ap:
+                at50, all_t = per_class_ap[iou_type]
+                row[f"{prefix}_ap50"] = _mean_defined(at50[:, k])
+                row[f"{prefix}_ap"] = _mean_defined(all_t[:, :, k])
+            else:
+                row[f"{prefix}_ap50"] = math.nan
+                row[f"{prefix}_ap"] = math.nan
+        row["num_gt"] = num_gt[category.id]
+        row["num_pred"] = num_pred[category.id]
+        out.per_class.append(row)
+        curve = per_class_ap[curve_type][0][:, k].astype(np.float64)
+        curve = np.where(curve < 0, np.nan, curve)
+        out.pr_curves.append({"name": category.name, "category_id": category.id,
+                              "recall": RECALL_THRESHOLDS.copy(), "precision": curve})
+
+    out.per_image = _per_image_counts(evaluators[curve_type], score_threshold, gt.order)
+    if "segm" in iou_types:
+        if sample_predictions is None:
+            sample_predictions = read_coco_results(results, gt.samples, gt.categories)
+        out.mean_iou = union_mean_iou(gt.samples, sample_predictions,
+                                      score_threshold=score_threshold)
+    return out
+
+
+__all__ = [
+    "EvaluationError",
+    "EvaluationResult",
+    "Match",
+    "evaluate",
+    "match_instances",
+    "pairwise_iou",
+    "read_coco_results",
+    "to_coco_results",
+    "union_iou",
+    "union_mean_iou",
+]
