@@ -33,7 +33,8 @@ def _column(
         raise InstancesError(f"{name}: cannot convert to {np.dtype(dtype).name}: {exc}") from None
     if array.size == 0 and array.ndim < 1 + len(shape_tail):
         array = array.reshape((0, *shape_tail))
-    expected = ("N" if n is None else n, *shape_tail)
+    expected = "(" + ", ".join(str(d) for d in ("N" if n is None else n, *shape_tail)) + \
+        ("," if not shape_tail else "") + ")"
     if array.ndim != 1 + len(shape_tail) or (shape_tail and array.shape[1:] != shape_tail):
         raise InstancesError(f"{name}: expected shape {expected}, got {array.shape}")
     if n is not None and array.shape[0] != n:

@@ -162,7 +162,8 @@ def make_sample(
                 xi, yi = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
                 inside = 0 <= x < w and 0 <= y < h
                 visible = inside and _near(mask, yi, xi)
-                row[k] = (x, y, 2 if visible else (1 if inside else 0))
+                if inside:  # COCO writes unlabelled keypoints as (0, 0, 0)
+                    row[k] = (x, y, 2 if visible else 1)
         keypoint_rows.append(row)
 
     if rng.random() < crowd_probability:

@@ -1,0 +1,193 @@
+"""Masks: oracle tests against pycocotools, conversions between forms, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import instkit
+from instkit.errors import MaskError
+from instkit.masks import (
+    BitmapMask,
+    Masks,
+    PolygonMask,
+    RLEMask,
+    decode_rle_counts,
+    encode_rle_counts,
+    rle_from_coco,
+    tight_bitmap,
+)
+from instkit.testing import strategies as S
+
+
+def _runs_of(mask: np.ndarray) -> list[int]:
+    """Reference run lengths: column-major, starting with a run of zeros."""
+    flat = mask.astype(np.uint8).flatten(order="F")
+    runs, current, length = [], 0, 0
+    for value in flat:
+        if value == current:
+            length += 1
+        else:
+            runs.append(length)
+            current, length = value, 1
+    runs.append(length)
+    return runs
+
+
+@st.composite
+def sized_masks(draw, allow_empty=True):
+    size = draw(S.image_sizes(1, 40))
+    return draw(S.dense_masks(size, allow_empty=allow_empty))
+
+
+@given(sized_masks())
+def test_rle_encode_and_decode_are_bit_exact_with_pycocotools(mask):
+    reference = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    column = Masks.from_dense(mask[None])
+    assert column.rle_counts()[0] == bytes(reference["counts"])
+    assert decode_rle_counts(reference["counts"]).tolist() == _runs_of(mask)
+    assert encode_rle_counts(_runs_of(mask), mask.shape) == bytes(reference["counts"])
+    assert np.array_equal(column.to_dense()[0], mask_utils.decode(reference).astype(bool))
+
+
+@given(sized_masks())
+def test_area_and_box_match_pycocotools(mask):
+    reference = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = mask_utils.toBbox(reference)
+    for column in (Masks.from_dense(mask[None]), Masks([RLEMask(bytes(reference["counts"]))],
+                                                        mask.shape)):
+        assert column.area()[0] == mask_utils.area(reference)
+        if mask.any():
+            assert column.boxes()[0].tolist() == [x, y, x + w, y + h]
+        else:
+            assert column.boxes()[0].tolist() == [0, 0, 0, 0]
+
+
+@st.composite
+def sized_polygons(draw):
+    size = draw(S.image_sizes(4, 48))
+    return size, draw(S.polygons(size, degenerate=True, allow_outside=True))
+
+
+@given(sized_polygons())
+def test_polygon_rasterisation_is_identical_to_frpyobjects_merge_decode(case):
+    (h, w), polygon = case
+    reference = mask_utils.decode(
+        mask_utils.merge(mask_utils.frPyObjects([p.tolist() for p in polygon.parts], h, w))
+    ).astype(bool)
+    column = Masks([polygon], (h, w))
+    assert np.array_equal(column.to_dense()[0], reference)
+    assert np.array_equal(column.to_bitmaps().to_dense()[0], reference)
+    assert column.area()[0] == reference.sum()
+
+
+@given(S.masks(max_size=5))
+def test_every_form_converts_to_the_same_pixels(column):
+    dense = column.to_dense()
+    assert np.array_equal(column.to_bitmaps().to_dense(), dense)
+    assert np.array_equal(column.to_rle_masks().to_dense(), dense)
+    assert np.array_equal(Masks.from_rles(column.to_rle(), column.image_size).to_dense(), dense)
+    assert np.array_equal(Masks.from_dense(dense).to_dense(), dense)
+    assert np.array_equal(column.area(), dense.sum(axis=(1, 2)))
+    assert Masks.from_dense(dense) == column
+
+
+@given(S.masks(min_size=1, max_size=6), st.data())
+def test_indexing_and_concatenation_keep_masks_in_order(column, data):
+    n = len(column)
+    keep = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    picked = column[np.array(keep, dtype=bool)]
+    assert np.array_equal(picked.to_dense(), column.to_dense()[np.array(keep, dtype=bool)])
+    order = data.draw(st.permutations(range(n)))
+    assert np.array_equal(column[np.array(order)].to_dense(), column.to_dense()[order])
+    joined = Masks.cat([column, column[::-1]])
+    assert len(joined) == 2 * n
+    assert np.array_equal(joined.to_dense()[n:], column.to_dense()[::-1])
+
+
+def test_rle_inputs_as_str_bytes_and_list_are_one_mask():
+    mask = np.zeros((5, 7), dtype=bool)
+    mask[1:4, 2:6] = True
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    as_bytes = {"size": [5, 7], "counts": bytes(encoded["counts"])}
+    as_str = {"size": [5, 7], "counts": bytes(encoded["counts"]).decode()}
+    as_list = {"size": [5, 7], "counts": _runs_of(mask)}
+    column = Masks.from_rles([as_bytes, as_str, as_list], (5, 7))
+    assert np.array_equal(column.to_dense(), np.stack([mask] * 3))
+    assert column.items[2].uncompressed and not column.items[0].uncompressed
+
+
+def test_memory_grows_with_object_area_not_image_area():
+    mask = np.zeros((4, 2000, 2000), dtype=bool)
+    for i in range(4):
+        mask[i, 100 * i : 100 * i + 20, 50:80] = True
+    column = Masks.from_dense(mask)
+    assert column.nbytes == 4 * 20 * 30
+    assert column.to_rle_masks().nbytes < 4 * 128  # about two runs per column
+    assert np.array_equal(column.to_dense(), mask)
+
+
+def test_to_polygons_stays_close_on_real_masks(tinycoco):
+    dataset = instkit.read_coco(tinycoco["val_json"], tinycoco["val_images"])
+    ious = []
+    for sample in dataset:
+        column = sample.instances.masks
+        back = column.to_bitmaps().to_polygons()
+        iou = mask_utils.iou(back.to_rle(), column.to_rle(), [0] * len(column))
+        ious.extend(np.diag(np.asarray(iou)).tolist())
+    assert min(ious) > 0.75
+    assert float(np.mean(ious)) > 0.95
+
+
+def test_to_polygons_of_a_rectangle_is_exact():
+    mask = np.zeros((1, 20, 30), dtype=bool)
+    mask[0, 3:9, 4:17] = True
+    polygon = Masks.from_dense(mask).to_polygons()
+    assert polygon.kinds == ["polygon"]
+    assert np.array_equal(polygon.to_dense(), mask)
+
+
+def test_tight_bitmap_and_offsets():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[2:5, 6:8] = True
+    item = tight_bitmap(mask)
+    assert item.offset == (2, 6) and item.bitmap.shape == (3, 2)
+    assert Masks([item], (10, 10)).boxes()[0].tolist() == [6, 2, 8, 5]
+    assert tight_bitmap(np.zeros((3, 3))).bitmap.shape == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([[1, 2, 3, 4, 5]], "at least 3"),
+        ([[1, 2, 3, 4]], "at least 3"),
+        ([[0, 0, 1, float("nan"), 2, 2]], "NaN"),
+        ([["a", 1, 2, 3, 4, 5]], "not a list of numbers"),
+    ],
+)
+def test_bad_polygons_raise_mask_error(parts, message):
+    with pytest.raises(MaskError, match=message):
+        Masks.from_polygons([parts], (10, 10))
+
+
+def test_bad_rles_raise_mask_error():
+    with pytest.raises(MaskError, match=r"differs from the image size"):
+        rle_from_coco({"size": [4, 4], "counts": [16]}, (5, 5))
+    with pytest.raises(MaskError, match=r"sum to 15, expected H\*W"):
+        rle_from_coco({"size": [4, 4], "counts": [10, 5]}, (4, 4))
+    with pytest.raises(MaskError, match="alphabet"):
+        rle_from_coco({"size": [4, 4], "counts": "\x01\x02"}, (4, 4))
+    with pytest.raises(MaskError, match="does not fit"):
+        Masks([BitmapMask(np.ones((3, 3), bool), (8, 8))], (10, 10))
+    with pytest.raises(TypeError, match="PolygonMask, RLEMask or BitmapMask"):
+        Masks(["not a mask"], (4, 4))  # type: ignore[list-item]
+    with pytest.raises(MaskError, match="concatenate"):
+        Masks.cat([Masks.empty((4, 4)), Masks.empty((5, 5))])
+
+
+def test_polygon_part_checks_survive_direct_construction():
+    with pytest.raises(MaskError):
+        PolygonMask((np.array([1.0, 2.0, 3.0, 4.0]),))
