@@ -195,7 +195,7 @@ def make_sample(
     )
     meta = SampleMeta(
         source="instkit.synthetic",
-        file_name=f"{image_id:06d}.png",
+        file_name=f"images/{image_id:06d}.png",
         original_size=image_size,
         categories=table,
     )
@@ -240,7 +240,8 @@ def write_dataset(
 ) -> Path:
     """Write a synthetic COCO dataset: ``out_dir/annotations.json`` and ``out_dir/images/``.
 
-    Returns the annotation file's path.
+    File names are relative to ``out_dir`` (``images/000001.png``), so ``read_coco(path)``
+    finds the images without an ``image_root``. Returns the annotation file's path.
     """
     from instkit.io.coco import write_coco
 
@@ -248,7 +249,7 @@ def write_dataset(
     samples = make_samples(num_images, seed=seed, image_size=image_size,
                            max_instances=max_instances, crowd_probability=crowd_probability)
     return write_coco(
-        samples, out / "annotations.json", categories(), images_dir=out / "images",
+        samples, out / "annotations.json", categories(), images_dir=out,
         info={"description": f"instkit synthetic shapes, seed {seed}"},
     )
 
