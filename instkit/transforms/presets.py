@@ -1,0 +1,73 @@
+"""Ready-made ``Augment`` pipelines (normalisation happens later, at collate).
+
+- ``train_default``: the task spec's default training augmentations: random horizontal flip
+  (p=0.5), photometric distortion, resize to ``size``.
+- ``yolo_seg``: a YOLO-seg-style pipeline: Mosaic 2x2 at ``size``, Affine, Perspective,
+  CopyAndPaste, horizontal flip, HSV and brightness/contrast. Bind a pool (``pool=`` or
+  ``.with_pool(dataset)``) for the Mosaic neighbours and CopyAndPaste donors; without one, Mosaic
+  tiles the sample with itself and nothing is pasted.
+- ``evaluation``: resize only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from instkit.sample import Sample
+from instkit.transforms._albu import A
+from instkit.transforms.augment import Augment
+
+
+def _photometric() -> list[object]:
+    return [
+        A.RandomBrightnessContrast(brightness_range=(-0.125, 0.125), contrast_range=(-0.5, 0.5),
+                                   p=0.5),
+        A.HueSaturationValue(hue_shift_range=(-18, 18), sat_shift_range=(-30, 30),
+                             val_shift_range=(-20, 20), p=0.5),
+    ]
+
+
+def train_default(size: tuple[int, int] = (800, 800), seed: int | None = None) -> Augment:
+    """Horizontal flip p=0.5, photometric distortion, resize to ``size`` (H, W)."""
+    h, w = size
+    return Augment(
+        [A.HorizontalFlip(p=0.5), *_photometric(), A.Resize(height=h, width=w, p=1.0)],
+        seed=seed, stage="train_default",
+    )
+
+
+def yolo_seg(
+    pool: Sequence[Sample] | None = None, size: tuple[int, int] = (640, 640),
+    seed: int | None = None,
+) -> Augment:
+    """Mosaic 2x2, Affine, Perspective, CopyAndPaste, flip, HSV, brightness/contrast."""
+    transforms = [
+        A.Mosaic(grid_yx=(2, 2), target_size=size, cell_shape=size, fit_mode="cover", p=1.0),
+        A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), shear=(-2, 2),
+                 translate_percent=(-0.05, 0.05), p=0.5),
+        A.Perspective(scale=(0.02, 0.05), keep_size=True, p=0.3),
+        A.CopyAndPaste(scale_range=(0.4, 1.0), blend_mode="gaussian",
+                       blend_sigma_range=(1.0, 2.0), min_visibility_after_paste=0.1, p=0.7),
+        A.HorizontalFlip(p=0.5),
+        A.HueSaturationValue(hue_shift_range=(-15, 15), sat_shift_range=(-40, 40),
+                             val_shift_range=(-25, 25), p=1.0),
+        A.RandomBrightnessContrast(brightness_range=(-0.2, 0.2), contrast_range=(-0.2, 0.2),
+                                   p=0.5),
+    ]
+    augment = Augment(transforms, min_area=8.0, min_visibility=0.1, seed=seed, stage="yolo_seg")
+    return augment.with_pool(pool) if pool is not None else augment
+
+
+def evaluation(size: tuple[int, int] = (800, 800)) -> Augment:
+    """Resize to ``size`` (H, W) only; deterministic."""
+    h, w = size
+    return Augment([A.Resize(height=h, width=w, p=1.0)], seed=0, stage="evaluation")
+
+
+PRESETS: dict[str, Callable[..., Augment]] = {
+    "train": train_default,
+    "yolo-seg": yolo_seg,
+    "eval": evaluation,
+}
+
+__all__ = ["PRESETS", "evaluation", "train_default", "yolo_seg"]
