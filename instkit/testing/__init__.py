@@ -1,7 +1,19 @@
 """Property-based testing of instance-segmentation pipelines (public API).
 
+- ``check_alignment`` / ``assert_aligned`` (``instkit.testing.alignment``): invariants of the
+  object row checked on any transform, with reproducible failing examples.
 - ``instkit.testing.strategies``: hypothesis strategies for polygons, RLEs, masks, Instances,
   Samples and whole COCO documents.
 
 hypothesis is imported only when these are used (``pip install 'instkit[testing]'``).
 """
+
+from instkit.testing.alignment import (  # numpy only; hypothesis is imported on use
+    AlignmentReport,
+    Violation,
+    assert_aligned,
+    check_alignment,
+    find_violations,
+)
+
+__all__ = ["AlignmentReport", "Violation", "assert_aligned", "check_alignment", "find_violations"]

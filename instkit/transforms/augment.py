@@ -367,7 +367,7 @@ class Augment:
             s, local = owner[row]
             src_inst = sources[s].sample.instances
             label = int(src_inst.labels[local])
-            mask_item = tight_bitmap(result["mask"]) if use_masks else None
+            mask_item = tight_bitmap(_plane(result["mask"])) if use_masks else None
             area = (int(mask_item.bitmap.sum()) if mask_item is not None else 0)
             box = np.asarray(result["bbox"], np.float32)[:4]
             reason, detail = "", ""
@@ -524,6 +524,12 @@ class Augment:
         except InstancesError as exc:  # pragma: no cover - a bug here, not in user data
             raise InstancesError(f"augmented instances are inconsistent: {exc.message}",
                                  Location(image_id=sources[0].sample.image_id)) from None
+
+
+def _plane(mask: Any) -> np.ndarray:
+    """One instance's ``(H, W)`` mask (albumentationsx may leave a trailing channel axis)."""
+    array = np.asarray(mask)
+    return array.reshape(array.shape[:2]) if array.ndim == 3 else array
 
 
 def _bitmap_box(item: BitmapMask) -> np.ndarray:
