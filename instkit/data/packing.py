@@ -1,0 +1,277 @@
+"""Host side of the collator: samples -> one flat uint8 buffer (worker-safe, no torch device).
+
+A batch is packed as::
+
+    buffer = [instance ints (N, 8) int64 | instance floats (N, 5) float64 | images | mask crops]
+
+- instance ints, per kept instance: image index in the batch, crop ``y0``, ``x0``, ``bh``,
+  ``bw``, crop byte offset (into the crop region), label, annotation id;
+- instance floats: the box ``x0, y0, x1, y1`` (absolute, original image pixels, clipped to the
+  image) and the mask's pixel area;
+- images: each ``(H, W, 3)`` uint8 RGB, C order, one after the other;
+- mask crops: each instance's mask as a crop-local ``(bh, bw)`` uint8 0/1 array at its
+  ``(y0, x0)`` in the original image. Polygons are rasterised by pycocotools inside their own
+  small crop (bit for bit what a full-image rasterisation gives there), RLEs are decoded over the
+  columns they touch only, bitmaps are copied. Memory grows with object area, never with
+  image area times instance count.
+
+Per-image facts (sizes, offsets, image ids) stay in a small numpy table on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from instkit.errors import ImageError, InstkitError, Location
+from instkit.masks import BitmapMask, PolygonMask, RLEMask, decode_rle_counts
+from instkit.sample import Drop, Sample
+
+INT_COLUMNS = 8
+FLOAT_COLUMNS = 5
+# instance int columns
+I_IMAGE, I_Y0, I_X0, I_BH, I_BW, I_OFFSET, I_LABEL, I_ID = range(INT_COLUMNS)
+# image table columns
+IM_H, IM_W, IM_OFFSET, IM_START, IM_COUNT, IM_ID = range(6)
+
+
+class CollateError(InstkitError, ValueError):
+    """A sample that cannot be collated; the message names its index in the batch and image_id."""
+
+
+@dataclass
+class PackedBatch:
+    """One batch packed on the host; picklable, so DataLoader workers can return it.
+
+    ``buffer`` is a 1-D uint8 torch tensor (pinned by ``pin_memory()``, which DataLoader calls
+    when ``pin_memory=True``). ``images``: int64 ``(B, 6)`` numpy table (``H, W``, byte offset
+    in the image region, first instance row, instance count, image_id).
+    """
+
+    buffer: Any
+    images: np.ndarray
+    num_instances: int
+    image_bytes: int
+    crop_bytes: int
+    iscrowd: np.ndarray
+    drops: list[tuple[int, int, Drop]] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.buffer.numel())
+
+    @property
+    def table_bytes(self) -> int:
+        return self.num_instances * 8 * (INT_COLUMNS + FLOAT_COLUMNS)
+
+    def pin_memory(self) -> PackedBatch:
+        if not self.buffer.is_pinned():
+            self.buffer = self.buffer.pin_memory()
+        return self
+
+
+def _as_rgb(image: Any, index: int, image_id: int) -> np.ndarray:
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise CollateError(f"image must be uint8, got {array.dtype}",
+                           Location(sample_index=index, image_id=image_id))
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 4:
+        return array[:, :, :3]
+    if array.ndim == 3 and array.shape[2] == 3:
+        return array
+    raise CollateError(f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape "
+                       f"{array.shape}", Location(sample_index=index, image_id=image_id))
+
+
+def polygon_crop(item: PolygonMask, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """Rasterise a polygon inside a crop around it: ``(crop uint8 (bh, bw), y0, x0)``.
+
+    pycocotools' rasteriser is translation invariant for integer shifts and drops what falls
+    outside its canvas, so a crop reaching one pixel past the outline (and clipped to the image)
+    gives exactly the pixels a full-image rasterisation gives.
+    """
+    h, w = size
+    coords = np.concatenate(item.parts)
+    xs, ys = coords[0::2], coords[1::2]
+    x0 = int(min(max(np.floor(xs.min()) - 1, 0), w))
+    y0 = int(min(max(np.floor(ys.min()) - 1, 0), h))
+    x1 = int(min(max(np.ceil(xs.max()) + 2, 0), w))
+    y1 = int(min(max(np.ceil(ys.max()) + 2, 0), h))
+    bh, bw = y1 - y0, x1 - x0
+    if bh <= 0 or bw <= 0:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    shift = np.array([x0, y0], dtype=np.float64)
+    parts = [(part.reshape(-1, 2) - shift).reshape(-1) for part in item.parts]
+    rles = mask_utils.frPyObjects(parts, bh, bw)
+    rle = rles[0] if len(rles) == 1 else mask_utils.merge(rles)
+    crop = mask_utils.decode(rle)
+    return np.ascontiguousarray(crop), y0, x0
+
+
+def rle_crop(counts: bytes, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """Decode a compressed RLE over the columns it touches only: ``(crop, y0, x0)``."""
+    h, w = size
+    runs = decode_rle_counts(counts)
+    ends = np.cumsum(runs)
+    starts = ends - runs
+    ones = np.arange(runs.size) % 2 == 1
+    ones &= runs > 0
+    if not ones.any():
+        return np.zeros((0, 0), np.uint8), 0, 0
+    first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
+    xa, xb = first // h, last // h + 1
+    base = xa * h
+    diff = np.zeros((xb - xa) * h + 1, dtype=np.int32)
+    np.add.at(diff, starts[ones] - base, 1)
+    np.add.at(diff, ends[ones] - base, -1)
+    band = np.cumsum(diff[:-1]).astype(np.uint8).reshape(xb - xa, h).T
+    rows = np.flatnonzero(band.any(axis=1))
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    return np.ascontiguousarray(band[y0:y1]), y0, xa
+
+
+def mask_crop(item: Any, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    if isinstance(item, PolygonMask):
+        return polygon_crop(item, size)
+    if isinstance(item, RLEMask):
+        return rle_crop(item.counts, size)
+    if isinstance(item, BitmapMask):
+        bitmap = item.bitmap
+        if bitmap.size == 0:
+            return np.zeros((0, 0), np.uint8), 0, 0
+        return bitmap.view(np.uint8), int(item.offset[0]), int(item.offset[1])
+    raise TypeError(f"unknown mask item {type(item).__name__}")
+
+
+def pack_samples(
+    samples: Sequence[Sample],
+    *,
+    crowd: str = "drop",
+    drop_empty_masks: bool = False,
+    need_masks: bool = True,
+    pin: bool = False,
+) -> PackedBatch:
+    """Pack samples into one flat buffer (see the module docstring).
+
+    Instances are dropped, and recorded as ``(sample index, image_id, Drop)``, when they are
+    crowd regions (``crowd="drop"``), when their box clipped to the image has no area
+    (``degenerate_box``, as torchvision's reference and the transformers processor do) and, with
+    ``drop_empty_masks``, when their mask has no pixel (``empty_mask``).
+    """
+    import torch
+
+    if crowd not in ("drop", "keep"):
+        raise ValueError(f"crowd must be 'drop' or 'keep', got {crowd!r}")
+    images: list[np.ndarray] = []
+    image_rows: list[list[int]] = []
+    int_rows: list[np.ndarray] = []
+    float_rows: list[np.ndarray] = []
+    crowd_rows: list[np.ndarray] = []
+    crops: list[np.ndarray] = []
+    drops: list[tuple[int, int, Drop]] = []
+    image_offset = 0
+    crop_offset = 0
+    start = 0
+    for index, sample in enumerate(samples):
+        if not isinstance(sample, Sample):
+            raise CollateError(f"expected an instkit Sample, got {type(sample).__name__}",
+                               Location(sample_index=index))
+        image_id = int(sample.image_id)
+        where = Location(sample_index=index, image_id=image_id)
+        try:
+            image = _as_rgb(sample.image, index, image_id)
+        except ImageError as exc:
+            raise CollateError(exc.message, Location(file=exc.location.file,
+                                                     sample_index=index, image_id=image_id)) from None
+        h, w = int(image.shape[0]), int(image.shape[1])
+        inst = sample.instances
+        if (h, w) != tuple(inst.image_size):
+            raise CollateError(f"image is {h}x{w} (HxW) but its instances are for "
+                               f"{inst.image_size[0]}x{inst.image_size[1]}", where)
+        masks = inst.masks
+        if need_masks and masks is None and len(inst):
+            raise CollateError("this target needs masks, but the sample's instances have none",
+                               where)
+        boxes = inst.boxes.astype(np.float64)
+        if not np.isfinite(boxes).all():
+            raise CollateError("a box has a NaN or infinite coordinate", where)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        reasons = np.where(keep, "", "degenerate_box").astype(object)
+        if crowd == "drop":
+            reasons[inst.iscrowd & keep] = "crowd"
+            keep &= ~inst.iscrowd
+        rows = np.flatnonzero(keep)
+        kept_crops: list[tuple[np.ndarray, int, int]] = []
+        if masks is not None:
+            items = masks.items
+            for r in rows:
+                kept_crops.append(mask_crop(items[r], (h, w)))
+        else:
+            kept_crops = [(np.zeros((0, 0), np.uint8), 0, 0)] * len(rows)
+        areas = np.array([np.count_nonzero(c[0]) for c in kept_crops], dtype=np.float64)
+        if drop_empty_masks and masks is not None and (areas == 0).any():
+            empty = areas == 0
+            reasons[rows[empty]] = "empty_mask"
+            rows = rows[~empty]
+            kept_crops = [c for c, e in zip(kept_crops, empty, strict=True) if not e]
+            areas = areas[~empty]
+        for r in np.flatnonzero(reasons != ""):
+            drops.append((index, image_id, Drop(int(inst.ids[r]), str(reasons[r]),
+                                                int(inst.labels[r]), "collate")))
+        n = len(rows)
+        ints = np.zeros((n, INT_COLUMNS), dtype=np.int64)
+        ints[:, I_IMAGE] = index
+        ints[:, I_LABEL] = inst.labels[rows]
+        ints[:, I_ID] = inst.ids[rows]
+        for j, (crop, y0, x0) in enumerate(kept_crops):
+            ints[j, I_Y0], ints[j, I_X0] = y0, x0
+            ints[j, I_BH], ints[j, I_BW] = crop.shape
+            ints[j, I_OFFSET] = crop_offset
+            crop_offset += crop.size
+            crops.append(crop)
+        floats = np.zeros((n, FLOAT_COLUMNS), dtype=np.float64)
+        floats[:, :4] = boxes[rows]
+        floats[:, 4] = areas
+        int_rows.append(ints)
+        float_rows.append(floats)
+        crowd_rows.append(inst.iscrowd[rows])
+        images.append(image)
+        image_rows.append([h, w, image_offset, start, n, image_id])
+        image_offset += h * w * 3
+        start += n
+    num = start
+    table_bytes = num * 8 * (INT_COLUMNS + FLOAT_COLUMNS)
+    total = table_bytes + image_offset + crop_offset
+    tensor = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+    buffer = tensor.numpy()
+    if num:
+        buffer[: num * 8 * INT_COLUMNS].view(np.int64)[:] = np.concatenate(int_rows).reshape(-1)
+        buffer[num * 8 * INT_COLUMNS : table_bytes].view(np.float64)[:] = (
+            np.concatenate(float_rows).reshape(-1))
+    position = table_bytes
+    for image in images:
+        size = image.size
+        buffer[position : position + size].reshape(image.shape)[:] = image
+        position += size
+    for crop in crops:
+        size = crop.size
+        if size:
+            buffer[position : position + size] = crop.reshape(-1)
+            position += size
+    image_table = np.asarray(image_rows, dtype=np.int64).reshape(-1, 6)
+    iscrowd = np.concatenate(crowd_rows) if crowd_rows else np.zeros(0, dtype=bool)
+    return PackedBatch(tensor, image_table, num, image_offset, crop_offset, iscrowd, drops)
