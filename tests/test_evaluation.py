@@ -518,3 +518,27 @@ def test_bad_predictions_give_clear_errors(tinycoco: dict[str, Path]) -> None:
                  progress=False)
     with pytest.raises(ValueError, match="iou_types"):
         evaluate(dataset, [], iou_types=("keypoints",))
+
+
+def test_file_areas_decide_small_medium_large(tinycoco: dict[str, Path], tmp_path: Path) -> None:
+    """COCO puts ground truth in small/medium/large by the file's ``area``, not the pixel count:
+    with areas rewritten to other sizes, instkit still agrees with pycocotools on that file."""
+    doc = json.loads(tinycoco["val_json"].read_text())
+    rng = np.random.default_rng(7)
+    for ann in doc["annotations"]:
+        ann["area"] = float(ann["area"]) * float(rng.choice([0.05, 1.0, 20.0]))
+    gt_file = tmp_path / "instances.json"
+    gt_file.write_text(json.dumps(doc))
+    results = _perturbed_results(gt_file, 8)
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(results))
+    oracle = _oracle(gt_file, results_file)
+    dataset = read_coco(gt_file)
+    got = evaluate(dataset, _samples_from_results(results, list(dataset), dataset.categories),
+                   progress=False)
+    np.testing.assert_allclose(_named(got.mask_stats), _stats(oracle["segm"]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_named(got.box_stats), _stats(oracle["bbox"]), rtol=0, atol=1e-6)
+    # Pixel-count areas would give other small/medium/large figures: the check can fail.
+    plain = evaluate(read_coco(tinycoco["val_json"]), results, progress=False)
+    sizes = ["APs", "APm", "APl", "ARs", "ARm", "ARl"]
+    assert any(abs(plain.mask_stats[k] - got.mask_stats[k]) > 1e-3 for k in sizes)
