@@ -22,7 +22,7 @@ import pycocotools.mask as mask_utils
 
 from instkit.categories import Categories, Category
 from instkit.instances import Instances
-from instkit.masks import Masks, MaskItem, PolygonMask, RLEMask, tight_bitmap
+from instkit.masks import MaskItem, Masks, PolygonMask, RLEMask, tight_bitmap
 from instkit.sample import Sample, SampleMeta
 
 CLASS_NAMES = ("circle", "square", "triangle", "ring", "pair", "star")

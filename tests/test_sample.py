@@ -58,7 +58,7 @@ def test_lazy_sample_loads_once_and_checks_size(tmp_path):
     assert sample.meta.notes == ["converted grayscale to RGB"]
     wrong = Sample(Instances.empty((9, 6)), 8, SampleMeta(), image_path=path)
     with pytest.raises(ImageError, match=r"image is 8x6 .* annotation says 9x6.*image_id=8"):
-        wrong.image
+        _ = wrong.image
 
 
 def test_missing_and_corrupt_images_name_the_file(tmp_path):

@@ -32,8 +32,8 @@ from instkit.errors import FormatError, InstkitError, Location, MaskError
 from instkit.instances import Instances
 from instkit.io.files import atomic_write, load_json, safe_join, same_file
 from instkit.masks import (
-    Masks,
     MaskItem,
+    Masks,
     PolygonMask,
     RLEMask,
     decode_rle_counts,
@@ -353,7 +353,12 @@ class CocoDataset(Sequence[Sample]):
             seg_kind = _SEG_POLYGON
             for j, part in enumerate(segmentation):
                 field = f"segmentation[{j}]"
-                if not isinstance(part, list) or not all(map(_is_number, part)):
+                try:
+                    # One C pass converts and type-checks; strings and nested lists raise.
+                    array = np.asarray(part, dtype=np.float64) if isinstance(part, list) else None
+                except (TypeError, ValueError):
+                    array = None
+                if array is None or array.ndim != 1:
                     fail("a polygon must be a flat list of numbers [x0, y0, x1, y1, ...]", field)
                 if len(part) % 2:
                     fail(f"polygon has an odd number of coordinates ({len(part)})", field)
@@ -362,7 +367,6 @@ class CocoDataset(Sequence[Sample]):
                             if len(part) == 4 else "")
                     fail(f"polygon has {len(part) // 2} point(s); at least 3 are needed{trap}",
                          field)
-                array = np.asarray(part, dtype=np.float64)
                 if not np.isfinite(array).all():
                     fail("polygon has a NaN or infinite coordinate", field)
                 parts.append(array)
