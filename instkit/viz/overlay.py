@@ -283,6 +283,15 @@ def _skeleton(categories: Categories | None, label: int) -> tuple[tuple[int, int
     return ()
 
 
+def _alphas(crops: list[tuple[np.ndarray, int, int] | None], canvas_shape: tuple[int, ...],
+            alpha: float) -> list[float]:
+    """Fill opacity per mask: halved for masks covering over a quarter of the image, so that
+    a table or a wall does not hide the objects on it."""
+    total = float(canvas_shape[0] * canvas_shape[1])
+    return [alpha if crop is None or np.count_nonzero(crop[0]) < 0.25 * total else alpha * 0.5
+            for crop in crops]
+
+
 def _area_order(instances: Instances) -> np.ndarray:
     """Draw order: large objects first so small ones stay visible on top."""
     boxes = instances.boxes
@@ -330,11 +339,12 @@ def draw_instances(
     crops = _mask_crops(instances, scale, canvas.shape) if masks else [None] * n
     order = _area_order(instances)
     hatch = max(6, 4 * lw)
+    opacity = _alphas(crops, canvas.shape, alpha)
     for i in order:
         crop = crops[i]
         if crop is not None:
             color = tuple(int(v) for v in palette[i])
-            _fill(canvas, crop, color, alpha, hatch if instances.iscrowd[i] else 0)  # type: ignore[arg-type]
+            _fill(canvas, crop, color, opacity[i], hatch if instances.iscrowd[i] else 0)  # type: ignore[arg-type]
     texts: list[_Label] = []
     for i in order:
         color: RGB = tuple(int(v) for v in palette[i])  # type: ignore[assignment]
@@ -370,19 +380,29 @@ def draw_sample(sample: Sample, categories: Categories | None = None, **options:
 class EvalOutcome:
     """How one image's predictions and ground truth matched at ``iou_threshold``.
 
-    ``pred_tp`` bool ``(P,)``; ``pred_to_gt`` int64 ``(P,)`` (-1 when unmatched); ``pred_iou``
-    float32 ``(P,)`` IoU with the matched ground truth (the best IoU for a false positive);
-    ``gt_found`` bool ``(G,)``; ``gt_ignored`` bool ``(G,)`` (crowd regions). ``predictions``
-    are the ones kept by the score threshold, highest score first.
+    ``predictions`` are those kept by the score threshold, highest score first, and the arrays
+    refer to them: ``pred_tp`` bool ``(P,)`` true positives; ``pred_ignored`` bool ``(P,)``
+    absorbed by a crowd region (COCO counts them neither way); ``pred_to_gt`` int64 ``(P,)``
+    (-1 when unmatched); ``pred_iou`` float32 ``(P,)`` IoU with the matched ground truth (the
+    best IoU with any ground truth otherwise); ``gt_found`` / ``gt_ignored`` bool ``(G,)``.
     """
 
     predictions: Instances
     iou_threshold: float
     pred_tp: np.ndarray
+    pred_ignored: np.ndarray
     pred_to_gt: np.ndarray
     pred_iou: np.ndarray
     gt_found: np.ndarray
     gt_ignored: np.ndarray
+
+    @property
+    def pred_fp(self) -> np.ndarray:
+        return ~self.pred_tp & ~self.pred_ignored
+
+    @property
+    def gt_missed(self) -> np.ndarray:
+        return ~self.gt_found & ~self.gt_ignored
 
     @property
     def tp(self) -> int:
@@ -390,29 +410,11 @@ class EvalOutcome:
 
     @property
     def fp(self) -> int:
-        return int((~self.pred_tp & (self.pred_to_gt < 0)).sum())
+        return int(self.pred_fp.sum())
 
     @property
     def fn(self) -> int:
-        return int((~self.gt_found & ~self.gt_ignored).sum())
-
-
-def _iou_matrix(gt: Instances, pred: Instances, iou_type: str) -> np.ndarray:
-    import pycocotools.mask as mask_utils
-
-    if len(gt) == 0 or len(pred) == 0:
-        return np.zeros((len(pred), len(gt)), dtype=np.float64)
-    crowd = [int(c) for c in gt.iscrowd]
-    if iou_type == "segm":
-        if gt.masks is None or pred.masks is None:
-            raise InstkitError("mask IoU needs masks on both the ground truth and the predictions")
-        ious = mask_utils.iou(pred.masks.to_rle(), gt.masks.to_rle(), crowd)
-    else:
-        def xywh(b: np.ndarray) -> np.ndarray:
-            return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).astype(np.float64)
-
-        ious = mask_utils.iou(xywh(pred.boxes), xywh(gt.boxes), crowd)
-    return np.asarray(ious, dtype=np.float64).reshape(len(pred), len(gt))
+        return int(self.gt_missed.sum())
 
 
 def evaluation_outcome(
@@ -423,10 +425,9 @@ def evaluation_outcome(
     iou_type: str = "segm",
     score_threshold: float = 0.0,
 ) -> EvalOutcome:
-    """Match ``predictions`` to ``ground_truth`` with ``instkit.evaluation.match_instances``.
-
-    Predictions below ``score_threshold`` are left out first (the overlay shows what a user of
-    the model would see at that threshold).
+    """Match ``predictions`` to ``ground_truth`` with ``instkit.evaluation.match_instances``
+    (COCO's greedy matching). Predictions below ``score_threshold`` are left out first: the
+    overlay shows what a user of the model sees at that threshold.
     """
     from instkit.evaluation import match_instances
 
@@ -438,28 +439,22 @@ def evaluation_outcome(
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         kept = predictions[keep]
     match = match_instances(ground_truth, kept, iou_threshold=iou_threshold, iou_type=iou_type)
-    pred_to_gt = np.asarray(match.pred_to_gt, dtype=np.int64).reshape(len(kept))
-    pred_matched = np.asarray(match.pred_matched, dtype=bool).reshape(len(kept))
-    ignored = ground_truth.iscrowd.astype(bool).copy()
-    ious = _iou_matrix(ground_truth, kept, iou_type)
+    pred_to_gt = np.asarray(match.pred_to_gt, dtype=np.int64)
+    ious = np.asarray(match.ious, dtype=np.float64).reshape(len(kept), len(ground_truth))
     pred_iou = np.zeros(len(kept), dtype=np.float32)
-    for p in range(len(kept)):
-        g = int(pred_to_gt[p])
-        if g >= 0:
-            pred_iou[p] = ious[p, g]
-        elif ious.shape[1]:
-            pred_iou[p] = ious[p].max()
-    # A prediction matched to a crowd region is ignored by COCO: neither TP nor FP.
-    tp = pred_matched & (pred_to_gt >= 0)
-    tp[tp] = ~ignored[pred_to_gt[tp]]
+    if ious.size:
+        pred_iou[:] = ious.max(axis=1)
+        matched = pred_to_gt >= 0
+        pred_iou[matched] = ious[np.flatnonzero(matched), pred_to_gt[matched]]
     return EvalOutcome(
         predictions=kept,
         iou_threshold=float(iou_threshold),
-        pred_tp=tp,
+        pred_tp=np.asarray(match.pred_matched, dtype=bool),
+        pred_ignored=np.asarray(match.pred_ignored, dtype=bool),
         pred_to_gt=pred_to_gt,
         pred_iou=pred_iou,
-        gt_found=np.asarray(match.gt_matched, dtype=bool).reshape(len(ground_truth)),
-        gt_ignored=ignored,
+        gt_found=np.asarray(match.gt_matched, dtype=bool),
+        gt_ignored=np.asarray(match.gt_ignored, dtype=bool),
     )
 
 
@@ -521,14 +516,16 @@ def draw_evaluation(
     scale = _scale_for(ground_truth.image_size, max_side)
     canvas = _resize(array, scale)
     lw, fs = _defaults(canvas.shape, line_width, font_size)
-    pred_colors = [TP_COLOR if tp else FP_COLOR for tp in outcome.pred_tp]
+    pred_colors = [TP_COLOR if tp else IGNORED_COLOR if ignored else FP_COLOR
+                   for tp, ignored in zip(outcome.pred_tp, outcome.pred_ignored, strict=True)]
     pred_crops = _mask_crops(preds, scale, canvas.shape)
     # Low scores first, so the most confident predictions end on top.
     order = np.arange(len(preds))[::-1]
+    opacity = _alphas(pred_crops, canvas.shape, alpha)
     for p in order:
         crop = pred_crops[p]
         if crop is not None:
-            _fill(canvas, crop, pred_colors[p], alpha)
+            _fill(canvas, crop, pred_colors[p], opacity[p])
     for p in order:
         crop = pred_crops[p]
         if crop is not None:
@@ -693,4 +690,12 @@ def save_image(image: np.ndarray, path: str | os.PathLike[str], *, quality: int 
     options: dict[str, Any] = {"quality": quality} if formats[suffix] != "PNG" else {}
     with atomic_write(target, "wb") as handle:
         Image.fromarray(array).save(handle, format=formats[suffix], **options)
+    readable_by_all(target)
     return target
+
+
+def readable_by_all(path: str | os.PathLike[str]) -> None:
+    """Give a file written through a private temporary file the usual mode (0666 - umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
