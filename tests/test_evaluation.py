@@ -542,3 +542,48 @@ def test_file_areas_decide_small_medium_large(tinycoco: dict[str, Path], tmp_pat
     plain = evaluate(read_coco(tinycoco["val_json"]), results, progress=False)
     sizes = ["APs", "APm", "APl", "ARs", "ARm", "ARl"]
     assert any(abs(plain.mask_stats[k] - got.mask_stats[k]) > 1e-3 for k in sizes)
+
+
+def test_results_in_other_mask_forms_and_report(tinycoco: dict[str, Path],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Polygon and uncompressed-RLE results read as the same masks; the report is JSON-ready and
+    the progress bar goes to stderr only."""
+    dataset = read_coco(tinycoco["val_json"])
+    sample = dataset[0]
+    h, w = sample.image_size
+    cat = dataset.categories.ids[int(sample.instances.labels[0])]
+    square = [10.0, 10.0, 60.0, 10.0, 60.0, 50.0, 10.0, 50.0]
+    rle = mask_utils.frPyObjects([square], h, w)[0]
+    dense = mask_utils.decode(rle)
+    uncompressed = {"size": [h, w],
+                    "counts": [int(c) for c in _uncompressed_counts(dense)]}
+    base = {"image_id": sample.image_id, "category_id": cat, "score": 0.9}
+    read = read_coco_results([{**base, "segmentation": [square]},
+                              {**base, "segmentation": uncompressed},
+                              {**base, "segmentation": {"size": [h, w],
+                                                        "counts": rle["counts"].decode()}}],
+                             dataset)
+    masks = read[0].instances.masks
+    assert masks is not None and len(masks) == 3
+    assert (masks.to_dense() == dense.astype(bool)[None]).all()
+    np.testing.assert_array_equal(read[0].instances.boxes, [[10, 10, 60, 50]] * 3)
+
+    result = evaluate(dataset, read, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # pycocotools' prints are silenced
+    assert "evaluate" in captured.err
+    report = json.loads(json.dumps(result.as_dict(), allow_nan=False))
+    assert set(report["mask_stats"]) >= {"AP", "AP50", "ARl"}
+    assert len(report["per_class"]) == len(dataset.categories)
+    assert all(len(c["precision"]) == 101 for c in report["pr_curves"])
+    assert {row["image_id"] for row in report["per_image"]} == set(dataset.image_ids.tolist())
+    first = next(r for r in report["per_image"] if r["image_id"] == sample.image_id)
+    assert first["tp"] + first["fp"] == 3  # the square is either a hit or a false positive
+
+
+def _uncompressed_counts(dense: np.ndarray) -> list[int]:
+    flat = dense.reshape(-1, order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return runs if flat[0] == 0 else [0, *runs]
