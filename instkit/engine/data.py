@@ -1,0 +1,68 @@
+"""Opening datasets for the loops, and checking a dataset's classes against a model's."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instkit.categories import Categories
+from instkit.errors import InstkitError, Location
+from instkit.sample import Sample
+
+
+def open_dataset(path: str | os.PathLike[str], images: str | os.PathLike[str] | None = None,
+                 *, split: str | None = None) -> Sequence[Sample]:
+    """A COCO annotation file (images under ``images``, default: beside the file) or a Hugging
+    Face dataset folder written by ``save_to_disk`` (e.g. ``instkit convert --to hf``)."""
+    location = Location(file=os.fspath(path))
+    target = Path(path)
+    if not target.exists():
+        raise InstkitError("dataset not found", location)
+    if target.is_dir():
+        from instkit.io.hf import read_hf
+
+        return read_hf(target, split=split)
+    from instkit.io.coco import read_coco
+
+    if images is not None and not Path(images).is_dir():
+        raise InstkitError("image folder not found", Location(file=os.fspath(images)))
+    return read_coco(target, images)
+
+
+def categories_of(data: Any) -> Categories:
+    found = getattr(data, "categories", None)
+    if isinstance(found, Categories):
+        return found
+    for sample in data:
+        if sample.meta.categories is not None:
+            return sample.meta.categories  # type: ignore[no-any-return]
+        break
+    raise InstkitError("the dataset carries no category table")
+
+
+def label_map(model_categories: Categories, data_categories: Categories,
+              where: str | None = None) -> np.ndarray:
+    """Model label -> dataset label (``-1`` for a model class the dataset lacks).
+
+    Raises when the dataset has a class the model does not know (by category id and name).
+    """
+    unknown = []
+    for category in data_categories:
+        if not model_categories.has_id(category.id) or \
+                model_categories[model_categories.label_of(category.id)].name != category.name:
+            unknown.append(f"{category.id}:{category.name}")
+    if unknown:
+        known = ", ".join(f"{c.id}:{c.name}" for c in model_categories)
+        raise InstkitError(
+            f"the dataset has {len(unknown)} class(es) the model does not know: "
+            f"{', '.join(unknown[:10])}{'...' if len(unknown) > 10 else ''} (the model knows {known})",
+            Location(file=where))
+    mapping = np.full(len(model_categories), -1, dtype=np.int64)
+    for label, category in enumerate(model_categories):
+        if data_categories.has_id(category.id):
+            mapping[label] = data_categories.label_of(category.id)
+    return mapping
