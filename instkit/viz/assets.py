@@ -237,7 +237,7 @@ JS = r"""
           var td = el("td", { class: col.num ? "num" : "" });
           var v = row[col.key];
           if (col.render) td.appendChild(col.render(v, row));
-          else td.textContent = fmt(v);
+          else td.textContent = col.raw ? (v === null || v === undefined ? "–" : String(v)) : fmt(v);
           tr.appendChild(td);
         });
         if (onRow) tr.addEventListener("click", function () { onRow(row, tr); });
@@ -455,7 +455,7 @@ JS = r"""
     }
     info.appendChild(el("h4", { text: im.inst.length + " instances" }));
     var cols = [
-      { key: "id", title: "ann id" },
+      { key: "id", title: "ann id", raw: true },
       { key: "label", title: "class", render: function (v, row) { return el("span", null, [swatch(row.color), catName(v) + (row.crowd ? " (crowd)" : "")]); } },
       { key: "box", title: "box x,y,w,h", render: function (v) { return el("span", { text: v.map(function (x) { return fmt(x, 1); }).join(", ") }); } },
       { key: "area", title: "area px", num: true },
@@ -481,7 +481,7 @@ JS = r"""
       { key: "label", title: "class", render: function (v) { return el("span", { text: catName(v) }); } },
       { key: "outcome", title: "outcome", render: function (v) { return el("span", { class: "badge " + v, text: v.toUpperCase() }); } },
       { key: "iou", title: "IoU", num: true, render: function (v) { return el("span", { text: fmt(v, 2) }); } },
-      { key: "gt", title: "matched GT id" },
+      { key: "gt", title: "matched GT id", raw: true },
       { key: "box", title: "box x,y,w,h", render: function (v) { return el("span", { text: v.map(function (x) { return fmt(x, 1); }).join(", ") }); } }];
     var w1 = el("div", { class: "table-wrap" });
     var t1 = sortableTable(pcols, im.preds.slice(), null);
@@ -491,7 +491,7 @@ JS = r"""
     info.appendChild(w1);
     info.appendChild(el("h4", { text: im.gts.length + " ground-truth instances" }));
     var gcols = [
-      { key: "id", title: "ann id" },
+      { key: "id", title: "ann id", raw: true },
       { key: "label", title: "class", render: function (v) { return el("span", { text: catName(v) }); } },
       { key: "outcome", title: "outcome", render: function (v) { return el("span", { class: "badge " + (v === "missed" ? "fn" : v === "found" ? "tp" : "info"), text: v }); } },
       { key: "area", title: "area px", num: true },

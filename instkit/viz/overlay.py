@@ -488,6 +488,7 @@ def draw_evaluation(
     max_side: int | None = None,
     alpha: float = 0.5,
     legend: bool = True,
+    labels: bool = True,
     line_width: int | None = None,
     font_size: int | None = None,
 ) -> np.ndarray:
@@ -533,7 +534,7 @@ def draw_evaluation(
         elif iou_type == "bbox" or preds.masks is None:
             _box(canvas, preds.boxes[p], scale, pred_colors[p], lw)
     gt_crops = _mask_crops(ground_truth, scale, canvas.shape)
-    dash = max(4, 4 * lw)
+    dash, gap = max(5, 4 * lw), max(5, 2 * lw + 4)
     texts: list[_Label] = []
     for g in _area_order(ground_truth):
         if ground_truth.iscrowd[g]:
@@ -545,7 +546,7 @@ def draw_evaluation(
         crop = gt_crops[g]
         if crop is not None and iou_type == "segm":
             _dashed_outline(canvas, crop, color, lw + (0 if outcome.gt_found[g] else 1), dash,
-                            dash // 2 + 1)
+                            gap)
         else:
             _dashed_box(canvas, ground_truth.boxes[g], scale, color, lw, dash)
         if not outcome.gt_found[g] and not ground_truth.iscrowd[g]:
@@ -557,7 +558,8 @@ def draw_evaluation(
         score = "" if preds.scores is None else f" {float(preds.scores[p]):.2f}"
         x0, y0 = (float(v) * scale for v in preds.boxes[p][:2])
         texts.append(_Label(f"{name}{score}", x0, y0, pred_colors[p]))
-    canvas = _draw_labels(canvas, texts, fs)
+    if labels:
+        canvas = _draw_labels(canvas, texts, fs)
     if legend:
         canvas = _legend(canvas, [
             (f"TP {outcome.tp}", TP_COLOR),
