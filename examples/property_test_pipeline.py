@@ -20,6 +20,7 @@ from instkit.transforms import Augment
 
 # isort: split
 import albumentations as A
+
 from instkit.synthetic import make_samples
 from instkit.testing import check_alignment
 
