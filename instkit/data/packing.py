@@ -10,9 +10,8 @@ A batch is packed as::
   image) and the mask's pixel area;
 - images: each ``(H, W, 3)`` uint8 RGB, C order, one after the other;
 - mask crops: each instance's mask as a crop-local ``(bh, bw)`` uint8 0/1 array at its
-  ``(y0, x0)`` in the original image. Polygons are rasterised by pycocotools inside their own
-  small crop (bit for bit what a full-image rasterisation gives there), RLEs are decoded over the
-  columns they touch only, bitmaps are copied. Memory grows with object area, never with
+  ``(y0, x0)`` in the original image. Polygons are rasterised by pycocotools to RLE (exactly,
+  one C call per image), RLEs are decoded over the columns they touch only, bitmaps are copied. Memory grows with object area, never with
   image area times instance count.
 
 Per-image facts (sizes, offsets, image ids) stay in a small numpy table on the host.
@@ -25,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
 from instkit.errors import ImageError, InstkitError, Location
-from instkit.masks import BitmapMask, PolygonMask, RLEMask, decode_rle_counts
+from instkit.masks import BitmapMask, decode_rle_counts
 from instkit.sample import Drop, Sample
 
 INT_COLUMNS = 8
@@ -95,31 +93,6 @@ def _as_rgb(image: Any, index: int, image_id: int) -> np.ndarray:
                        f"{array.shape}", Location(sample_index=index, image_id=image_id))
 
 
-def polygon_crop(item: PolygonMask, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """Rasterise a polygon inside a crop around it: ``(crop uint8 (bh, bw), y0, x0)``.
-
-    pycocotools' rasteriser is translation invariant for integer shifts and drops what falls
-    outside its canvas, so a crop reaching one pixel past the outline (and clipped to the image)
-    gives exactly the pixels a full-image rasterisation gives.
-    """
-    h, w = size
-    coords = np.concatenate(item.parts)
-    xs, ys = coords[0::2], coords[1::2]
-    x0 = int(min(max(np.floor(xs.min()) - 1, 0), w))
-    y0 = int(min(max(np.floor(ys.min()) - 1, 0), h))
-    x1 = int(min(max(np.ceil(xs.max()) + 2, 0), w))
-    y1 = int(min(max(np.ceil(ys.max()) + 2, 0), h))
-    bh, bw = y1 - y0, x1 - x0
-    if bh <= 0 or bw <= 0:
-        return np.zeros((0, 0), np.uint8), 0, 0
-    shift = np.array([x0, y0], dtype=np.float64)
-    parts = [(part.reshape(-1, 2) - shift).reshape(-1) for part in item.parts]
-    rles = mask_utils.frPyObjects(parts, bh, bw)
-    rle = rles[0] if len(rles) == 1 else mask_utils.merge(rles)
-    crop = mask_utils.decode(rle)
-    return np.ascontiguousarray(crop), y0, x0
-
-
 def rle_crop(counts: bytes, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
     """Decode a compressed RLE over the columns it touches only: ``(crop, y0, x0)``."""
     h, w = size
@@ -134,25 +107,25 @@ def rle_crop(counts: bytes, size: tuple[int, int]) -> tuple[np.ndarray, int, int
     xa, xb = first // h, last // h + 1
     base = xa * h
     diff = np.zeros((xb - xa) * h + 1, dtype=np.int32)
-    np.add.at(diff, starts[ones] - base, 1)
-    np.add.at(diff, ends[ones] - base, -1)
+    diff[starts[ones] - base] += 1  # ones runs never share a start, nor an end
+    diff[ends[ones] - base] -= 1
     band = np.cumsum(diff[:-1]).astype(np.uint8).reshape(xb - xa, h).T
     rows = np.flatnonzero(band.any(axis=1))
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     return np.ascontiguousarray(band[y0:y1]), y0, xa
 
 
-def mask_crop(item: Any, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    if isinstance(item, PolygonMask):
-        return polygon_crop(item, size)
-    if isinstance(item, RLEMask):
-        return rle_crop(item.counts, size)
+def mask_crop(item: Any, counts: bytes | None, size: tuple[int, int]
+              ) -> tuple[np.ndarray, int, int]:
+    """One mask as ``(crop uint8 (bh, bw), y0, x0)``: bitmaps as stored, the rest from RLE."""
     if isinstance(item, BitmapMask):
         bitmap = item.bitmap
-        if bitmap.size == 0:
+        if bitmap.size == 0 or not bitmap.any():
             return np.zeros((0, 0), np.uint8), 0, 0
         return bitmap.view(np.uint8), int(item.offset[0]), int(item.offset[1])
-    raise TypeError(f"unknown mask item {type(item).__name__}")
+    if counts is None:
+        raise TypeError(f"unknown mask item {type(item).__name__}")
+    return rle_crop(counts, size)
 
 
 def pack_samples(
@@ -218,8 +191,15 @@ def pack_samples(
         kept_crops: list[tuple[np.ndarray, int, int]] = []
         if masks is not None:
             items = masks.items
-            for r in rows:
-                kept_crops.append(mask_crop(items[r], (h, w)))
+            # Polygons go through pycocotools' full-image RLE (one C call for the image, exact
+            # to the bit) and are then decoded over their own columns only.
+            sub = masks[rows]
+            needs_rle = any(not isinstance(items[r], BitmapMask) for r in rows)
+            counts = sub.rle_counts() if needs_rle else [None] * len(rows)
+            for j, r in enumerate(rows):
+                item = items[r]
+                kept_crops.append(mask_crop(
+                    item, None if isinstance(item, BitmapMask) else counts[j], (h, w)))
         else:
             kept_crops = [(np.zeros((0, 0), np.uint8), 0, 0)] * len(rows)
         areas = np.array([np.count_nonzero(c[0]) for c in kept_crops], dtype=np.float64)
