@@ -17,13 +17,14 @@ from instkit.data.collate import (
     RfDetrBatch,
     resized_size,
 )
-from instkit.data.dataset import InstanceDataset, derive_seed, hf_transform
+from instkit.data.dataset import DatasetError, InstanceDataset, derive_seed, hf_transform
 from instkit.data.packing import CollateError, PackedBatch, pack_samples
 
 __all__ = [
     "BatchInfo",
     "CollateError",
     "Collator",
+    "DatasetError",
     "InstanceBatch",
     "InstanceDataset",
     "MaskRCNNBatch",

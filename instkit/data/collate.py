@@ -100,6 +100,9 @@ class MaskRCNNBatch(tuple):  # type: ignore[type-arg]
         obj.info = info
         return obj
 
+    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers pickle batches
+        return (MaskRCNNBatch, (self[0], self[1], self.info))
+
     @property
     def images(self) -> list[Any]:
         return self[0]  # type: ignore[no-any-return]

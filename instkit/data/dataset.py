@@ -27,6 +27,10 @@ from instkit.sample import Sample
 torch = require("torch", "torch")
 
 
+class DatasetError(InstkitError, ValueError):
+    """A source or transform that does not give ``Sample``s; names the index and image_id."""
+
+
 def _is_hf_dataset(source: Any) -> bool:
     module = type(source).__module__ or ""
     return module.startswith("datasets.") and hasattr(source, "features")
@@ -95,7 +99,7 @@ class InstanceDataset(torch.utils.data.Dataset):  # type: ignore[misc]
             raise TypeError(f"index an InstanceDataset with an int, got {type(index).__name__}")
         sample = self.source[index]
         if not isinstance(sample, Sample):
-            raise InstkitError(f"the source gave a {type(sample).__name__}, not a Sample",
+            raise DatasetError(f"the source gave a {type(sample).__name__}, not a Sample",
                                Location(sample_index=index))
         if self.transform is None:
             return sample
@@ -104,7 +108,7 @@ class InstanceDataset(torch.utils.data.Dataset):  # type: ignore[misc]
         else:
             out = self.transform(sample)
         if not isinstance(out, Sample):
-            raise InstkitError(f"the transform returned a {type(out).__name__}, not a Sample",
+            raise DatasetError(f"the transform returned a {type(out).__name__}, not a Sample",
                                Location(sample_index=index, image_id=sample.image_id))
         return out
 
@@ -143,4 +147,4 @@ def hf_transform(transform: Callable[..., Sample] | None = None, categories: Any
     return apply
 
 
-__all__ = ["InstanceDataset", "derive_seed", "hf_transform"]
+__all__ = ["DatasetError", "InstanceDataset", "derive_seed", "hf_transform"]
