@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/instkit demo
 
 test: $(STAMP)
+	$(BIN)/python tests/setup_browser.py || true
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

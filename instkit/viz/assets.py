@@ -124,8 +124,9 @@ tr.clickable { cursor:pointer; } tr.clickable:hover, tr.hl { background:#ddf4ff;
   background:var(--card); border-radius:4px; cursor:pointer; min-width:34px; }
 .panel-body { display:flex; gap:14px; padding:12px; overflow:auto; flex-wrap:wrap; }
 .d-picture { flex:1 1 560px; min-width:300px; }
-.d-picture img { max-width:100%; max-height:78vh; display:block; margin:auto; }
-.d-info { flex:1 1 420px; min-width:300px; font-size:13px; }
+.d-picture img { width:100%; height:auto; max-height:78vh; object-fit:contain; display:block; margin:auto; }
+.d-info { flex:1 1 420px; min-width:300px; font-size:12px; }
+.d-info td, .d-info th { padding:3px 6px; }
 .d-info table { width:100%; }
 .d-info h4 { margin:12px 0 6px; font-size:13px; }
 .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:4px;
@@ -171,6 +172,10 @@ JS = r"""
     if (typeof v !== "number") return String(v);
     if (Number.isInteger(v)) return v.toLocaleString("en");
     return v.toFixed(digits === undefined ? 3 : digits);
+  }
+  function boxText(v) {
+    var r = v.map(function (x) { return Math.round(x); });
+    return el("span", { text: r[0] + "," + r[1] + " " + r[2] + "×" + r[3], title: v.join(", ") });
   }
   function catName(label) { return cats[label] ? cats[label].name : "class " + label; }
   function swatch(color) { return el("span", { class: "swatch", style: "background:" + color }); }
@@ -457,7 +462,7 @@ JS = r"""
     var cols = [
       { key: "id", title: "ann id", raw: true },
       { key: "label", title: "class", render: function (v, row) { return el("span", null, [swatch(row.color), catName(v) + (row.crowd ? " (crowd)" : "")]); } },
-      { key: "box", title: "box x,y,w,h", render: function (v) { return el("span", { text: v.map(function (x) { return fmt(x, 1); }).join(", ") }); } },
+      { key: "box", title: "box x,y w×h", render: boxText },
       { key: "area", title: "area px", num: true },
       { key: "coco_area", title: "file area", num: true },
       { key: "fill", title: "box fill", num: true, render: function (v) { return el("span", { text: fmt(v, 2) }); } },
@@ -482,7 +487,7 @@ JS = r"""
       { key: "outcome", title: "outcome", render: function (v) { return el("span", { class: "badge " + v, text: v.toUpperCase() }); } },
       { key: "iou", title: "IoU", num: true, render: function (v) { return el("span", { text: fmt(v, 2) }); } },
       { key: "gt", title: "matched GT id", raw: true },
-      { key: "box", title: "box x,y,w,h", render: function (v) { return el("span", { text: v.map(function (x) { return fmt(x, 1); }).join(", ") }); } }];
+      { key: "box", title: "box x,y w×h", render: boxText }];
     var w1 = el("div", { class: "table-wrap" });
     var t1 = sortableTable(pcols, im.preds.slice(), null);
     t1.id = "d-preds";
@@ -495,7 +500,7 @@ JS = r"""
       { key: "label", title: "class", render: function (v) { return el("span", { text: catName(v) }); } },
       { key: "outcome", title: "outcome", render: function (v) { return el("span", { class: "badge " + (v === "missed" ? "fn" : v === "found" ? "tp" : "info"), text: v }); } },
       { key: "area", title: "area px", num: true },
-      { key: "box", title: "box x,y,w,h", render: function (v) { return el("span", { text: v.map(function (x) { return fmt(x, 1); }).join(", ") }); } }];
+      { key: "box", title: "box x,y w×h", render: boxText }];
     var w2 = el("div", { class: "table-wrap" });
     w2.appendChild(sortableTable(gcols, im.gts.slice(), null));
     info.appendChild(w2);

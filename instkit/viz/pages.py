@@ -249,7 +249,7 @@ def _mask_description(item: Any) -> str:
     if isinstance(item, PolygonMask):
         vertices = sum(part.size // 2 for part in item.parts)
         parts = len(item.parts)
-        return f"polygon, {parts} part{'s' if parts != 1 else ''}, {vertices} vertices"
+        return f"polygon {vertices} pts" + (f", {parts} parts" if parts != 1 else "")
     if isinstance(item, RLEMask):
         return "RLE (uncompressed)" if item.uncompressed else "RLE"
     if isinstance(item, BitmapMask):
