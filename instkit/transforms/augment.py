@@ -305,10 +305,10 @@ class Augment:
             d: dict[str, Any] = {"bbox": boxes[row], "bbox_labels": {_ROW: src.first + j}}
             if dense is not None:
                 d["mask"] = dense[j].view(np.uint8)
-            if use_kp:
-                assert inst.keypoints is not None
-                k = inst.keypoints.shape[1]
-                d["keypoints"] = inst.keypoints[row, :, :2].copy()
+            if use_kp:  # a partner without keypoints offers none (they come out unlabelled)
+                k = 0 if inst.keypoints is None else inst.keypoints.shape[1]
+                d["keypoints"] = (inst.keypoints[row, :, :2].copy() if k
+                                  else np.zeros((0, 2), np.float32))
                 d["keypoint_labels"] = {_KP: list(range(k))}
             out.append(d)
         return out
@@ -326,11 +326,10 @@ class Augment:
         if use_masks:
             item["masks"] = (np.stack([d["mask"] for d in dicts]) if dicts
                              else np.zeros((0, h, w), np.uint8))
-        if use_kp and partner.instances.keypoints is not None:
-            k = partner.instances.keypoints.shape[1]
+        if use_kp:
             item["keypoints"] = (np.concatenate([d["keypoints"] for d in dicts]) if dicts
                                  else np.zeros((0, 2), np.float32))
-            item["keypoint_labels"] = {_KP: [kk for _ in dicts for kk in range(k)]}
+            item["keypoint_labels"] = {_KP: [kk for d in dicts for kk in d["keypoint_labels"][_KP]]}
         return item
 
     # assembling -----------------------------------------------------------------------------
