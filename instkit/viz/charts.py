@@ -95,7 +95,7 @@ def histogram(values: np.ndarray, edges: np.ndarray, *, title: str = "", xlabel:
                      f'fill="{_AXIS}">{escape(caption)}</text>')
     for position, caption in markers:
         if edges[0] <= position <= edges[-1]:
-            k = np.searchsorted(edges, position)
+            k = int(np.searchsorted(edges, position))
             frac = 0.0
             if 0 < k <= bins:
                 frac = (position - edges[k - 1]) / (edges[k] - edges[k - 1])

@@ -132,16 +132,16 @@ def _draw_labels(canvas: np.ndarray, labels: list[_Label], font_size: int) -> np
     placed: list[tuple[int, int, int, int]] = []
     for label in labels:
         left, top, right, bottom = draw.textbbox((0, 0), label.text, font=font)
-        tw, th = right - left + 2 * pad, bottom - top + 2 * pad
+        tw, th = int(right - left) + 2 * pad, int(bottom - top) + 2 * pad
         x = int(min(max(0, label.x), max(0, w - tw)))
         # Above the anchor, else just below it, then further down, avoiding earlier labels.
         candidates = [int(label.y - th)] + [int(label.y + k * th) for k in range(4)]
         candidates = [min(max(0, c), max(0, h - th)) for c in candidates]
-        y = candidates[0]
+        y = int(candidates[0])
         for c in candidates:
             if not any(x < px1 and px0 < x + tw and c < py1 and py0 < c + th
                        for px0, py0, px1, py1 in placed):
-                y = c
+                y = int(c)
                 break
         placed.append((x, y, x + tw, y + th))
         draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=label.color)
@@ -271,6 +271,10 @@ def _keypoints(canvas: np.ndarray, points: np.ndarray, skeleton: tuple[tuple[int
                        lineType=cv2.LINE_AA)
 
 
+def _rgb(value: np.ndarray) -> RGB:
+    return int(value[0]), int(value[1]), int(value[2])
+
+
 def _class_name(categories: Categories | None, label: int) -> str:
     if categories is not None and 0 <= label < len(categories):
         return categories[label].name
@@ -336,18 +340,19 @@ def draw_instances(
     palette = instance_colors(instances.labels, instances.ids) if colors is None else colors
     if palette.shape != (n, 3):
         raise ValueError(f"colors must have shape ({n}, 3), got {palette.shape}")
-    crops = _mask_crops(instances, scale, canvas.shape) if masks else [None] * n
+    crops: list[tuple[np.ndarray, int, int] | None] = (
+        _mask_crops(instances, scale, canvas.shape) if masks else [None] * n)
+    rgb = [_rgb(palette[i]) for i in range(n)]
     order = _area_order(instances)
     hatch = max(6, 4 * lw)
     opacity = _alphas(crops, canvas.shape, alpha)
     for i in order:
         crop = crops[i]
         if crop is not None:
-            color = tuple(int(v) for v in palette[i])
-            _fill(canvas, crop, color, opacity[i], hatch if instances.iscrowd[i] else 0)  # type: ignore[arg-type]
+            _fill(canvas, crop, rgb[i], opacity[i], hatch if instances.iscrowd[i] else 0)
     texts: list[_Label] = []
     for i in order:
-        color: RGB = tuple(int(v) for v in palette[i])  # type: ignore[assignment]
+        color = rgb[i]
         crop = crops[i]
         if crop is not None:
             _outline(canvas, crop, color, lw)

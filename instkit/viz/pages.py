@@ -431,19 +431,19 @@ def dataset_report(
                 code_severity[f["code"]] = f["severity"]
         worst = max((f["severity"] for f in findings),
                     key=lambda s: _SEVERITY_RANK.get(s, 0), default="info")
-        key = str(index)
+        record_key = str(index)
         records.append({
-            "id": image_id, "key": key, "file": sample.meta.file_name, "w": sample.image_size[1],
+            "id": image_id, "key": record_key, "file": sample.meta.file_name, "w": sample.image_size[1],
             "h": sample.image_size[0], "n": n, "labels": sorted(set(labels.tolist())),
             "crowd": crowd, "codes": codes, "nf": len(findings), "worst": worst,
             "findings": image_level,
-            "inst": rows, "thumb": f"img/t_{key}.jpg", "full": f"img/f_{key}.jpg",
+            "inst": rows, "thumb": f"img/t_{record_key}.jpg", "full": f"img/f_{record_key}.jpg",
         })
         h = hashlib.sha1()
         _digest_instances(h, inst)
         h.update(_file_stamp(sample.image_path).encode() + root_stamp.encode())
         h.update(json.dumps(categories.names).encode())
-        jobs.append(_Job(key, image_id, h.hexdigest(), _sample_drawer(dataset, index),
+        jobs.append(_Job(record_key, image_id, h.hexdigest(), _sample_drawer(dataset, index),
                          sample.image_size))
 
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,7 +63,7 @@ def command(annotation_file: Path, images: Path | None, image_id: int | None, in
     sample = dataset[position]
     if sample.image_path is not None and same_file(sample.image_path, out_file):
         raise InstkitError(f"-o {out_file} would write over the image it draws")
-    options = {"labels": not no_labels, "boxes": not no_boxes}
+    options: dict[str, Any] = {"labels": not no_labels, "boxes": not no_boxes}
     if preset is not None:
         from instkit.transforms.presets import PRESETS
 
