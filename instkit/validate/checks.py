@@ -617,7 +617,8 @@ def check_document(document: Any, *, file: str | None = None, raw: bytes | None 
     check_annotations(document, ctx, out, progress)
     if images_dir is not None:
         check_image_files(files, images_dir, document, ctx, out, workers, progress)
-    for index, entry in enumerate(document.get("categories") or []):
+    categories = document.get("categories")
+    for index, entry in enumerate(categories if isinstance(categories, list) else []):
         if isinstance(entry, dict) and is_int(entry.get("id")) and entry["id"] not in ctx.used_categories:
             out.add("category-unused", f"category {entry['id']} ({entry.get('name')!r}) has no annotation",
                     json_path=f"categories[{index}]")

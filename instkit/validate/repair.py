@@ -301,7 +301,7 @@ def _fix_annotations(doc: dict[str, Any], changes: _Changes, images: dict[int, t
         def drop(reason: str, _path: str = path, _id: Any = ann_id) -> None:
             change(f"annotation dropped ({reason})", _path, _id, None)
 
-        if image_id not in images or not is_int(image_id):
+        if not is_int(image_id) or image_id not in images:
             drop(f"image_id {image_id!r} is not a known image")
             continue
         if not is_int(ann.get("category_id")) or ann["category_id"] not in categories:
