@@ -618,6 +618,7 @@ def write_coco(
     licenses: list[Any] | None = None,
     images_dir: str | os.PathLike[str] | None = None,
     mask_format: str = "auto",
+    renumber_ids: bool = False,
 ) -> Path:
     """Write samples as a COCO file, atomically, never over one of its inputs.
 
@@ -626,6 +627,8 @@ def write_coco(
     (uncompressed where the source was); ``"rle"`` writes compressed RLE throughout;
     ``"polygon"`` converts every mask to polygons (lossy: holes are filled). ``images_dir``
     also saves every sample's image there, named by its ``file_name`` (PNG for new ones).
+    Annotation ids must be unique across the file; ``renumber_ids=True`` numbers them 1, 2, ...
+    in order instead (for augmented copies, whose mixed-in rows repeat ids across samples).
     """
     if mask_format not in ("auto", "rle", "polygon"):
         raise ValueError(f"mask_format must be 'auto', 'rle' or 'polygon', got {mask_format!r}")
@@ -661,6 +664,8 @@ def write_coco(
             image.setdefault(key, value)
         images.append(image)
         for annotation in sample_annotations(sample, categories, mask_format=mask_format):
+            if renumber_ids:
+                annotation["id"] = len(annotations) + 1
             if annotation["id"] in seen_ids:
                 raise InstkitError(
                     f"annotation id {annotation['id']} is used twice (also in image "

@@ -215,6 +215,12 @@ def test_writer_refuses_its_input_and_writes_atomically(tmp_path, small_doc):
     with pytest.raises(instkit.errors.InstkitError, match="refusing to write over the input"):
         instkit.write_coco(dataset, path)
     assert path.read_bytes() == before
+    twin = dataset[0].replace(image_id=5)
+    with pytest.raises(instkit.errors.InstkitError, match=r"annotation id 11 is used twice"):
+        instkit.write_coco([dataset[0], twin], tmp_path / "x.json", dataset.categories)
+    renumbered = instkit.write_coco([dataset[0], twin], tmp_path / "r.json", dataset.categories,
+                                    renumber_ids=True)
+    assert [a["id"] for a in json.loads(renumbered.read_text())["annotations"]] == [1, 2]
     doubled = [dataset[0], dataset[0]]
     with pytest.raises(instkit.errors.InstkitError, match="share image id 1"):
         instkit.write_coco(doubled, tmp_path / "x.json", dataset.categories)
