@@ -1,0 +1,33 @@
+"""``instkit stats``: per-class counts, instances per image, COCO size split, crowds, vertices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("stats")
+@click.argument("annotations", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--plot", "plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of histograms here.")
+def command(annotations: Path, fmt: str, plot: Path | None) -> None:
+    """Statistics of ANNOTATIONS (a COCO JSON file, or a folder saved by `instkit convert --to hf`)."""
+    import json
+
+    from instkit.stats import compute_stats
+
+    if annotations.is_dir():
+        from instkit.io.hf import read_hf
+
+        dataset = read_hf(annotations)
+    else:
+        from instkit.io.coco import read_coco
+
+        dataset = read_coco(annotations, strict=False)
+    stats = compute_stats(dataset, dataset.categories)
+    click.echo(json.dumps(stats.as_dict(), indent=2) if fmt == "json" else stats.to_text())
+    if plot is not None:
+        stats.plot(plot)
+        click.echo(f"histograms written to {plot}", err=True)
