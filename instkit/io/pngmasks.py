@@ -1,0 +1,120 @@
+"""Per-instance binary PNG masks: ``images/<name>``, ``masks/<stem>/<ann_id>_<category_id>[_crowd].png``
+(0 background, 255 object, image-sized) and ``categories.json`` (COCO ``categories``).
+
+Masks are exact (pixels). Not stored: keypoints (counted as ``keypoints_dropped``), the file's
+own bbox/area (recomputed from the mask on reading), polygon vertices (masks come back as bitmaps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from instkit.categories import Categories
+from instkit.errors import FormatError, InstkitError, Location
+from instkit.instances import Instances
+from instkit.io.yolo import IMAGE_SUFFIXES, _new_dir, image_name, save_image
+from instkit.masks import Masks, tight_bitmap
+from instkit.sample import Sample, SampleMeta
+
+_NAME = re.compile(r"^(?P<ann>-?\d+)_(?P<cat>-?\d+)(?P<crowd>_crowd)?\.png$")
+
+
+def write_mask_png(mask: np.ndarray, path: Path) -> None:
+    """An ``(H, W)`` bool mask as an 8-bit PNG, 0 and 255."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(path)
+
+
+def read_mask_png(path: Path, size: tuple[int, int], where: Location) -> np.ndarray:
+    """A binary PNG -> ``(H, W)`` bool (any non-zero pixel is the object)."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise FormatError(f"mask file not found: {path}", where)
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("L"))
+    if array.shape != tuple(size):
+        raise FormatError(f"mask {path.name} is {array.shape[0]}x{array.shape[1]} (HxW), the image "
+                          f"{size[0]}x{size[1]}", where)
+    return array > 0
+
+
+def write_pngmasks(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
+                   categories: Categories | None = None) -> dict[str, int]:
+    out = _new_dir(out_dir)
+    categories = categories or getattr(samples, "categories", None)
+    counts = {"images": 0, "objects": 0, "keypoints_dropped": 0}
+    for sample in samples:
+        categories = categories or sample.meta.categories
+        if categories is None:
+            raise InstkitError("write_pngmasks needs categories")
+        name = image_name(sample)
+        save_image(sample, out / "images" / name)
+        inst = sample.instances
+        if inst.masks is None:
+            raise InstkitError("PNG masks need masks", Location(image_id=sample.image_id))
+        if inst.keypoints is not None:
+            counts["keypoints_dropped"] += int((inst.keypoints[:, :, 2] > 0).any(axis=1).sum())
+        dense = inst.masks.to_dense()
+        for i in range(len(inst)):
+            suffix = "_crowd" if inst.iscrowd[i] else ""
+            cat = categories.id_of(int(inst.labels[i]))
+            write_mask_png(dense[i], out / "masks" / Path(name).stem / f"{int(inst.ids[i])}_{cat}{suffix}.png")
+            counts["objects"] += 1
+        counts["images"] += 1
+    if categories is None:
+        raise InstkitError("write_pngmasks needs categories")
+    (out / "categories.json").write_text(json.dumps(categories.to_coco()))
+    return counts
+
+
+def read_pngmasks(root: str | os.PathLike[str]) -> list[Sample]:
+    """Read a folder written by ``write_pngmasks``; image ids are numeric stems, else 1..N."""
+    from PIL import Image
+
+    from instkit.io.files import load_json
+
+    base = Path(root)
+    categories = Categories.from_coco(load_json(base / "categories.json"), file=str(base / "categories.json"))
+    images = sorted(p for p in (base / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    numeric = all(p.stem.isdigit() for p in images)
+    samples = []
+    for k, image in enumerate(images):
+        with Image.open(image) as opened:
+            width, height = opened.size
+        image_id = int(image.stem) if numeric else k + 1
+        folder = base / "masks" / image.stem
+        files = sorted(folder.glob("*.png"), key=lambda p: p.name) if folder.is_dir() else []
+        items, labels, ids, crowd = [], [], [], []
+        for path in files:
+            where = Location(file=str(path), image_id=image_id)
+            match = _NAME.match(path.name)
+            if not match:
+                raise FormatError("mask file name must be <annotation_id>_<category_id>[_crowd].png", where)
+            if not categories.has_id(int(match["cat"])):
+                raise FormatError(f"unknown category id {match['cat']}", where)
+            items.append(tight_bitmap(read_mask_png(path, (height, width), where)))
+            labels.append(categories.label_of(int(match["cat"])))
+            ids.append(int(match["ann"]))
+            crowd.append(bool(match["crowd"]))
+        order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
+        masks = Masks([items[i] for i in order], (height, width))
+        instances = Instances(image_size=(height, width), masks=masks,
+                              labels=np.asarray(labels, dtype=np.int64)[order],
+                              ids=np.asarray(ids, dtype=np.int64)[order],
+                              iscrowd=np.asarray(crowd, dtype=bool)[order])
+        meta = SampleMeta(source=str(base), file_name=image.name, original_size=(height, width),
+                          categories=categories)
+        samples.append(Sample(instances, image_id, meta, str(image)))
+    return samples
+
+
+__all__ = ["read_mask_png", "read_pngmasks", "write_mask_png", "write_pngmasks"]
