@@ -268,7 +268,9 @@ def train(
     pin = device.startswith("cuda")
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                         num_workers=cfg.num_workers, collate_fn=collator.pack, pin_memory=pin,
-                        persistent_workers=cfg.num_workers > 0)
+                        persistent_workers=cfg.num_workers > 0,
+                        # its own generator: the global RNG (dropout) then resumes exactly
+                        generator=torch.Generator().manual_seed(cfg.seed))
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=dist_info.is_main)
     settings = cfg.as_dict()
     if dist_info.is_main:
