@@ -37,8 +37,8 @@ def test_round_trip_loss_is_bounded(tinycoco: dict[str, Path], tmp_path: Path) -
             else:
                 other_ious.append(iou)
     # Single-part polygons: only the 6-decimal normalisation (and clipping to the image) moves
-    # vertices; a masks of a few pixels can lose one, so the bound is for 100+ pixels.
-    assert min(single_part_ious) >= 0.97 and np.median(single_part_ious) >= 0.999
+    # vertices; a mask of a few pixels can lose one, so the bound is for 100+ pixels.
+    assert min(single_part_ious) >= 0.95 and np.median(single_part_ious) >= 0.999
     # Multi-part objects keep their largest part; crowd RLE is traced: lossy, but mostly kept.
     assert np.median(other_ious) >= 0.5
 
