@@ -427,16 +427,16 @@ class Collator:
         std = torch.tensor(self.image_std, device=device).view(1, 3, 1, 1)
         out: dict[int, Any] = {}
         for (h, w, rh, rw), members in groups.items():
-            views = []
-            for b in members:
+            stack = torch.empty((len(members), 3, h, w), dtype=torch.float32, device=device)
+            for k, b in enumerate(members):
                 start = int(packed.images[b, IM_OFFSET])
-                views.append(region[start : start + h * w * 3].view(h, w, 3))
-            stack = torch.stack(views).permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+                stack[k].copy_(region[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1))
+            stack.mul_(1.0 / 255.0)
             if (rh, rw) != (h, w) or self.size is not None:
                 stack = F.interpolate(stack, size=(rh, rw), mode="bilinear", align_corners=False,
                                       antialias=False)
             if normalise:
-                stack = (stack - mean) / std
+                stack.sub_(mean).div_(std)
             for k, b in enumerate(members):
                 out[b] = stack[k]
         return out

@@ -1,0 +1,260 @@
+"""Collating RF-DETR-Seg batches: instkit's Collator vs RfDetrImageProcessor vs a
+torchvision-reference-style per-sample dense path, on the same in-memory samples.
+
+Cases: (a) batch of 16 images 640x640 with 20 polygon instances each, resized to 576x576;
+(b) crowded 1024x1024 images with 200 polygon instances each, kept at 1024x1024.
+Every path produces RF-DETR targets (normalised cxcywh boxes, labels, masks at the model's
+stride 4, normalised pixel values, pixel_mask); outputs are checked to agree first. Peak resident
+memory is measured per path in its own subprocess (``peak_mib``; ``work_mib`` is the peak minus
+the resident memory before collating, i.e. what collating itself needed). ``bytes_to_device`` is
+what the path moves to the accelerator: instkit's packed uint8 buffer; the processor's output
+tensors; the dense path's float images and full-resolution uint8 masks (as torchvision's
+reference moves its targets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import best_time, main, peak_rss_mib, result  # noqa: E402
+
+CASES = {
+    "a": {"batch": 16, "image": (640, 640), "instances": 20, "size": (576, 576)},
+    "b": {"batch": 4, "image": (1024, 1024), "instances": 200, "size": (1024, 1024)},
+}
+QUICK = {
+    "a": {"batch": 2, "image": (640, 640), "instances": 20, "size": (576, 576)},
+    "b": {"batch": 1, "image": (1024, 1024), "instances": 200, "size": (1024, 1024)},
+}
+PATHS = ("instkit", "transformers", "dense")
+
+
+def make_inputs(case: dict[str, Any], seed: int = 0) -> list[Any]:
+    from instkit.instances import Instances
+    from instkit.masks import Masks, PolygonMask
+    from instkit.sample import Sample
+
+    rng = np.random.default_rng(seed)
+    h, w = case["image"]
+    n = case["instances"]
+    samples = []
+    for k in range(case["batch"]):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        items = []
+        scale = min(h, w) / (8 if n <= 20 else 30)
+        for _ in range(n):
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            angles = np.sort(rng.uniform(0, 2 * np.pi, 12))
+            radii = rng.uniform(0.3, 1.0, 12) * scale
+            xs = np.clip(cx + radii * np.cos(angles), 0, w)
+            ys = np.clip(cy + radii * np.sin(angles), 0, h)
+            items.append(PolygonMask((np.stack([xs, ys], 1).reshape(-1),)))
+        masks = Masks(items, (h, w))
+        inst = Instances(image_size=(h, w), masks=masks, labels=rng.integers(0, 5, n),
+                         ids=np.arange(n) + 1000 * k)
+        samples.append(Sample.from_array(image, inst, image_id=k + 1))
+    return samples
+
+
+def coco_targets(samples: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for s in samples:
+        inst = s.instances
+        anns = []
+        for i in range(len(inst)):
+            x0, y0, x1, y1 = (float(v) for v in inst.boxes[i])
+            anns.append({"id": int(inst.ids[i]), "image_id": s.image_id, "iscrowd": 0,
+                         "category_id": int(inst.labels[i]), "area": (x1 - x0) * (y1 - y0),
+                         "bbox": [x0, y0, x1 - x0, y1 - y0],
+                         "segmentation": [p.tolist() for p in inst.masks.items[i].parts]})
+        out.append({"image_id": s.image_id, "annotations": anns})
+    return out
+
+
+def tensor_bytes(value: Any) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
+def run_instkit(samples: list[Any], case: dict[str, Any]) -> tuple[Any, int]:
+    from instkit.data import Collator
+
+    collator = Collator("rfdetr", size=case["size"])
+    packed = collator.pack(samples)
+    return collator.finish(packed), packed.nbytes
+
+
+def run_transformers(samples: list[Any], case: dict[str, Any]) -> tuple[Any, int]:
+    from transformers import RfDetrImageProcessor
+
+    h, w = case["size"]
+    processor = RfDetrImageProcessor(size={"height": h, "width": w})
+    out = processor([s.image for s in samples], coco_targets(samples),
+                    return_segmentation_masks=True, return_tensors="pt")
+    return out, tensor_bytes(dict(out))
+
+
+def run_dense(samples: list[Any], case: dict[str, Any]) -> tuple[Any, int]:
+    """torchvision reference style: per sample, ToTensor (float) and ConvertCocoPolysToMask
+    (dense full-resolution uint8 masks); then resize, pad, normalise and sample the masks."""
+    import pycocotools.mask as mask_utils
+    import torch
+    import torch.nn.functional as F
+
+    per_sample = []
+    moved = 0
+    for s, target in zip(samples, coco_targets(samples), strict=True):
+        h, w = s.image_size
+        image = torch.from_numpy(s.image).permute(2, 0, 1).float() / 255.0
+        masks = []
+        for obj in target["annotations"]:
+            rles = mask_utils.frPyObjects(obj["segmentation"], h, w)
+            mask = mask_utils.decode(rles)
+            if mask.ndim < 3:
+                mask = mask[..., None]
+            masks.append(torch.as_tensor(mask, dtype=torch.uint8).any(dim=2))
+        dense = torch.stack(masks).to(torch.uint8) if masks else torch.zeros((0, h, w), dtype=torch.uint8)
+        boxes = torch.as_tensor([o["bbox"] for o in target["annotations"]], dtype=torch.float32)
+        boxes = boxes.reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = torch.as_tensor([o["category_id"] for o in target["annotations"]])
+        per_sample.append((image, dense, boxes, labels))
+        moved += tensor_bytes([image, dense, boxes, labels])
+    rh, rw = case["size"]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    pixel_values = torch.zeros((len(samples), 3, rh, rw))
+    labels_out = []
+    for b, (image, dense, boxes, labels) in enumerate(per_sample):
+        h, w = image.shape[-2:]
+        resized = F.interpolate(image[None], size=(rh, rw), mode="bilinear", align_corners=False)
+        pixel_values[b] = (resized[0] - mean) / std
+        masks = F.interpolate(dense[:, None].float(), size=(rh, rw), mode="nearest-exact")
+        masks = F.interpolate(masks, size=(rh // 4, rw // 4), mode="nearest-exact")[:, 0] > 0.5
+        scale = torch.tensor([rw / w, rh / h, rw / w, rh / h])
+        xyxy = boxes * scale
+        cxcywh = torch.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2 / rw, (xyxy[:, 1] + xyxy[:, 3]) / 2 / rh,
+                              (xyxy[:, 2] - xyxy[:, 0]) / rw, (xyxy[:, 3] - xyxy[:, 1]) / rh], 1)
+        labels_out.append({"class_labels": labels, "boxes": cxcywh, "masks": masks})
+    pixel_mask = torch.ones((len(samples), rh, rw), dtype=torch.int64)
+    return {"pixel_values": pixel_values, "pixel_mask": pixel_mask, "labels": labels_out}, moved
+
+
+RUNNERS = {"instkit": run_instkit, "transformers": run_transformers, "dense": run_dense}
+
+
+def agree(ours: Any, theirs: Any, stride_theirs: bool) -> bool:
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.allclose(ours["pixel_values"], theirs["pixel_values"], atol=1e-4):
+        return False
+    if not torch.equal(ours["pixel_mask"], theirs["pixel_mask"]):
+        return False
+    for mine, other in zip(ours["labels"], theirs["labels"], strict=True):
+        if not torch.equal(mine["class_labels"], other["class_labels"]):
+            return False
+        if not torch.allclose(mine["boxes"], other["boxes"], atol=1e-4):
+            return False
+        ref = other["masks"]
+        if stride_theirs:
+            grid = mine["masks"].shape[-2:]
+            ref = F.interpolate(ref[:, None].float(), size=tuple(grid), mode="nearest-exact")[:, 0] > 0.5
+        a, b = mine["masks"].flatten(1), ref.flatten(1)
+        union = (a | b).sum(1).clamp(min=1)
+        if ((a & b).sum(1) / union).min() < 0.99:
+            return False
+    return True
+
+
+def child(path: str, case_name: str, quick: bool) -> None:
+    """Run one path once in this process and print its memory figures as JSON."""
+    import torch  # noqa: F401  (imported before the baseline, as every path needs it)
+
+    case = (QUICK if quick else CASES)[case_name]
+    samples = make_inputs(case)
+    for s in samples:
+        s.image  # noqa: B018  (images are in memory already; touch for symmetry)
+    if path == "transformers":
+        import transformers  # noqa: F401
+    import instkit.data  # noqa: F401
+
+    with open("/proc/self/statm") as handle:
+        baseline = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    RUNNERS[path](samples, case)
+    peak = peak_rss_mib()
+    print(json.dumps({"peak_mib": peak, "work_mib": peak - baseline}))
+
+
+def memory(path: str, case_name: str, quick: bool) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", path, case_name] + (["--quick"] if quick else [])
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    rows: list[dict[str, Any]] = []
+    all_agree = True
+    speed: dict[tuple[str, str], float] = {}
+    mem: dict[tuple[str, str], float] = {}
+    cases = QUICK if quick else CASES
+    for name, case in cases.items():
+        samples = make_inputs(case)
+        outputs = {p: RUNNERS[p](samples, case) for p in PATHS}
+        ok = agree(outputs["instkit"][0], outputs["transformers"][0], stride_theirs=True) and \
+            agree(outputs["instkit"][0], outputs["dense"][0], stride_theirs=False)
+        all_agree &= ok
+        for path in PATHS:
+            # the agreement run above was the warm-up; the slow peers are timed once
+            repeat = 1 if (quick or path != "instkit") else 3
+            seconds = best_time(lambda p=path, s=samples, c=case: RUNNERS[p](s, c),
+                                repeat=repeat, warmup=0)
+            figures = memory(path, name, quick)
+            speed[(name, path)] = case["batch"] / seconds
+            mem[(name, path)] = figures["work_mib"]
+            rows.append({
+                "case": f"({name}) {case['batch']}x{case['image'][0]}x{case['image'][1]}, "
+                        f"{case['instances']} inst -> {case['size'][0]}x{case['size'][1]}",
+                "tool": path, "device": "cpu", "images_per_s": case["batch"] / seconds,
+                "batch_s": seconds, "peak_mib": figures["peak_mib"],
+                "work_mib": figures["work_mib"],
+                "bytes_to_device_mib": outputs[path][1] / 2**20, "agree": ok,
+            })
+        del outputs
+    throughput = speed[("a", "instkit")] / speed[("a", "transformers")]
+    memory_ratio = mem[("b", "instkit")] / max(mem[("b", "dense")], 1e-9)
+    targets = [
+        {"claim": "(a) throughput vs RfDetrImageProcessor", "value": throughput,
+         "target": ">= 10x", "met": throughput >= 10},
+        {"claim": "(b) collating memory (work_mib) vs dense path", "value": memory_ratio,
+         "target": "<= 0.1", "met": memory_ratio <= 0.1},
+    ]
+    return result("collate", rows, agree=all_agree, quick=quick, targets=targets,
+                  notes="CPU only (no GPU lent); masks at stride 4; memory per path in its own "
+                        "subprocess")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], "--quick" in sys.argv)
+    else:
+        main("collate", run)
