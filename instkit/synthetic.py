@@ -98,7 +98,28 @@ def _shape(
         return None, outer & ~inner, None
     else:  # pragma: no cover - names come from CLASS_NAMES
         raise ValueError(name)
+    parts = _clip_to_image(parts, size)
+    if not parts:
+        return None, np.zeros(size, dtype=bool), None
     return parts, _rasterise(parts, size), keypoints
+
+
+def _clip_to_image(parts: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """Polygon parts cut to the image rectangle, as annotation tools store them."""
+    from shapely.geometry import Polygon, box
+
+    frame = box(0, 0, size[1], size[0])
+    clipped = []
+    for part in parts:
+        shape = Polygon(part)
+        if frame.contains(shape):
+            clipped.append(part)
+            continue
+        inside = shape.intersection(frame)
+        for piece in getattr(inside, "geoms", [inside]):
+            if isinstance(piece, Polygon) and piece.area > 0:
+                clipped.append(np.asarray(piece.exterior.coords, dtype=np.float64)[:-1])
+    return clipped
 
 
 def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
