@@ -139,7 +139,8 @@ def _augment(settings: DemoSettings, train: CocoDataset, summary: DemoSummary,
 def _train_model(kind: str, settings: DemoSettings, train: Sequence[Sample],
                  val: Sequence[Sample], summary: DemoSummary,
                  say: Callable[[str], None]) -> Path:
-    from instkit.engine import TrainConfig, evaluate_model, train as train_loop
+    from instkit.engine import TrainConfig, evaluate_model
+    from instkit.engine import train as train_loop
     from instkit.evaluation import to_coco_results
     from instkit.io.files import atomic_write
     from instkit.models import build_model
