@@ -195,11 +195,23 @@ def child(path: str, case_name: str, quick: bool) -> None:
         import transformers  # noqa: F401
     import instkit.data  # noqa: F401
 
-    with open("/proc/self/statm") as handle:
-        baseline = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    baseline = _status_mib("VmRSS")
     RUNNERS[path](samples, case)
-    peak = peak_rss_mib()
+    # VmHWM is the peak of this process image; getrusage's maxrss would include the parent's
+    # peak inherited at fork.
+    peak = _status_mib("VmHWM")
     print(json.dumps({"peak_mib": peak, "work_mib": peak - baseline}))
+
+
+def _status_mib(field: str) -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mib()
 
 
 def memory(path: str, case_name: str, quick: bool) -> dict[str, float]:
