@@ -39,4 +39,42 @@ def telemetry_off() -> bool:
     return not settings.telemetry_enabled and not get_telemetry_client().enabled
 
 
-__all__ = ["A", "telemetry_off"]
+
+def _perspective_class() -> Any:
+    import cv2
+    import numpy as np
+
+    class Perspective(A.Perspective):  # type: ignore[misc, name-defined]
+        """``A.Perspective`` whose mask path works on per-instance masks of any size.
+
+        albumentationsx 2.5.1 warps a mask larger than 256x256 px as a 2-D ``(H, W)`` frame, and
+        albucore's ``warp_perspective`` then reads the frame's width as its channel count: any
+        width over OpenCV's channel limit (128 in this build) sends the frame down the
+        ``(H, W, C)`` chunking path, which raises IndexError. Here every mask plane is warped with
+        ``cv2.warpPerspective`` directly, with the same matrix, size, border and interpolation
+        albumentationsx uses (its small-image path gives identical planes).
+        """
+
+        def apply_to_mask(self, mask: Any, matrix: Any, max_height: int, max_width: int,
+                          **params: Any) -> Any:
+            if mask.ndim == 3 and mask.shape[2] > 1:  # (H, W, N): albumentationsx's path works
+                return super().apply_to_mask(mask, matrix, max_height, max_width, **params)
+            h, w = mask.shape[:2]
+            if self.keep_size:
+                scale = np.array([[w / max_width, 0, 0], [0, h / max_height, 0], [0, 0, 1]])
+                m, dsize = scale @ matrix, (w, h)
+            else:
+                m, dsize = matrix, (max_width, max_height)
+            out = cv2.warpPerspective(
+                np.ascontiguousarray(mask.reshape(h, w)), m, dsize, flags=self.mask_interpolation,
+                borderMode=self.border_mode,
+                borderValue=float(np.asarray(self.fill_mask, np.float64).reshape(-1)[0]))
+            return out if mask.ndim == 2 else out[:, :, None]
+
+    Perspective.__module__ = __name__
+    return Perspective
+
+
+Perspective: Any = _perspective_class()
+
+__all__ = ["A", "Perspective", "telemetry_off"]

@@ -31,9 +31,9 @@ import numpy as np
 
 from instkit.errors import InstancesError, Location
 from instkit.instances import Instances
-from instkit.masks import BitmapMask, Masks, tight_bitmap
+from instkit.masks import BitmapMask, Masks
 from instkit.sample import Drop, Sample
-from instkit.transforms._albu import A
+from instkit.transforms._albu import A, Perspective
 
 _ROW = "_row"
 _KP = "_k"
@@ -47,6 +47,7 @@ _BINDINGS = ("masks", "mask", "keypoints")
 class _Source:
     sample: Sample
     rows: np.ndarray  # rows of sample.instances offered to the pipeline
+    boxes: np.ndarray  # (len(rows), 4) float32 xyxy of those rows (masks' tight boxes)
     first: int  # global row number of rows[0]
     primary: bool
 
@@ -150,6 +151,7 @@ class Augment:
             mosaic_partners = max(cells, default=1) - 1
         self.mosaic_partners = int(mosaic_partners)
         self._composes: dict[tuple[str | None, bool], Any] = {}
+        self._logs: dict[tuple[str | None, bool], _RemovalLog | None] = {}
         self._rng = np.random.default_rng(seed)
 
     # mixing ---------------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class Augment:
             getattr(pool, "annotation_file", None) or self.pool_name
         )
         bound._composes = {}
+        bound._logs = {}
         bound._rng = np.random.default_rng(self.seed)
         return bound
 
@@ -189,18 +192,27 @@ class Augment:
                 warnings.simplefilter("ignore", UserWarning)  # label_mapping not wanted for _k
                 kp_params = (A.KeypointParams(coord_format="xy", label_fields=[_KP])
                              if keypoints else None)
-                self._composes[key] = A.Compose(
-                    copy.deepcopy(self.transforms),
+                compose = A.Compose(
+                    _mask_safe(copy.deepcopy(self.transforms)),
                     bbox_params=bbox_params,
                     keypoint_params=kp_params,
                     instance_binding=binding if len(binding) >= 2 else None,
                     p=self.p,
                     mask_interpolation=self.mask_interpolation,
                     seed=self.seed,
-                    save_applied_params=True,
+                    save_applied_params=keypoints,  # read for the keypoint flip parity only
                     telemetry=False,
                 )
+                self._logs[key] = _RemovalLog.attach(compose)
+                self._composes[key] = compose
         return self._composes[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Composes are rebuilt on first use (a DataLoader worker gets the recipe, not the
+        # instrumented processors).
+        state = self.__dict__.copy()
+        state["_composes"], state["_logs"] = {}, {}
+        return state
 
     # the call -------------------------------------------------------------------------------
 
@@ -210,11 +222,11 @@ class Augment:
         use_masks = inst.masks is not None and self.binding != "keypoints"
         use_kp = inst.keypoints is not None and inst.keypoints.shape[1] > 0
         drops: list[Drop] = []
-        primary_rows = self._usable_rows(sample, use_masks, drops)
+        primary_rows, primary_boxes = self._usable_rows(sample, use_masks, drops)
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         invocation_seed = None if seed is None else int(rng.integers(0, 2**31 - 1))
 
-        sources = [_Source(sample, primary_rows, 0, True)]
+        sources = [_Source(sample, primary_rows, primary_boxes, 0, True)]
         next_row = len(primary_rows)
         mosaic_meta: list[dict[str, Any]] = []
         paste_meta: list[dict[str, Any]] = []
@@ -222,8 +234,8 @@ class Augment:
             if self._mosaic:
                 for _ in range(self.mosaic_partners):
                     partner = self.pool[int(rng.integers(len(self.pool)))]
-                    rows = self._usable_rows(partner, use_masks, None)
-                    src = _Source(partner, rows, next_row, False)
+                    rows, boxes = self._usable_rows(partner, use_masks, None)
+                    src = _Source(partner, rows, boxes, next_row, False)
                     next_row += len(rows)
                     sources.append(src)
                     mosaic_meta.append(self._metadata(src, use_masks, use_kp))
@@ -233,12 +245,15 @@ class Augment:
                     donor = self.pool[int(rng.integers(len(self.pool)))]
                     if donor.instances.masks is None or not use_masks:
                         continue
-                    rows = self._usable_rows(donor, True, None)
-                    rows = rows[~donor.instances.iscrowd[rows]]
+                    rows, boxes = self._usable_rows(donor, True, None)
+                    solid = ~donor.instances.iscrowd[rows]
+                    rows, boxes = rows[solid], boxes[solid]
                     if len(rows) == 0:
                         continue
-                    row = rows[int(rng.integers(len(rows)))]
-                    src = _Source(donor, np.array([row]), next_row, False)
+                    pick = int(rng.integers(len(rows)))
+                    row = rows[pick]
+                    src = _Source(donor, rows[pick : pick + 1], boxes[pick : pick + 1], next_row,
+                                  False)
                     next_row += 1
                     sources.append(src)
                     mask = donor.instances.masks[int(row)].to_dense()[0].astype(np.uint8)
@@ -258,20 +273,29 @@ class Augment:
             data["mosaic_metadata"] = mosaic_meta
         if self._has_paste:
             data["copy_paste_metadata"] = paste_meta
+        log = self._logs.get((mask_binding, use_kp))
+        if log is not None:
+            log.removed.clear()
         out = compose(**data, invocation_seed=invocation_seed)
-        return self._assemble(sample, sources, out, use_masks, use_kp, drops)
+        removed = dict(log.removed) if log is not None else {}
+        return self._assemble(sample, sources, out, use_masks, use_kp, drops, removed)
 
-    def _usable_rows(self, sample: Sample, use_masks: bool, drops: list[Drop] | None) -> np.ndarray:
-        """Rows albumentationsx can take; the others are dropped (recorded for the primary)."""
+    def _usable_rows(
+        self, sample: Sample, use_masks: bool, drops: list[Drop] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows albumentationsx can take and their ``(R, 4)`` boxes; the others are dropped
+        (recorded for the primary). With masks the boxes are the masks' tight boxes, computed
+        once here (an empty mask has a zero box)."""
         inst = sample.instances
         n = len(inst)
         if n == 0:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 4), np.float32)
         h, w = inst.image_size
         if use_masks:
             assert inst.masks is not None
             boxes = inst.masks.boxes()
-            bad_reason = np.where(inst.masks.area() == 0, "empty_mask", "")
+            empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+            bad_reason = np.where(empty, "empty_mask", "")
         else:
             boxes = inst.boxes.copy()
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
@@ -282,27 +306,18 @@ class Augment:
             for i in np.flatnonzero(bad_reason != ""):
                 drops.append(Drop(int(inst.ids[i]), str(bad_reason[i]), int(inst.labels[i]),
                                   self.stage, "on input, before augmentation"))
-        return np.flatnonzero(bad_reason == "").astype(np.int64)
-
-    def _boxes(self, inst: Instances, use_masks: bool) -> np.ndarray:
-        if use_masks:
-            assert inst.masks is not None
-            return inst.masks.boxes()
-        h, w = inst.image_size
-        boxes = inst.boxes.copy()
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        return boxes
+        rows = np.flatnonzero(bad_reason == "").astype(np.int64)
+        return rows, boxes[rows]
 
     def _instance_dicts(self, src: _Source, use_masks: bool, use_kp: bool) -> list[dict[str, Any]]:
         inst = src.sample.instances
         if len(src.rows) == 0:
             return []
-        boxes = self._boxes(inst, use_masks)
+        boxes = src.boxes
         dense = inst.masks[src.rows].to_dense() if use_masks and inst.masks is not None else None
         out = []
         for j, row in enumerate(src.rows):
-            d: dict[str, Any] = {"bbox": boxes[row], "bbox_labels": {_ROW: src.first + j}}
+            d: dict[str, Any] = {"bbox": boxes[j], "bbox_labels": {_ROW: src.first + j}}
             if dense is not None:
                 d["mask"] = dense[j].view(np.uint8)
             if use_kp:  # a partner without keypoints offers none (they come out unlabelled)
@@ -336,7 +351,7 @@ class Augment:
 
     def _assemble(
         self, sample: Sample, sources: list[_Source], out: dict[str, Any], use_masks: bool,
-        use_kp: bool, drops: list[Drop],
+        use_kp: bool, drops: list[Drop], removed: dict[int, tuple[str, str]],
     ) -> Sample:
         image = np.ascontiguousarray(out["image"])
         h, w = image.shape[:2]
@@ -366,8 +381,11 @@ class Augment:
             s, local = owner[row]
             src_inst = sources[s].sample.instances
             label = int(src_inst.labels[local])
-            mask_item = tight_bitmap(_plane(result["mask"])) if use_masks else None
-            area = (int(mask_item.bitmap.sum()) if mask_item is not None else 0)
+            mask_item = _tight(_plane(result["mask"])) if use_masks else None
+            area = 0
+            if mask_item is not None and mask_item.bitmap.size:
+                # a tight bitmap has pixels; count them only when a threshold needs the number
+                area = int(np.count_nonzero(mask_item.bitmap)) if self.min_area > 1 else 1
             box = np.asarray(result["bbox"], np.float32)[:4]
             reason, detail = "", ""
             if mask_item is not None and area == 0:
@@ -389,7 +407,7 @@ class Augment:
             if mask_item is not None:
                 items.append(mask_item)
                 if self.boxes_follow_masks:
-                    box = _bitmap_box(mask_item)
+                    box = _tight_box(mask_item)
             boxes.append(box)
             if k:
                 keypoints.append(self._keypoints(result, src_inst, local, k, (h, w), pairs))
@@ -398,12 +416,18 @@ class Augment:
         survived = {row for row in kept_rows if sources[owner[row][0]].primary}
         for j, row in enumerate(sources[0].rows):
             if j not in survived and not any(d.annotation_id == int(inst.ids[row]) for d in drops):
-                if self.min_visibility > 0:
+                if j in removed:  # albumentationsx's box filter removed it: we saw why
+                    reason, detail = removed[j]
+                elif self.needs_pool and (self._has_paste or self.min_visibility > 0):
+                    # removed inside a mixing transform's own filter (Mosaic's cell crop and
+                    # visibility pass, CopyAndPaste's occlusion pass), which instkit cannot see
                     reason = "below_min_visibility"
-                    detail = (f"albumentationsx removed the box: its visible fraction fell below "
-                              f"min_visibility={self.min_visibility:g}, or it left the image")
-                else:
-                    reason, detail = "cropped_out", "the instance left the image (removed by albumentationsx)"
+                    detail = ("removed inside a mixing transform: it left its Mosaic cell, was "
+                              "covered by a pasted object, or its visible fraction fell below "
+                              f"min_visibility={self.min_visibility:g}")
+                else:  # geometric transforms drop boxes wholly outside the frame themselves
+                    reason = "cropped_out"
+                    detail = "removed inside a transform: its box left the frame"
                 drops.append(Drop(int(inst.ids[row]), reason, int(inst.labels[row]), self.stage, detail))
 
         new = self._columns(sources, owner, kept_rows, (h, w), items if use_masks else None,
@@ -525,18 +549,125 @@ class Augment:
                                  Location(image_id=sources[0].sample.image_id)) from None
 
 
+def _mask_safe(transforms: list[Any]) -> list[Any]:
+    """Swap albumentationsx's ``Perspective`` (IndexError on instance masks over 256x256 px) for
+    instkit's subclass with a working mask path; everything else is left as given."""
+    for transform in _walk(transforms):
+        if type(transform) is A.Perspective:
+            transform.__class__ = Perspective
+    return transforms
+
+
+class _RemovalLog:
+    """Learns why albumentationsx's box filter removed each row, from the rows it removed.
+
+    Installed on the bbox processor of a Compose instkit built; ``removed`` maps the hidden row
+    label to ``(reason, detail)``: ``cropped_out`` (less than a pixel of the box, or nothing, left
+    in the frame), ``below_min_visibility`` (the visible fraction of its box under the
+    threshold), ``degenerate_box`` (the transformed box has no area)."""
+
+    def __init__(self, processor: Any, column: str) -> None:
+        self.processor = processor
+        self.column = column
+        self.removed: dict[int, tuple[str, str]] = {}
+
+    @classmethod
+    def attach(cls, compose: Any) -> _RemovalLog | None:
+        processor = compose.processors.get("bboxes")
+        if processor is None:
+            return None
+        names = getattr(compose, "_bbox_label_map", None) or {}
+        column = next((inner for inner, user in names.items() if user == _ROW), _ROW)
+        if column not in (processor.params.label_fields or []):
+            return None
+        log = cls(processor, column)
+        processor.filter_with_keep_mask = log
+        return log
+
+    def __call__(self, data: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        processor = self.processor
+        filtered, keep = type(processor).filter_with_keep_mask(processor, data, shape)
+        if len(keep) and not keep.all():
+            self._record(np.asarray(data)[~np.asarray(keep, bool)], shape)
+        return filtered, keep
+
+    def _record(self, rows: np.ndarray, shape: tuple[int, ...]) -> None:
+        params = self.processor.params
+        fields = list(params.label_fields)
+        column = rows.shape[1] - len(fields) + fields.index(self.column)
+        h, w = int(shape[0]), int(shape[1])
+        coords = rows[:, :4].astype(np.float64)  # normalised xyxy, as albumentationsx filters them
+        full = np.clip(coords[:, 2] - coords[:, 0], 0, None) * w * np.clip(
+            coords[:, 3] - coords[:, 1], 0, None) * h
+        clipped = coords.clip(0.0, 1.0)
+        cw = np.clip(clipped[:, 2] - clipped[:, 0], 0, None) * w
+        ch = np.clip(clipped[:, 3] - clipped[:, 1], 0, None) * h
+        eps = 1e-7
+        for i in range(len(rows)):
+            row = int(round(float(rows[i, column])))
+            if row in self.removed:
+                continue
+            visible = cw[i] * ch[i] / full[i] if full[i] > eps else 0.0
+            if full[i] <= eps:
+                reason, detail = "degenerate_box", "its transformed box has no area"
+            elif (cw[i] * ch[i] <= eps or cw[i] < params.min_width - eps
+                  or ch[i] < params.min_height - eps):
+                reason = "cropped_out"
+                detail = (f"{visible:.1%} of its box ({cw[i]:.1f}x{ch[i]:.1f} px) was left in "
+                          f"the {h}x{w} frame")
+            elif visible < params.min_visibility:
+                reason = "below_min_visibility"
+                detail = (f"visible fraction of its box {visible:.3f} < "
+                          f"min_visibility={params.min_visibility:g}")
+            else:
+                reason, detail = "cropped_out", "albumentationsx's box filter removed it"
+            self.removed[row] = (reason, detail)
+
+
 def _plane(mask: Any) -> np.ndarray:
     """One instance's ``(H, W)`` mask (albumentationsx may leave a trailing channel axis)."""
     array = np.asarray(mask)
     return array.reshape(array.shape[:2]) if array.ndim == 3 else array
 
 
-def _bitmap_box(item: BitmapMask) -> np.ndarray:
+def _tight_box(item: BitmapMask) -> np.ndarray:
+    """The box of a box-tight bitmap: its offset and shape (no pixel scan)."""
     y0, x0 = item.offset
     bh, bw = item.bitmap.shape
     if bh == 0:
         return np.zeros(4, np.float32)
     return np.array([x0, y0, x0 + bw, y0 + bh], np.float32)
+
+
+def _row_any(mask: np.ndarray) -> np.ndarray:
+    """``(H,)`` bool: rows of a 2-D uint8 mask with any pixel set.
+
+    ORs 8 pixels at a time through a uint64 view (about twice as fast as ``any(axis=1)``)."""
+    h, w = mask.shape
+    w8 = w - w % 8
+    if w8 == 0 or mask.strides[1] != 1:
+        return mask.any(axis=1)
+    rows = np.bitwise_or.reduce(mask[:, :w8].view(np.uint64), axis=1) != 0
+    if w8 < w:
+        rows |= mask[:, w8:].any(axis=1)
+    return rows
+
+
+def _tight(mask: np.ndarray) -> BitmapMask:
+    """A 2-D mask -> its box-tight ``BitmapMask`` (an empty one when no pixel is set).
+
+    One pass over the rows, then only the rows between the first and last set one are read for
+    the columns; equal to ``instkit.masks.tight_bitmap``."""
+    if mask.dtype != np.uint8:
+        mask = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8)
+    ys = np.flatnonzero(_row_any(mask))
+    if ys.size == 0:
+        return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
+    y0, y1 = int(ys[0]), int(ys[-1]) + 1
+    band = mask[y0:y1]
+    xs = np.flatnonzero(np.bitwise_or.reduce(band, axis=0))
+    x0, x1 = int(xs[0]), int(xs[-1]) + 1
+    return BitmapMask(band[:, x0:x1].astype(bool), (y0, x0))
 
 
 __all__ = ["Augment"]
