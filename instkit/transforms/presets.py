@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from instkit.sample import Sample
-from instkit.transforms._albu import A
+from instkit.transforms._albu import A, Perspective
 from instkit.transforms.augment import Augment
 
 
@@ -38,19 +38,18 @@ def train_default(size: tuple[int, int] = (800, 800), seed: int | None = None) -
 
 def yolo_seg(
     pool: Sequence[Sample] | None = None, size: tuple[int, int] = (640, 640),
-    seed: int | None = None, perspective: bool = False,
+    seed: int | None = None, perspective: bool = True,
 ) -> Augment:
-    """Mosaic 2x2, Affine, (Perspective), CopyAndPaste, flip, HSV, brightness/contrast.
+    """Mosaic 2x2, Affine, Perspective, CopyAndPaste, flip, HSV, brightness/contrast.
 
-    ``perspective`` is off by default: albumentationsx 2.5.1's ``Perspective`` raises an
-    IndexError on stacked instance masks of some real COCO images (about 6 of 6+32 tinycoco
-    images); turn it on once albumentationsx fixes it.
+    Perspective is instkit's ``Perspective`` (albumentationsx's, with a mask path that works on
+    instance masks over 256x256 px); ``perspective=False`` leaves it out.
     """
     transforms = [
         A.Mosaic(grid_yx=(2, 2), target_size=size, cell_shape=size, fit_mode="cover", p=1.0),
         A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), shear=(-2, 2),
                  translate_percent=(-0.05, 0.05), p=0.5),
-        *([A.Perspective(scale=(0.02, 0.05), keep_size=True, p=0.3)] if perspective else []),
+        *([Perspective(scale=(0.02, 0.05), keep_size=True, p=0.3)] if perspective else []),
         A.CopyAndPaste(scale_range=(0.4, 1.0), blend_mode="gaussian",
                        blend_sigma_range=(1.0, 2.0), min_visibility_after_paste=0.1, p=0.7),
         A.HorizontalFlip(p=0.5),
