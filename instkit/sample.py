@@ -152,7 +152,7 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
             if orientation not in (None, 1):
                 notes.append(f"applied EXIF orientation {orientation}")
             image.load()
-            array = _to_rgb_uint8(image, notes)
+            array = pil_to_rgb_uint8(image, notes)
     except FileNotFoundError:
         raise ImageError("image file not found", Location(file=path)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -160,7 +160,8 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     return array, notes
 
 
-def _to_rgb_uint8(image: Any, notes: list[str]) -> np.ndarray:
+def pil_to_rgb_uint8(image: Any, notes: list[str]) -> np.ndarray:
+    """A PIL image of any mode -> ``(H, W, 3)`` uint8 RGB; each conversion appended to ``notes``."""
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image, dtype=np.uint8).copy()

@@ -48,7 +48,7 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
     """The row's ``image`` as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from instkit.sample import _to_rgb_uint8
+    from instkit.sample import pil_to_rgb_uint8
 
     if value is None:
         return None, []
@@ -71,7 +71,7 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
             image = ImageOps.exif_transpose(image)
             notes.append(f"applied EXIF orientation {orientation}")
         image.load()
-        return _to_rgb_uint8(image, notes), notes
+        return pil_to_rgb_uint8(image, notes), notes
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"image cannot be read: {exc}", where) from None
 
