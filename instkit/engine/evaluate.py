@@ -160,7 +160,9 @@ def per_class_ap(result: Any) -> dict[str, float]:
     """Per-class mask AP@[.5:.95] by class name (box AP where there are no masks)."""
     out = {}
     for row in result.per_class:
-        value = row.get("mask_ap", row.get("box_ap"))
+        value = row.get("mask_ap")
+        if value is None or not np.isfinite(value):  # box-only data: no mask AP
+            value = row.get("box_ap")
         out[str(row["name"])] = float("nan") if value is None else float(value)
     return out
 
