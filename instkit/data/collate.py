@@ -417,36 +417,43 @@ class Collator:
         return self.pad_size
 
     def _images(self, packed: PackedBatch, region: Any, orig: list[tuple[int, int]],
-                sizes: list[tuple[int, int]], normalise: bool) -> dict[int, Any]:
-        """Resized float images ``(3, h, w)`` by batch index (rescaled, optionally normalised)."""
+                sizes: list[tuple[int, int]], out: Any = None) -> dict[int, Any]:
+        """Resized images, grouped by size so that each group is one resize call.
+
+        With ``out`` (``(B, 3, Hp, Wp)``), images are normalised straight into its top-left
+        corners; otherwise ``(3, h, w)`` float32 images in [0, 1] are returned by batch index.
+        Rescaling is folded into the normalisation after the (linear) resize: one pass less.
+        """
         device = region.device
         groups: dict[tuple[int, int, int, int], list[int]] = {}
         for b, (o, s) in enumerate(zip(orig, sizes, strict=True)):
             groups.setdefault((*o, *s), []).append(b)
-        mean = torch.tensor(self.image_mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, device=device).view(1, 3, 1, 1)
-        out: dict[int, Any] = {}
+        std = torch.tensor(self.image_std, device=device).view(3, 1, 1)
+        scale = 1.0 / (255.0 * std)
+        bias = -torch.tensor(self.image_mean, device=device).view(3, 1, 1) / std
+        result: dict[int, Any] = {}
         for (h, w, rh, rw), members in groups.items():
-            stack = torch.empty((len(members), 3, h, w), dtype=torch.float32, device=device)
+            images = torch.empty((len(members), 3, h, w), dtype=torch.float32, device=device)
             for k, b in enumerate(members):
                 start = int(packed.images[b, IM_OFFSET])
-                stack[k].copy_(region[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1))
-            stack.mul_(1.0 / 255.0)
+                images[k].copy_(region[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1))
             if (rh, rw) != (h, w) or self.size is not None:
-                stack = F.interpolate(stack, size=(rh, rw), mode="bilinear", align_corners=False,
-                                      antialias=False)
-            if normalise:
-                stack.sub_(mean).div_(std)
+                images = F.interpolate(images, size=(rh, rw), mode="bilinear",
+                                       align_corners=False, antialias=False)
             for k, b in enumerate(members):
-                out[b] = stack[k]
-        return out
+                if out is not None:
+                    torch.addcmul(bias, images[k], scale, out=out[b, :, :rh, :rw])
+                else:
+                    target = torch.empty((3, rh, rw), dtype=torch.float32, device=device)
+                    result[b] = torch.mul(images[k], 1.0 / 255.0, out=target)
+        return result
 
     def _maskrcnn(self, packed: PackedBatch, ints: Any, region: Any, crops: Any,
                   orig: list[tuple[int, int]], sizes: list[tuple[int, int]], boxes: Any, area: Any,
                   info: BatchInfo) -> MaskRCNNBatch:
         device = region.device
         table = packed.images
-        images = self._images(packed, region, orig, sizes, normalise=False)
+        images = self._images(packed, region, orig, sizes)
         counts = table[:, IM_COUNT]
         per_instance_cells = np.repeat([h * w for h, w in sizes], counts)
         offsets_np = np.concatenate(([0], np.cumsum(per_instance_cells)))
@@ -480,12 +487,16 @@ class Collator:
         table = packed.images
         batch = len(sizes)
         hp, wp = padded
-        images = self._images(packed, region, orig, sizes, normalise=True)
-        pixel_values = torch.zeros((batch, 3, hp, wp), dtype=torch.float32, device=device)
-        pixel_mask = torch.zeros((batch, hp, wp), dtype=torch.int64, device=device)
-        for b, (h, w) in enumerate(sizes):
-            pixel_values[b, :, :h, :w] = images[b]
-            pixel_mask[b, :h, :w] = 1
+        full = all(s == (hp, wp) for s in sizes)
+        make = torch.empty if full else torch.zeros
+        pixel_values = make((batch, 3, hp, wp), dtype=torch.float32, device=device)
+        self._images(packed, region, orig, sizes, out=pixel_values)
+        pixel_mask = make((batch, hp, wp), dtype=torch.int64, device=device)
+        if full:
+            pixel_mask.fill_(1)
+        else:
+            for b, (h, w) in enumerate(sizes):
+                pixel_mask[b, :h, :w] = 1
         s = self.mask_stride
         grid = (hp // s, wp // s) if s > 1 else (hp, wp)
         if grid[0] == 0 or grid[1] == 0:
