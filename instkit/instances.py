@@ -130,7 +130,7 @@ class Instances:
 
     def replace(self, **changes: Any) -> Instances:
         """A copy with some columns replaced (``extras`` replaces the whole mapping)."""
-        fields = {
+        fields: dict[str, Any] = {
             "image_size": self._size,
             "boxes": self._boxes,
             "labels": self._labels,
@@ -262,7 +262,9 @@ class Instances:
         for mine, theirs in ((self._keypoints, other._keypoints), (self._scores, other._scores)):
             if (mine is None) != (theirs is None):
                 return False
-            if mine is not None and not np.array_equal(mine, theirs, equal_nan=True):
+            if mine is not None and theirs is not None and not np.array_equal(
+                mine, theirs, equal_nan=True
+            ):
                 return False
         if (self._masks is None) != (other._masks is None):
             return False

@@ -310,12 +310,12 @@ class Masks:
         if masks.ndim != 3:
             raise MaskError(f"dense masks must have shape (N, H, W), got {masks.shape}")
         binary = masks.astype(bool, copy=False)
-        rows = binary.any(axis=2)
-        cols = binary.any(axis=1)
+        rows: np.ndarray = np.asarray(binary.any(axis=2))
+        cols: np.ndarray = np.asarray(binary.any(axis=1))
         items: list[MaskItem] = []
         for index in range(binary.shape[0]):
             items.append(_tight_bitmap(binary[index], rows[index], cols[index]))
-        return cls(items, binary.shape[1:])  # type: ignore[arg-type]
+        return cls(items, binary.shape[1:])
 
     @classmethod
     def from_polygons(
@@ -569,7 +569,9 @@ def _tight_bitmap(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> Bitma
 def tight_bitmap(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> BitmapMask:
     """A 2-D mask (at ``offset`` in its image) -> its box-tight ``BitmapMask``."""
     binary = np.asarray(mask).astype(bool, copy=False)
-    item = _tight_bitmap(binary, binary.any(axis=1), binary.any(axis=0))
+    rows: np.ndarray = np.asarray(binary.any(axis=1))
+    cols: np.ndarray = np.asarray(binary.any(axis=0))
+    item = _tight_bitmap(binary, rows, cols)
     if item.bitmap.size == 0:
         return item
     return BitmapMask(item.bitmap, (item.offset[0] + offset[0], item.offset[1] + offset[1]))

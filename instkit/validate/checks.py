@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -32,15 +32,15 @@ AREA_TOLERANCE_FRACTION = 0.15
 OUTSIDE_TOLERANCE_PX = 0.5
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[int | float]:
     return is_number(value) and math.isfinite(value)
 
 
@@ -188,7 +188,7 @@ def check_images(document: dict[str, Any], ctx: Context, out: Collector) -> list
                     json_path=f"{path}.file_name", image_id=image_id)
         else:
             files.append((image_id, name))
-        if ok:
+        if ok and is_int(height) and is_int(width):  # ok implies both; restated to narrow types
             ctx.images[image_id] = (int(height), int(width), index)
     return files
 
@@ -269,7 +269,7 @@ def rle_geometry(segmentation: dict[str, Any], size: tuple[int, int] | None, pat
                f"[height, width] = [{size[0]}, {size[1]}]", f"{path}.segmentation.size")
         return None
     if isinstance(counts, list):
-        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)  # type: ignore[no-any-return]
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     return {"size": [h, w], "counts": counts.encode("ascii")}
 
 

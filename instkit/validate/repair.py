@@ -115,6 +115,8 @@ def _resize_rle(segmentation: dict[str, Any], size: tuple[int, int]) -> dict[str
     if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(is_int(v) and v > 0 for v in rle_size)):
         return None
     h0, w0 = rle_size
+    if counts is None:  # nothing to decode
+        return None
     try:
         runs = np.asarray(counts, dtype=np.int64) if isinstance(counts, list) else decode_rle_counts(counts)
     except Exception:  # noqa: BLE001 - any decoding failure means the RLE is hopeless
@@ -165,6 +167,11 @@ def _replace_nonfinite(value: Any, path: str, changes: _Changes, top: bool = Fal
     return value
 
 
+def _int_ids(entries: list[Any]) -> list[int]:
+    """The integer ``id`` of every object entry that has one."""
+    return [e["id"] for e in entries if isinstance(e, dict) and is_int(e.get("id"))]
+
+
 def _fix_categories(doc: dict[str, Any], changes: _Changes) -> dict[int, int]:
     entries = doc.get("categories")
     if not isinstance(entries, list):
@@ -173,8 +180,7 @@ def _fix_categories(doc: dict[str, Any], changes: _Changes) -> dict[int, int]:
         return {}
     kept: list[Any] = []
     table: dict[int, int] = {}
-    ids = [e.get("id") for e in entries if isinstance(e, dict) and is_int(e.get("id"))]
-    next_id = max(ids, default=0) + 1
+    next_id = max(_int_ids(entries), default=0) + 1
     for index, entry in enumerate(entries):
         path = f"categories[{index}]"
         if not isinstance(entry, dict) or not is_int(entry.get("id")):
@@ -209,8 +215,7 @@ def _fix_images(doc: dict[str, Any], changes: _Changes, images_dir: str | None,
         changes.add("images set to an empty list", "images", entries, [])
         doc["images"] = []
         return {}
-    ids = [e.get("id") for e in entries if isinstance(e, dict) and is_int(e.get("id"))]
-    next_id = max(ids, default=0) + 1
+    next_id = max(_int_ids(entries), default=0) + 1
     candidates: list[tuple[int, dict[str, Any]]] = []
     seen: set[int] = set()
     for index, entry in enumerate(entries):
@@ -283,8 +288,7 @@ def _fix_annotations(doc: dict[str, Any], changes: _Changes, images: dict[int, t
         changes.add("annotations set to an empty list", "annotations", entries, [])
         doc["annotations"] = []
         return
-    ids = [e.get("id") for e in entries if isinstance(e, dict) and is_int(e.get("id"))]
-    next_id = max(ids, default=0) + 1
+    next_id = max(_int_ids(entries), default=0) + 1
     seen: set[int] = set()
     kept: list[Any] = []
     for index, ann in enumerate(entries):
@@ -377,12 +381,13 @@ def _fix_annotation(ann: dict[str, Any], path: str, size: tuple[int, int], keypo
         return False
     box = [float(v) for v in mask_utils.toBbox(rle)]
     bbox = ann.get("bbox")
-    ok_box = isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox) \
-        and bbox[2] > 0 and bbox[3] > 0
-    if ok_box:
+    ok_box = False
+    if isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox) \
+            and bbox[2] > 0 and bbox[3] > 0:
         mine = np.asarray([box[0], box[1], box[0] + box[2], box[1] + box[3]])
         theirs = np.asarray([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]])
-        ok_box = np.abs(mine - theirs).max() <= BBOX_TOLERANCE_PX + BBOX_TOLERANCE_FRACTION * max(box[2], box[3])
+        ok_box = bool(np.abs(mine - theirs).max()
+                      <= BBOX_TOLERANCE_PX + BBOX_TOLERANCE_FRACTION * max(box[2], box[3]))
     if not ok_box:
         change("bbox recomputed from the mask", f"{path}.bbox", bbox, box)
         ann["bbox"] = box
