@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeGuard
 
 import numpy as np
 
@@ -79,11 +79,11 @@ class _StringTable:
         return self._buffer[self._offsets[index] : self._offsets[index + 1]].tobytes()
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -126,7 +126,7 @@ class CocoDataset(Sequence[Sample]):
     # parsing -------------------------------------------------------------------------------
 
     def _problem(self, message: str, where: Location, image_index: int | None = None,
-                 annotation_id: int | None = None) -> None:
+                 annotation_id: int | None = None) -> NoReturn:
         if self.strict:
             raise FormatError(message, where)
         self.problems.append(CocoProblem(message, where))
@@ -242,9 +242,9 @@ class CocoDataset(Sequence[Sample]):
         self._ann_json_index = table[:, 14].astype(np.int64)
         self._rles = _StringTable(rles)
         self._fields = _StringTable(fields)
-        lengths = np.asarray([p.size for p in coords], dtype=np.int64)
+        part_sizes = np.asarray([p.size for p in coords], dtype=np.int64)
         self._part_offsets = np.zeros(len(coords) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self._part_offsets[1:])
+        np.cumsum(part_sizes, out=self._part_offsets[1:])
         self._coords = np.concatenate(coords) if coords else np.zeros(0, dtype=np.float64)
         self._keypoints = (
             np.stack(keypoints).astype(np.float32) if num_keypoints and keypoints
@@ -305,7 +305,7 @@ class CocoDataset(Sequence[Sample]):
                           Location(file=self.file, json_path=f"{path}.image_id",
                                    image_id=image_id, annotation_id=ann_id))
 
-        def fail(message: str, field: str) -> None:
+        def fail(message: str, field: str) -> NoReturn:
             self._problem(
                 message,
                 Location(file=self.file, json_path=f"{path}.{field}", image_id=image_id,
@@ -324,6 +324,7 @@ class CocoDataset(Sequence[Sample]):
             fail(f"'iscrowd' must be 0 or 1, got {crowd!r}", "iscrowd")
         height, width = (int(v) for v in self._image_sizes[image_index])
         bbox = ann.get("bbox")
+        box: tuple[float, ...]
         if bbox is None:
             box = (math.nan,) * 4
         else:

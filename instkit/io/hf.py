@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -40,7 +40,7 @@ CATEGORIES_FILE = "instkit_categories.json"
 _OBJECT_FIELDS = ("id", "category", "bbox", "area", "segmentation", "iscrowd")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
@@ -53,6 +53,7 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
     if value is None:
         return None, []
     notes: list[str] = []
+    image: Image.Image
     try:
         if isinstance(value, dict):
             if value.get("bytes"):
