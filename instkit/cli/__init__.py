@@ -37,7 +37,7 @@ class _LazyGroup(click.Group):
         module_name = _verb_modules().get(name)
         if module_name is None:
             return None
-        return importlib.import_module(module_name).command  # type: ignore[no-any-return]
+        return importlib.import_module(module_name).command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -89,7 +89,7 @@ class BatchInfo:
         return counts
 
 
-class MaskRCNNBatch(tuple):  # type: ignore[type-arg]
+class MaskRCNNBatch(tuple):
     """``(images, targets)`` for torchvision's Mask R-CNN, with ``.info``."""
 
     info: BatchInfo
@@ -105,14 +105,14 @@ class MaskRCNNBatch(tuple):  # type: ignore[type-arg]
 
     @property
     def images(self) -> list[Any]:
-        return self[0]  # type: ignore[no-any-return]
+        return self[0]
 
     @property
     def targets(self) -> list[dict[str, Any]]:
-        return self[1]  # type: ignore[no-any-return]
+        return self[1]
 
 
-class RfDetrBatch(dict):  # type: ignore[type-arg]
+class RfDetrBatch(dict):
     """``pixel_values``, ``pixel_mask``, ``labels`` for ``model(**batch)``, with ``.info``."""
 
     info: BatchInfo

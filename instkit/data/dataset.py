@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from instkit.errors import InstkitError, Location, require
 from instkit.sample import Sample
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:  # at run time, a clear error naming the extra when torch is missing
+    torch = require("torch", "torch")
 
 
 class DatasetError(InstkitError, ValueError):
@@ -51,7 +54,7 @@ def derive_seed(seed: int, epoch: int, index: int) -> int:
                .generate_state(1)[0])
 
 
-class InstanceDataset(torch.utils.data.Dataset):  # type: ignore[misc]
+class InstanceDataset(torch.utils.data.Dataset):
     """``dataset[i]`` -> ``Sample`` (transformed). See the module docstring.
 
     ``source``: ``CocoDataset``, ``datasets.Dataset`` (guide layout), ``HFDataset`` or a sequence

@@ -137,7 +137,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FormatError(f"unsupported checkpoint format {meta.get('format')!r}",
                           Location(file=str(file)))
     meta["path"] = str(folder)
-    return meta  # type: ignore[no-any-return]
+    return meta
 
 
 def load_adapter(path: str | os.PathLike[str], device: str = "cpu") -> tuple[ModelAdapter, dict[str, Any]]:

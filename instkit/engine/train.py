@@ -153,10 +153,10 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Calla
     return stepped
 
 
-class _ResumeSampler(torch.utils.data.Sampler):  # type: ignore[type-arg]
+class _ResumeSampler(torch.utils.data.Sampler):
     """A ``DistributedSampler`` whose first ``skip`` indices of the current epoch are left out."""
 
-    def __init__(self, inner: torch.utils.data.DistributedSampler) -> None:  # type: ignore[type-arg]
+    def __init__(self, inner: torch.utils.data.DistributedSampler) -> None:
         self.inner = inner
         self.skip = 0
 
@@ -332,9 +332,9 @@ def train(
             losses.append(value)
             images_seen += adapter.batch_size_of(batch)
             if step % max(1, cfg.log_every) == 0:
-                record = distributed.mean_over_ranks({"loss": value, **parts}, device)
+                step_means = distributed.mean_over_ranks({"loss": value, **parts}, device)
                 log.write({"type": "step", "epoch": epoch, "step": step,
-                           "lr": optimizer.param_groups[0]["lr"], **record})
+                           "lr": optimizer.param_groups[0]["lr"], **step_means})
             bar.set_postfix(loss=f"{value:.4f}")
             if cfg.save_every_steps and step % cfg.save_every_steps == 0 and dist_info.is_main:
                 save_checkpoint(run_dir / "last", adapter, train_config=settings,

@@ -54,7 +54,7 @@ def adapter_from_config(config: dict[str, Any], categories: Categories) -> Model
 
 def default_train_settings(kind: str) -> TrainDefaults:
     """The training defaults of ``kind`` (task spec for Mask R-CNN, the guide for RF-DETR-Seg)."""
-    return _adapter_class(kind).defaults  # type: ignore[no-any-return]
+    return _adapter_class(kind).defaults
 
 
 __all__ = ["MODEL_KINDS", "ModelAdapter", "TrainDefaults", "adapter_from_config", "build_model",

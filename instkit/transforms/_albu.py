@@ -44,7 +44,7 @@ def _perspective_class() -> Any:
     import cv2
     import numpy as np
 
-    class Perspective(A.Perspective):  # type: ignore[misc, name-defined]
+    class Perspective(A.Perspective):
         """``A.Perspective`` whose mask path works on per-instance masks of any size.
 
         albumentationsx 2.5.1 warps a mask larger than 256x256 px as a 2-D ``(H, W)`` frame, and
