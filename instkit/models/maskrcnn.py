@@ -122,6 +122,7 @@ def _read_state_dict(path: str) -> dict[str, Any]:
 
     if not Path(path).is_file():
         raise InstkitError("weights file not found", Location(file=path))
+    state: object  # whatever the file holds; checked below
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file

@@ -115,9 +115,9 @@ def find_violations(before: Sample, after: Sample, *, seed: int | None = None) -
         kp = dst.keypoints
         outside = (kp[..., 0] < 0) | (kp[..., 0] >= w) | (kp[..., 1] < 0) | (kp[..., 1] >= h)
         bad = outside & (kp[..., 2] > 0)
-        for r in np.flatnonzero(bad.any(axis=1)):
-            add("keypoints_inside", f"keypoints {np.flatnonzero(bad[r]).tolist()} lie outside "
-                f"the {h}x{w} image but are marked visible", ids[r])
+        for row in np.flatnonzero(bad.any(axis=1)):
+            add("keypoints_inside", f"keypoints {np.flatnonzero(bad[row]).tolist()} lie outside "
+                f"the {h}x{w} image but are marked visible", ids[row])
     new_drops = after.meta.drops[len(before.meta.drops):]
     dropped = [int(d.annotation_id) for d in new_drops]
     survived = set(ids) & set(source_row)

@@ -321,8 +321,9 @@ class Augment:
             if dense is not None:
                 d["mask"] = dense[j].view(np.uint8)
             if use_kp:  # a partner without keypoints offers none (they come out unlabelled)
-                k = 0 if inst.keypoints is None else inst.keypoints.shape[1]
-                d["keypoints"] = (inst.keypoints[row, :, :2].copy() if k
+                kps = inst.keypoints
+                k = 0 if kps is None else kps.shape[1]
+                d["keypoints"] = (kps[row, :, :2].copy() if kps is not None and k
                                   else np.zeros((0, 2), np.float32))
                 d["keypoint_labels"] = {_KP: list(range(k))}
             out.append(d)
@@ -511,8 +512,8 @@ class Augment:
             if scores is not None:
                 scores[j] = si.scores[local] if si.scores is not None else np.nan
             for name in extra_names:
-                values = si.extras.get(name)
-                extras[name].append(None if values is None else values[local])
+                column_values = si.extras.get(name)
+                extras[name].append(None if column_values is None else column_values[local])
             if self.needs_pool:
                 extras["source_dataset"].append(
                     str(src.sample.meta.source or "") if src.primary else self.pool_name)
@@ -646,7 +647,7 @@ def _row_any(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     w8 = w - w % 8
     if w8 == 0 or mask.strides[1] != 1:
-        return mask.any(axis=1)
+        return np.asarray(mask.any(axis=1))
     rows = np.bitwise_or.reduce(mask[:, :w8].view(np.uint64), axis=1) != 0
     if w8 < w:
         rows |= mask[:, w8:].any(axis=1)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from instkit.io.coco import CocoDataset
+    from instkit.io.hf import HFDataset
 
 
 @click.command("stats")
@@ -18,6 +23,7 @@ def command(annotations: Path, fmt: str, plot: Path | None) -> None:
 
     from instkit.stats import compute_stats
 
+    dataset: HFDataset | CocoDataset
     if annotations.is_dir():
         from instkit.io.hf import read_hf
 
