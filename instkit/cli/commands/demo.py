@@ -24,9 +24,9 @@ import click
               help="Side of the synthetic images.")
 @click.option("--model-size", type=int, default=128, show_default=True,
               help="Side of the models' input (training and evaluation).")
-@click.option("--rfdetr-steps", type=int, default=150, show_default=True,
+@click.option("--rfdetr-steps", type=int, default=100, show_default=True,
               help="Training steps of the tiny RF-DETR-Seg.")
-@click.option("--maskrcnn-steps", type=int, default=60, show_default=True,
+@click.option("--maskrcnn-steps", type=int, default=120, show_default=True,
               help="Training steps of the light Mask R-CNN.")
 @click.option("--models", default="rfdetr,maskrcnn", show_default=True,
               help="Comma-separated models to train (rfdetr, maskrcnn; empty for none).")
