@@ -66,3 +66,16 @@ def test_bench_rejects_unknown_names(tmp_path):
     folder = _folder(tmp_path, alpha=True)
     result = CliRunner().invoke(cli, ["bench", "--dir", str(folder), "nope"])
     assert result.exit_code == 2 and "unknown benchmark" in result.output
+
+
+def test_collect_rebuilds_the_summary_without_running(tmp_path):
+    folder = _folder(tmp_path, alpha=True)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["bench", "--dir", str(folder), "--out", str(out)]).exit_code == 0
+    (folder / "bench_alpha.py").write_text("raise SystemExit(3)")  # would fail if it ran
+    doc = tmp_path / "doc.md"
+    result = runner.invoke(cli, ["bench", "--dir", str(folder), "--out", str(out), "--collect",
+                                 "--doc", str(doc)])
+    assert result.exit_code == 0, result.output
+    assert "| alpha | speed (x) | 2 |" in doc.read_text()

@@ -71,6 +71,8 @@ def write_summary(doc: Path, table: str) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--quick", is_flag=True, help="Small inputs: each benchmark in under a minute.")
 @click.option("--list", "list_only", is_flag=True, help="List the benchmarks and exit.")
+@click.option("--collect", is_flag=True,
+              help="Run nothing: rebuild the summary from the JSON results already written.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the JSON results [default: benchmarks/results].")
 @click.option("--dir", "bench_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -78,8 +80,8 @@ def write_summary(doc: Path, table: str) -> None:
 @click.option("--doc", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Markdown page whose summary table is updated [default: docs/benchmarks.md "
                    "beside benchmarks/; not updated with --quick unless given].")
-def command(names: tuple[str, ...], quick: bool, list_only: bool, out_dir: Path | None,
-            bench_dir: Path | None, doc: Path | None) -> None:
+def command(names: tuple[str, ...], quick: bool, list_only: bool, collect: bool,
+            out_dir: Path | None, bench_dir: Path | None, doc: Path | None) -> None:
     """Run every script in benchmarks/ (or the NAMES given), each in its own process.
 
     Each script checks that instkit's outputs agree with the peer's before it times anything,
@@ -106,6 +108,12 @@ def command(names: tuple[str, ...], quick: bool, list_only: bool, out_dir: Path 
     payloads, failed = [], []
     for name in chosen:
         out = out_dir / f"{name}{'-quick' if quick else ''}.json"
+        if collect:
+            if out.exists():
+                payloads.append(json.loads(out.read_text()))
+            else:
+                click.echo(f"   {name}: no results at {out}", err=True)
+            continue
         click.echo(f"== {name}{' (quick)' if quick else ''}", err=True)
         start = time.perf_counter()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
