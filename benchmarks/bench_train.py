@@ -100,6 +100,11 @@ def _time_steps(adapter: Any, batches: Any, to_batch: Any, steps: int) -> float:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        return _run(quick, Path(tmp))
+
+
+def _run(quick: bool, workdir: Path) -> dict[str, Any]:
     import numpy as np
     import torch
     from datasets import load_from_disk
@@ -114,7 +119,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    workdir = Path(tempfile.mkdtemp(prefix="bench-train-"))
     size = 128
     n_images = 8 if quick else 64
     batch_size = 4
