@@ -40,6 +40,7 @@ from instkit.io.coco import CocoDataset, sample_annotations
 from instkit.io.files import load_json
 from instkit.masks import Masks, RLEMask, rle_from_coco
 from instkit.sample import Sample, SampleMeta
+from instkit.sample import categories_of as sample_categories
 
 IOU_TYPES = ("segm", "bbox")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -281,14 +282,10 @@ def _predictions_by_image(predictions: Iterable[Sample], known: set[int]) -> dic
 def _categories_of(ground_truth: Any, categories: Categories | None) -> Categories:
     if categories is not None:
         return categories
-    found = getattr(ground_truth, "categories", None)
-    if isinstance(found, Categories):
-        return found
-    for sample in ground_truth:
-        if sample.meta.categories is not None:
-            return sample.meta.categories
-        break
-    raise EvaluationError("no category table: pass categories=... (the ground truth's)")
+    found = sample_categories(ground_truth)
+    if found is None:
+        raise EvaluationError("no category table: pass categories=... (the ground truth's)")
+    return found
 
 
 def to_coco_results(samples: Iterable[Sample], categories: Categories) -> list[dict[str, Any]]:

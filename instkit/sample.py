@@ -136,6 +136,16 @@ class Sample:
         )
 
 
+def categories_of(data: Any) -> Categories | None:
+    """The category table carried by a dataset (``.categories``) or by its first sample."""
+    found = getattr(data, "categories", None)
+    if isinstance(found, Categories):
+        return found
+    for sample in data:
+        return sample.meta.categories
+    return None
+
+
 def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     """Read an image as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
 

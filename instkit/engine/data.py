@@ -12,6 +12,7 @@ import numpy as np
 from instkit.categories import Categories
 from instkit.errors import InstkitError, Location
 from instkit.sample import Sample
+from instkit.sample import categories_of as sample_categories
 
 
 def open_dataset(path: str | os.PathLike[str], images: str | os.PathLike[str] | None = None,
@@ -34,14 +35,10 @@ def open_dataset(path: str | os.PathLike[str], images: str | os.PathLike[str] | 
 
 
 def categories_of(data: Any) -> Categories:
-    found = getattr(data, "categories", None)
-    if isinstance(found, Categories):
-        return found
-    for sample in data:
-        if sample.meta.categories is not None:
-            return sample.meta.categories
-        break
-    raise InstkitError("the dataset carries no category table")
+    found = sample_categories(data)
+    if found is None:
+        raise InstkitError("the dataset carries no category table")
+    return found
 
 
 def label_map(model_categories: Categories, data_categories: Categories,
