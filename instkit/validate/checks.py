@@ -109,14 +109,21 @@ def find_nonfinite(raw: bytes, document: Any, out: Collector) -> None:
 # --- the document ------------------------------------------------------------------------------
 
 
-def check_categories(document: dict[str, Any], ctx: Context, out: Collector) -> None:
-    entries = document.get("categories")
+def _top_level_list(document: dict[str, Any], key: str, out: Collector) -> list[Any] | None:
+    """``document[key]`` when it is a list; otherwise report it missing or mistyped."""
+    entries = document.get(key)
     if entries is None:
-        out.add("schema-missing", "the document has no 'categories' list", json_path="categories")
-        return
+        out.add("schema-missing", f"the document has no '{key}' list", json_path=key)
+        return None
     if not isinstance(entries, list):
-        out.add("schema-type", f"'categories' must be a list, got {_type_name(entries)}",
-                json_path="categories")
+        out.add("schema-type", f"'{key}' must be a list, got {_type_name(entries)}", json_path=key)
+        return None
+    return entries
+
+
+def check_categories(document: dict[str, Any], ctx: Context, out: Collector) -> None:
+    entries = _top_level_list(document, "categories", out)
+    if entries is None:
         return
     names: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -153,10 +160,8 @@ def check_categories(document: dict[str, Any], ctx: Context, out: Collector) -> 
 
 def check_images(document: dict[str, Any], ctx: Context, out: Collector) -> list[tuple[int, str]]:
     """Image entries; returns ``(image_id, file_name)`` of those whose files can be checked."""
-    entries = document.get("images")
-    if not isinstance(entries, list):
-        out.add("schema-missing" if entries is None else "schema-type",
-                f"'images' must be a list, got {_type_name(entries)}", json_path="images")
+    entries = _top_level_list(document, "images", out)
+    if entries is None:
         return []
     files: list[tuple[int, str]] = []
     for index, entry in enumerate(entries):
@@ -275,13 +280,8 @@ def rle_geometry(segmentation: dict[str, Any], size: tuple[int, int] | None, pat
 
 def check_annotations(document: dict[str, Any], ctx: Context, out: Collector,
                       progress: bool) -> None:
-    entries = document.get("annotations")
+    entries = _top_level_list(document, "annotations", out)
     if entries is None:
-        out.add("schema-missing", "the document has no 'annotations' list", json_path="annotations")
-        return
-    if not isinstance(entries, list):
-        out.add("schema-type", f"'annotations' must be a list, got {_type_name(entries)}",
-                json_path="annotations")
         return
     seen: dict[int, int] = {}
     # Per image: (json index, annotation, geometry) of annotations to rasterise.
