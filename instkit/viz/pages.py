@@ -206,6 +206,16 @@ def _render_all(jobs: list[_Job], img_dir: Path, thumb_size: int, detail_size: i
     return entries, errors, len(todo)
 
 
+def _attach_renders(records: list[dict[str, Any]], entries: dict[str, dict[str, Any]],
+                    errors: dict[str, str], thumb_size: int) -> None:
+    """Thumbnail sizes and rendering errors from ``_render_all`` onto the page records."""
+    for record in records:
+        entry = entries.get(record["key"], {})
+        record["tw"], record["th"] = entry.get("tw", thumb_size), entry.get("th", thumb_size)
+        if record["key"] in errors:
+            record["error"] = errors[record["key"]]
+
+
 def _write_page(out_dir: Path, title: str, data: dict[str, Any]) -> Path:
     from html import escape
 
@@ -449,11 +459,9 @@ def dataset_report(
     out.mkdir(parents=True, exist_ok=True)
     entries, errors, drawn = _render_all(jobs, out / "img", thumb_size, detail_size, workers,
                                          progress)
+    _attach_renders(records, entries, errors, thumb_size)
     for record in records:
-        entry = entries.get(record["key"], {})
-        record["tw"], record["th"] = entry.get("tw", thumb_size), entry.get("th", thumb_size)
         if record["key"] in errors:
-            record["error"] = errors[record["key"]]
             if not any(f["code"] == "image_unreadable" for f in record["findings"]):
                 finding = {"code": "image_unreadable", "severity": "error",
                            "message": errors[record["key"]], "where": f"image_id={record['id']}"}
@@ -628,11 +636,7 @@ def eval_report(
     out.mkdir(parents=True, exist_ok=True)
     entries, errors, drawn = _render_all(jobs, out / "img", thumb_size, detail_size, workers,
                                          progress)
-    for record in records:
-        entry = entries.get(record["key"], {})
-        record["tw"], record["th"] = entry.get("tw", thumb_size), entry.get("th", thumb_size)
-        if record["key"] in errors:
-            record["error"] = errors[record["key"]]
+    _attach_renders(records, entries, errors, thumb_size)
 
     per_class = []
     instance_counts: Counter[int] = Counter()
