@@ -566,15 +566,36 @@ def _tight_bitmap(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> Bitma
     return BitmapMask(np.ascontiguousarray(mask[y0:y1, x0:x1]), (y0, x0))
 
 
+def _row_any(mask: np.ndarray) -> np.ndarray:
+    """``(H,)`` bool: rows of a 2-D uint8 mask with any pixel set.
+
+    ORs 8 pixels at a time through a uint64 view (about twice as fast as ``any(axis=1)``)."""
+    h, w = mask.shape
+    w8 = w - w % 8
+    if w8 == 0 or mask.strides[1] != 1:
+        return np.asarray(mask.any(axis=1))
+    rows = np.bitwise_or.reduce(mask[:, :w8].view(np.uint64), axis=1) != 0
+    if w8 < w:
+        rows |= mask[:, w8:].any(axis=1)
+    return rows
+
+
 def tight_bitmap(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> BitmapMask:
-    """A 2-D mask (at ``offset`` in its image) -> its box-tight ``BitmapMask``."""
-    binary = np.asarray(mask).astype(bool, copy=False)
-    rows: np.ndarray = np.asarray(binary.any(axis=1))
-    cols: np.ndarray = np.asarray(binary.any(axis=0))
-    item = _tight_bitmap(binary, rows, cols)
-    if item.bitmap.size == 0:
-        return item
-    return BitmapMask(item.bitmap, (item.offset[0] + offset[0], item.offset[1] + offset[1]))
+    """A 2-D mask (at ``offset`` in its image) -> its box-tight ``BitmapMask``.
+
+    One pass over the rows, then only the rows between the first and last set one are read for
+    the columns. An all-zero mask gives the empty ``(0, 0)`` bitmap."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.uint8:
+        mask = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8)
+    ys = np.flatnonzero(_row_any(mask))
+    if ys.size == 0:
+        return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
+    y0, y1 = int(ys[0]), int(ys[-1]) + 1
+    band = mask[y0:y1]
+    xs = np.flatnonzero(np.bitwise_or.reduce(band, axis=0))
+    x0, x1 = int(xs[0]), int(xs[-1]) + 1
+    return BitmapMask(band[:, x0:x1].astype(bool), (y0 + offset[0], x0 + offset[1]))
 
 
 def _bitmap_box(item: BitmapMask) -> np.ndarray:

@@ -191,3 +191,22 @@ def test_bad_rles_raise_mask_error():
 def test_polygon_part_checks_survive_direct_construction():
     with pytest.raises(MaskError):
         PolygonMask((np.array([1.0, 2.0, 3.0, 4.0]),))
+
+
+def test_tight_bitmap_matches_a_plain_reference():
+    rng = np.random.default_rng(3)
+    for shape in [(64, 64), (37, 53), (5, 8), (40, 1), (1, 17)]:
+        for _ in range(20):
+            mask = (rng.random(shape) > rng.choice([0.5, 0.97, 0.999, 1.0])).astype(np.uint8)
+            ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            for form in (mask, mask.astype(bool), mask.astype(np.int32), np.asfortranarray(mask)):
+                item = tight_bitmap(form, offset=(2, 3))
+                if ys.size == 0:
+                    assert item.bitmap.shape == (0, 0)
+                    continue
+                expected = mask[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1].astype(bool)
+                assert item.offset == (ys[0] + 2, xs[0] + 3)
+                assert np.array_equal(item.bitmap, expected)
+    strided = np.zeros((10, 20), dtype=np.uint8)
+    strided[3:5, 4:9] = 1
+    assert tight_bitmap(strided[:, ::2]).bitmap.shape == (2, 3)  # non-contiguous columns

@@ -7,12 +7,11 @@ import pytest
 
 from instkit.instances import Instances
 from instkit.io.coco import read_coco
-from instkit.masks import Masks, tight_bitmap
+from instkit.masks import Masks
 from instkit.sample import Sample
 from instkit.testing import assert_aligned, check_alignment
 from instkit.transforms import Augment, Perspective
 from instkit.transforms._albu import A
-from instkit.transforms.augment import _tight
 from instkit.transforms.presets import yolo_seg
 
 
@@ -102,14 +101,3 @@ def test_drop_reasons_are_told_apart_with_min_visibility() -> None:
     for d in out.meta.drops:
         assert d.detail
     assert_aligned(sample, out)
-
-
-def test_fast_tight_bitmap_matches_the_core() -> None:
-    rng = np.random.default_rng(3)
-    for shape in [(64, 64), (37, 53), (5, 8), (40, 1), (1, 17)]:
-        for _ in range(20):
-            mask = (rng.random(shape) > rng.choice([0.5, 0.97, 0.999, 1.0])).astype(np.uint8)
-            ours, core = _tight(mask), tight_bitmap(mask)
-            assert ours.offset == core.offset or core.bitmap.size == 0
-            assert np.array_equal(ours.bitmap, core.bitmap)
-            assert np.array_equal(_tight(mask.astype(bool)).bitmap, core.bitmap)
