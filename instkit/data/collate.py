@@ -2,8 +2,11 @@
 
 Work split (as timm's prefetch loader does it): the host packs a batch in uint8 with compact
 mask crops (``instkit.data.packing``), the packed buffer goes to the device in one pinned,
-non-blocking copy, and the device resizes, pads and normalises the images and pastes the mask
-crops straight into the grid the model supervises, vectorised over every instance of the batch.
+non-blocking copy, and the device resizes, pads and normalises the images and pastes each mask
+crop straight into the grid the model supervises: one slice copy per instance (rows and columns
+picked from the crop first when the grid is resized), so the work grows with object area, never
+with grid area times instance count. Images stay uint8 until the one pass that resizes (only
+when the size changes) or normalises them.
 
 Targets:
 
@@ -31,6 +34,7 @@ instances dropped with their reason.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +71,8 @@ F = torch.nn.functional
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TARGETS = ("maskrcnn", "rfdetr", "instances")
-# Pixels pasted per vectorised chunk: bounds the int64 scratch (about 15 tensors of this length).
+# Pixels pasted per vectorised chunk of ``paste_masks``: bounds its int64 scratch (about 15
+# tensors of this length).
 _PASTE_CHUNK = 1 << 22
 
 
@@ -238,6 +243,9 @@ def paste_masks(
 ) -> Any:
     """Paste every instance's crop into its image's grid, vectorised over the batch.
 
+    The per-pixel int64 gather/scatter that ``paste_crops`` replaced (about 30x slower on a
+    CPU); kept as the reference it is tested against.
+
     ``crops``: flat uint8 crop region; ``ints``: ``(N, 8)`` instance table; per image the grid
     ``(gh, gw)`` sampling a canvas ``(ch, cw)`` whose top-left ``resized`` part holds the image
     resized from ``orig``. Returns a flat bool tensor of ``total`` cells; instance ``n``'s grid
@@ -298,6 +306,103 @@ def paste_masks(
         target = out_offsets[chunk][which] + gr * grid_w[chunk][which] + gc
         canvas[target] = values.bool()
     return canvas
+
+
+@functools.lru_cache(maxsize=512)
+def _source_index(n_in: int, n_res: int, n_canvas: int, n_grid: int) -> tuple[np.ndarray, bool]:
+    """Per grid index, the original-image index it samples; ``n_in`` (past every index) in
+    the padding. Non-decreasing, so an instance's grid range is two ``searchsorted`` calls.
+
+    The grid samples the canvas (nearest-exact), whose top-left ``n_res`` cells hold the image
+    resized from ``n_in`` (nearest-exact). Also returns whether the map is the identity over
+    the image (no resize, no stride): then a crop goes in unchanged at its own offset.
+    """
+    to_res = _nearest_map(n_canvas, n_grid, "cpu").numpy()
+    src = _nearest_map(n_in, n_res, "cpu").numpy()
+    index = np.where(to_res < n_res, src[np.minimum(to_res, n_res - 1)], n_in)
+    index.setflags(write=False)
+    return index, n_in == n_res and n_canvas == n_grid
+
+
+def paste_crops(
+    crops: Any, ints: np.ndarray, dests: Sequence[tuple[Any, int, int]],
+    orig_sizes: Sequence[tuple[int, int]], resized_sizes: Sequence[tuple[int, int]],
+    canvas_sizes: Sequence[tuple[int, int]],
+) -> None:
+    """Write every instance's crop into its image's grid: one slice copy per instance.
+
+    ``crops``: flat uint8 0/1 crop region (a tensor); ``ints``: ``(N, 8)`` int64 instance table
+    (numpy). ``dests[b]`` is ``(grid, first, count)``: image ``b``'s instances ``first ..
+    first + count - 1`` go to ``grid[0 .. count - 1]``, a zeroed ``(count_or_more, gh, gw)``
+    bool or uint8 tensor sampling a canvas of ``canvas_sizes[b]`` whose top-left part holds the
+    image resized from ``orig_sizes[b]`` to ``resized_sizes[b]``. Each output cell is the crop
+    pixel its centre falls on (nearest-exact twice), exactly what ``paste_masks`` computes.
+    """
+    cpu = crops.device.type == "cpu"
+    flat = crops.numpy() if cpu else crops  # numpy slicing costs a fraction of torch's per call
+    for b, (grid, first, count) in enumerate(dests):
+        if count == 0:
+            continue
+        target = grid.numpy() if cpu else grid
+        gh, gw = int(grid.shape[1]), int(grid.shape[2])
+        (h, w), (rh, rw), (ch, cw) = orig_sizes[b], resized_sizes[b], canvas_sizes[b]
+        rows, rows_same = _source_index(h, rh, ch, gh)
+        cols, cols_same = _source_index(w, rw, cw, gw)
+        for slot, (y0, x0, bh, bw, offset) in enumerate(
+                ints[first : first + count, [I_Y0, I_X0, I_BH, I_BW, I_OFFSET]].tolist()):
+            if bh == 0 or bw == 0:
+                continue
+            crop = flat[offset : offset + bh * bw].reshape(bh, bw)
+            if rows_same:
+                r0, r1 = y0, y0 + bh
+            else:
+                r0, r1 = (int(v) for v in np.searchsorted(rows, (y0, y0 + bh)))
+                if r0 == r1:
+                    continue
+                crop = crop[rows[r0:r1] - y0]
+            if cols_same:
+                c0, c1 = x0, x0 + bw
+            else:
+                c0, c1 = (int(v) for v in np.searchsorted(cols, (x0, x0 + bw)))
+                if c0 == c1:
+                    continue
+                crop = crop[:, cols[c0:c1] - x0]
+            target[slot, r0:r1, c0:c1] = crop
+
+
+def _available_bytes() -> int | None:
+    """Memory the kernel says can be allocated without swapping (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _mask_grids(shape: tuple[int, ...], dtype: Any, device: Any, what: str, hint: str) -> Any:
+    """A zeroed mask tensor, or a ``CollateError`` saying what to change when it cannot fit.
+
+    On the host the size is checked against the memory available first: Linux overcommits, so a
+    too-large allocation would otherwise succeed and the process be killed while zeroing it.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    need = int(np.prod(shape, dtype=np.float64)) * itemsize
+    message = (f"{what} need {need / 2**30:.2f} GiB ({' x '.join(str(v) for v in shape)} "
+               f"{str(dtype).replace('torch.', '')})")
+    if torch.device(device).type == "cpu":
+        available = _available_bytes()
+        if available is not None and need > available:
+            raise CollateError(f"{message}, more than the {available / 2**30:.2f} GiB of memory "
+                               f"available: {hint}")
+    try:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
+            raise
+        raise CollateError(f"{message}, which cannot be allocated on {device}: {hint}") from None
 
 
 class Collator:
@@ -422,7 +527,10 @@ class Collator:
 
         With ``out`` (``(B, 3, Hp, Wp)``), images are normalised straight into its top-left
         corners; otherwise ``(3, h, w)`` float32 images in [0, 1] are returned by batch index.
-        Rescaling is folded into the normalisation after the (linear) resize: one pass less.
+        Images stay uint8 until this step. Rescaling is folded into the normalisation after the
+        (linear) resize; an image whose size does not change is not resized at all (the
+        identity bilinear resize gives the same values) and goes from uint8 to its output in
+        one pass.
         """
         device = region.device
         groups: dict[tuple[int, int, int, int], list[int]] = {}
@@ -432,20 +540,30 @@ class Collator:
         scale = 1.0 / (255.0 * std)
         bias = -torch.tensor(self.image_mean, device=device).view(3, 1, 1) / std
         result: dict[int, Any] = {}
+
+        def planar(b: int, h: int, w: int) -> Any:  # (3, h, w) uint8 view of image b
+            start = int(packed.images[b, IM_OFFSET])
+            return region[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1)
+
         for (h, w, rh, rw), members in groups.items():
-            images = torch.empty((len(members), 3, h, w), dtype=torch.float32, device=device)
-            for k, b in enumerate(members):
-                start = int(packed.images[b, IM_OFFSET])
-                images[k].copy_(region[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1))
-            if (rh, rw) != (h, w) or self.size is not None:
-                images = F.interpolate(images, size=(rh, rw), mode="bilinear",
-                                       align_corners=False, antialias=False)
+            if (rh, rw) == (h, w):
+                for b in members:
+                    image = planar(b, h, w)
+                    if out is not None:
+                        torch.addcmul(bias, image, scale, out=out[b, :, :rh, :rw])
+                    else:
+                        target = torch.empty((3, rh, rw), dtype=torch.float32, device=device)
+                        result[b] = torch.mul(image, 1.0 / 255.0, out=target)
+                continue
+            # the channel transpose in uint8 (a quarter of the bytes), then one conversion
+            images = torch.stack([planar(b, h, w) for b in members]).float()
+            images = F.interpolate(images, size=(rh, rw), mode="bilinear",
+                                   align_corners=False, antialias=False)
             for k, b in enumerate(members):
                 if out is not None:
                     torch.addcmul(bias, images[k], scale, out=out[b, :, :rh, :rw])
                 else:
-                    target = torch.empty((3, rh, rw), dtype=torch.float32, device=device)
-                    result[b] = torch.mul(images[k], 1.0 / 255.0, out=target)
+                    result[b] = images[k].mul_(1.0 / 255.0)
         return result
 
     def _maskrcnn(self, packed: PackedBatch, ints: Any, region: Any, crops: Any,
@@ -454,22 +572,27 @@ class Collator:
         device = region.device
         table = packed.images
         images = self._images(packed, region, orig, sizes)
-        counts = table[:, IM_COUNT]
-        per_instance_cells = np.repeat([h * w for h, w in sizes], counts)
-        offsets_np = np.concatenate(([0], np.cumsum(per_instance_cells)))
-        out_offsets = torch.as_tensor(offsets_np[:-1], device=device)
-        canvas = paste_masks(crops, ints, sizes, orig, sizes, sizes, out_offsets,
-                             int(offsets_np[-1]))
+        counts = [int(c) for c in table[:, IM_COUNT]]
+        masks_of = []
+        for b, (h, w) in enumerate(sizes):
+            masks_of.append(_mask_grids(
+                (counts[b], h, w), torch.uint8, device,
+                f"Mask R-CNN targets of image {int(table[b, IM_ID])} (batch index {b})",
+                "Mask R-CNN takes one full-resolution uint8 mask per instance; lower the "
+                "resized size (size=...), split the image into tiles, or use "
+                'Collator("rfdetr") / Collator("instances", mask_stride=4) for masks at a stride'))
+        paste_crops(crops, _host_ints(packed),
+                    [(masks_of[b], int(table[b, IM_START]), counts[b]) for b in range(len(sizes))],
+                    orig, sizes, sizes)
         iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
         targets = []
         for b, (h, w) in enumerate(sizes):
             start, count = int(table[b, IM_START]), int(table[b, IM_COUNT])
             rows = slice(start, start + count)
-            masks = canvas[int(offsets_np[start]) : int(offsets_np[start + count])]
             targets.append({
                 "boxes": boxes[rows],
                 "labels": ints[rows, I_LABEL] + 1,
-                "masks": masks.view(count, h, w).to(torch.uint8),
+                "masks": masks_of[b],
                 "image_id": torch.tensor(int(table[b, IM_ID]), dtype=torch.int64, device=device),
                 "area": area[rows],
                 "iscrowd": iscrowd[rows],
@@ -487,26 +610,36 @@ class Collator:
         table = packed.images
         batch = len(sizes)
         hp, wp = padded
-        full = all(s == (hp, wp) for s in sizes)
-        make = torch.empty if full else torch.zeros
-        pixel_values = make((batch, 3, hp, wp), dtype=torch.float32, device=device)
+        # every element is written once: the images' corners by _images, the rest here
+        pixel_values = torch.empty((batch, 3, hp, wp), dtype=torch.float32, device=device)
         self._images(packed, region, orig, sizes, out=pixel_values)
-        pixel_mask = make((batch, hp, wp), dtype=torch.int64, device=device)
-        if full:
-            pixel_mask.fill_(1)
-        else:
-            for b, (h, w) in enumerate(sizes):
-                pixel_mask[b, :h, :w] = 1
+        pixel_mask = torch.empty((batch, hp, wp), dtype=torch.int64, device=device)
+        for b, (h, w) in enumerate(sizes):
+            pixel_mask[b, :h, :w] = 1
+            for view in (pixel_values[b], pixel_mask[b][None]):
+                view[:, h:, :].zero_()
+                view[:, :h, w:].zero_()
         s = self.mask_stride
         grid = (hp // s, wp // s) if s > 1 else (hp, wp)
         if grid[0] == 0 or grid[1] == 0:
             raise CollateError(f"padded size {padded} is smaller than mask_stride {s}")
-        cells = grid[0] * grid[1]
         n = packed.num_instances
-        out_offsets = torch.arange(n, device=device) * cells
-        canvas = paste_masks(crops, ints, [grid] * batch, orig, sizes, [padded] * batch,
-                             out_offsets, n * cells)
-        masks = canvas.view(n, grid[0], grid[1])
+        counts = [int(c) for c in table[:, IM_COUNT]]
+        starts = [int(v) for v in table[:, IM_START]]
+        hint = ("lower the resized size (size=...) or build masks at a stride (mask_stride=4, "
+                "what RF-DETR's loss samples)")
+        if self.target == "rfdetr":
+            masks = _mask_grids((n, *grid), torch.bool, device, f"the batch's {n} instance masks",
+                                hint)
+            dests = [(masks[starts[b] : starts[b] + counts[b]], starts[b], counts[b])
+                     for b in range(batch)]
+        else:
+            n_max = max(counts) if batch else 0
+            pad_masks = _mask_grids((batch, n_max, *grid), torch.bool, device,
+                                    f"the batch's padded masks ({batch} images x {n_max} slots)",
+                                    hint)
+            dests = [(pad_masks[b], starts[b], counts[b]) for b in range(batch)]
+        paste_crops(crops, _host_ints(packed), dests, orig, sizes, [padded] * batch)
         iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
         labels_all = ints[:, I_LABEL]
         if self.target == "rfdetr":
@@ -533,26 +666,29 @@ class Collator:
             result = RfDetrBatch(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=labels)
             result.info = info
             return result
-        counts = table[:, IM_COUNT]
-        n_max = int(counts.max()) if batch else 0
         slot = torch.as_tensor(
             np.concatenate([np.arange(c) for c in counts]) if n else np.zeros(0, np.int64),
             device=device, dtype=torch.long)
         image_of = ints[:, I_IMAGE]
         pad_boxes = torch.zeros((batch, n_max, 4), dtype=torch.float32, device=device)
         pad_labels = torch.full((batch, n_max), -1, dtype=torch.int64, device=device)
-        pad_masks = torch.zeros((batch, n_max, *grid), dtype=torch.bool, device=device)
         valid = torch.zeros((batch, n_max), dtype=torch.bool, device=device)
         pad_crowd = torch.zeros((batch, n_max), dtype=torch.bool, device=device)
         pad_ids = torch.full((batch, n_max), -1, dtype=torch.int64, device=device)
         pad_boxes[image_of, slot] = boxes
         pad_labels[image_of, slot] = labels_all
-        pad_masks[image_of, slot] = masks
         valid[image_of, slot] = True
         pad_crowd[image_of, slot] = iscrowd.bool()
         pad_ids[image_of, slot] = ints[:, I_ID]
         return InstanceBatch(pixel_values, pixel_mask, pad_boxes, pad_labels, pad_masks, valid,
                              pad_crowd, pad_ids, info, s)
+
+
+def _host_ints(packed: PackedBatch) -> np.ndarray:
+    """The ``(N, 8)`` instance table read from the host buffer (no device round trip)."""
+    n = packed.num_instances
+    host = packed.buffer[: n * 8 * INT_COLUMNS].numpy()
+    return host.view(np.int64).reshape(n, INT_COLUMNS)
 
 
 def _where(index: int, image_id: int) -> Any:
@@ -577,4 +713,4 @@ def _as_sample(item: Any, index: int) -> Sample:
 
 
 __all__ = ["BatchInfo", "Collator", "InstanceBatch", "MaskRCNNBatch", "RfDetrBatch",
-           "paste_masks", "resized_size"]
+           "paste_crops", "paste_masks", "resized_size"]

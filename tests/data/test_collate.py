@@ -381,3 +381,112 @@ def test_packed_batch_round_trip_and_bytes(device: str) -> None:
     direct = collator(samples)
     for a, b in zip(batch["labels"], direct["labels"], strict=True):
         assert torch.equal(a["masks"], b["masks"])
+
+
+# --- slice paste, identity resize, crowded images ---------------------------------------------
+
+
+def _paste_both(samples: list[Sample], collator: Collator) -> None:
+    """``paste_crops`` (slices) against ``paste_masks`` (per-pixel gather) on one packed batch."""
+    from instkit.data.collate import _host_ints, paste_crops, paste_masks
+    from instkit.data.packing import INT_COLUMNS
+
+    packed = collator.pack(samples)
+    n = packed.num_instances
+    buffer = packed.buffer
+    ints = buffer[: n * 8 * INT_COLUMNS].view(torch.int64).view(n, INT_COLUMNS)
+    crops = buffer[packed.table_bytes + packed.image_bytes:]
+    orig = [(int(r[0]), int(r[1])) for r in packed.images]
+    sizes = [resized_size(s, collator.size) for s in orig]
+    canvas = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+    stride = collator.mask_stride
+    grid = (canvas[0] // stride, canvas[1] // stride)
+    cells = grid[0] * grid[1]
+    reference = paste_masks(crops, ints, [grid] * len(sizes), orig, sizes, [canvas] * len(sizes),
+                            torch.arange(n) * cells, n * cells).view(n, *grid)
+    ours = torch.zeros((n, *grid), dtype=torch.bool)
+    starts, counts = packed.images[:, 3], packed.images[:, 4]
+    paste_crops(crops, _host_ints(packed),
+                [(ours[int(s) : int(s) + int(c)], int(s), int(c)) for s, c in zip(starts, counts)],
+                orig, sizes, [canvas] * len(sizes))
+    assert ours.any()
+    assert torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize(("size", "stride"), [
+    (None, 1), (None, 4), ((50, 70), 1), ((150, 210), 1), ((150, 210), 3),
+    ({"shortest_edge": 61, "longest_edge": 99}, 2),
+])
+def test_slice_paste_equals_the_per_pixel_gather(size: Any, stride: int) -> None:
+    samples = varied_samples() + [awkward_sample()]
+    _paste_both(samples, Collator("instances", size=size, mask_stride=stride))
+
+
+def test_slice_paste_check_fails_on_a_shifted_paste(monkeypatch: pytest.MonkeyPatch) -> None:
+    import instkit.data.collate as collate
+
+    original = collate.paste_crops
+
+    def shifted(crops: Any, ints: np.ndarray, *args: Any) -> None:
+        moved = ints.copy()
+        moved[:, 2] += 1  # every crop one column to the right
+        original(crops, moved, *args)
+
+    monkeypatch.setattr(collate, "paste_crops", shifted)
+    with pytest.raises(AssertionError):
+        _paste_both(varied_samples(), Collator("instances"))
+
+
+def test_size_equal_to_the_input_is_not_a_resize() -> None:
+    samples = make_samples(num_images=2, seed=12, image_size=(48, 64))
+    kept = Collator("rfdetr", mask_stride=1)(samples)
+    same = Collator("rfdetr", size=(48, 64), mask_stride=1)(samples)
+    assert torch.equal(kept["pixel_values"], same["pixel_values"])
+    # ... and equal to what the bilinear resize to the same size gives (the processor's path)
+    images = torch.stack([torch.as_tensor(s.image).permute(2, 0, 1).float() / 255 for s in samples])
+    resized = F.interpolate(images, size=(48, 64), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(same["pixel_values"], (resized - mean) / std, atol=1e-5)
+    for a, b in zip(kept["labels"], same["labels"], strict=True):
+        assert torch.equal(a["masks"], b["masks"])
+    images_m, _ = Collator("maskrcnn", size=(48, 64))(samples)
+    assert torch.allclose(images_m[0], images[0], atol=1e-6)
+
+
+def crowded_sample(n: int, size: tuple[int, int], seed: int = 0) -> Sample:
+    rng = np.random.default_rng(seed)
+    h, w = size
+    y0 = rng.integers(0, h - 4, n)
+    x0 = rng.integers(0, w - 4, n)
+    bh = rng.integers(1, 5, n)
+    bw = rng.integers(1, 5, n)
+    masks = Masks([BitmapMask(np.ones((int(a), int(b)), bool), (int(y), int(x)))
+                   for y, x, a, b in zip(y0, x0, bh, bw, strict=True)], size)
+    boxes = np.stack([x0, y0, x0 + bw, y0 + bh], 1).astype(np.float32)
+    inst = Instances(image_size=size, boxes=boxes, labels=np.zeros(n, np.int64), masks=masks,
+                     ids=np.arange(n))
+    return Sample.from_array(np.zeros((h, w, 3), np.uint8), inst, image_id=3)
+
+
+def test_crowded_image_collates_to_exact_masks() -> None:
+    sample = crowded_sample(1500, (64, 80))
+    dense = torch.as_tensor(sample.instances.masks.to_dense())
+    _, targets = Collator("maskrcnn")([sample])
+    assert torch.equal(targets[0]["masks"], dense.to(torch.uint8))
+    batch = Collator("instances")([sample])
+    assert torch.equal(batch.masks[0], dense)
+
+
+@pytest.mark.parametrize("target", ["maskrcnn", "instances", "rfdetr"])
+def test_masks_that_do_not_fit_give_a_clear_error(target: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import instkit.data.collate as collate
+
+    sample = crowded_sample(500, (64, 80))
+    monkeypatch.setattr(collate, "_available_bytes", lambda: 1_000_000)  # 500 x 64 x 80 > 1 MB
+    with pytest.raises(CollateError, match=r"GiB .*(size=|mask_stride)") as caught:
+        Collator(target, mask_stride=1)([sample])
+    assert not isinstance(caught.value, MemoryError)
+    if target != "maskrcnn":  # at a stride the same batch fits
+        Collator(target, mask_stride=4)([sample])
