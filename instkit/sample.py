@@ -3,19 +3,27 @@
 Images are ``(H, W, 3)`` uint8 RGB. A sample made from a file loads it on first use, applies the
 EXIF orientation, converts grayscale, palette, RGBA and 16-bit images to RGB uint8, and records
 each conversion in ``meta.notes``.
+
+Images larger than ``max_image_pixels()`` (width x height; default Pillow's decompression-bomb
+limit, 178,956,970) are refused with ``ImageTooLargeError`` before any pixel is decoded. Raise the
+limit with ``set_max_image_pixels(n)``, the environment variable ``INSTKIT_MAX_IMAGE_PIXELS``
+(``0``: no limit) or ``instkit --max-image-pixels N``; raising it past Pillow's own limit raises
+Pillow's (``PIL.Image.MAX_IMAGE_PIXELS``) to match in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from instkit.categories import Categories
-from instkit.errors import ImageError, InstancesError, Location
+from instkit.errors import ImageError, InstancesError, InstkitError, Location
 from instkit.instances import Instances
 
 
@@ -146,6 +154,85 @@ def categories_of(data: Any) -> Categories | None:
     return None
 
 
+MAX_IMAGE_PIXELS_ENV = "INSTKIT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 2 * 89_478_485  # Pillow refuses images above twice MAX_IMAGE_PIXELS
+
+
+class ImageTooLargeError(ImageError):
+    """An image with more pixels than ``max_image_pixels()``: a possible decompression bomb."""
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Largest image (width x height) instkit decodes; ``None`` or 0 for no limit.
+
+    Kept in the environment variable ``INSTKIT_MAX_IMAGE_PIXELS`` so that worker processes see it.
+    """
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"the image pixel limit must be a whole number >= 0, got {limit!r}")
+    os.environ[MAX_IMAGE_PIXELS_ENV] = str(limit or 0)
+
+
+def max_image_pixels() -> int | None:
+    """The limit in force: ``INSTKIT_MAX_IMAGE_PIXELS`` if set (0: none), else the default."""
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InstkitError(f"{MAX_IMAGE_PIXELS_ENV} must be a whole number of pixels (0 for no "
+                           f"limit), got {raw!r}")
+    return value or None
+
+
+def too_large_error(message: str, where: Location | None) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"{message}; this guards against decompression bombs. If you trust the file, raise the "
+        f"limit: instkit --max-image-pixels N, {MAX_IMAGE_PIXELS_ENV}=N (0: no limit) or "
+        f"instkit.sample.set_max_image_pixels(N)", where)
+
+
+def check_image_pixels(size: tuple[int, int], where: Location | None = None) -> None:
+    """Raise ``ImageTooLargeError`` when a ``(width, height)`` image is past the limit."""
+    limit = max_image_pixels()
+    width, height = int(size[0]), int(size[1])
+    if limit is not None and width * height > limit:
+        raise too_large_error(f"image is {width}x{height} = {width * height:,} pixels, more than the "
+                         f"limit of {limit:,}", where)
+
+
+def match_pillow_limit() -> None:
+    """Let Pillow open what instkit's (raised) limit allows; instkit checks the size itself."""
+    from PIL import Image
+
+    limit = max_image_pixels()
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None:
+        return
+    if limit is None:
+        Image.MAX_IMAGE_PIXELS = None
+    elif limit > 2 * current:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+@contextlib.contextmanager
+def open_image(source: str | os.PathLike[str] | IO[bytes],
+               where: Location | None = None) -> Iterator[Any]:
+    """``PIL.Image.open`` with instkit's pixel limit checked before anything is decoded."""
+    from PIL import Image
+
+    match_pillow_limit()
+    try:
+        opened = Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise too_large_error(str(exc).split(", could be")[0], where) from None
+    with opened:
+        check_image_pixels(opened.size, where)
+        yield opened
+
+
 def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     """Read an image as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
 
@@ -156,7 +243,7 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     path = os.fspath(path)
     notes: list[str] = []
     try:
-        with Image.open(path) as opened:
+        with open_image(path, Location(file=path)) as opened:
             orientation = opened.getexif().get(0x0112, 1)
             image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
             if orientation not in (None, 1):
@@ -165,6 +252,8 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
             array = pil_to_rgb_uint8(image, notes)
     except FileNotFoundError:
         raise ImageError("image file not found", Location(file=path)) from None
+    except Image.DecompressionBombError as exc:
+        raise too_large_error(str(exc).split(", could be")[0], Location(file=path)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"image cannot be read: {exc}", Location(file=path)) from None
     return array, notes

@@ -12,15 +12,22 @@ A checkpoint folder (a run keeps ``last/`` and ``best/``) holds:
   the JSON parts: optimizer ``param_groups`` and scalar state, scheduler and AMP scaler state.
 - ``config.json``: the same metadata, readable.
 
-A folder is written beside its final place and renamed in, so a crash mid-save keeps the
-previous checkpoint.
+A folder is written beside its final place (``.NAME.tmp-PID``) and swapped in with one atomic
+exchange (Linux ``renameat2``), so ``last/`` is always the old or the new checkpoint, complete.
+Where the exchange is not available the old folder is first renamed aside (``.NAME.old-PID``);
+a crash between the two renames leaves it there, and readers (``--resume``) use it while the next
+save puts it back. Folders of these names left by a process that no longer runs are removed by the
+next save to the same place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +62,99 @@ def save_checkpoint(
     scaler: Any = None,
 ) -> Path:
     """Write ``adapter``'s weights and, when given, the optimizer/scheduler/scaler state."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_folder(tmp, adapter, state=state, train_config=train_config, optimizer=optimizer,
+                      scheduler=scheduler, scaler=scaler)
+        _install(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+_AUX = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)")
+
+
+def _aux_folders(target: Path) -> list[tuple[Path, str, int]]:
+    """``(path, "tmp" | "old", pid)`` of the folders save_checkpoint makes beside ``target``."""
+    found = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _AUX.fullmatch(entry.name)
+        if match and match["name"] == target.name and entry.is_dir(follow_symlinks=False):
+            found.append((Path(entry.path), match["kind"], int(match["pid"])))
+    return found
+
+
+def _writer_gone(pid: int) -> bool:
+    from instkit.io.files import _pid_alive
+
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def _recover(target: Path) -> None:
+    """Put back an old checkpoint that a crash between two renames left aside, and remove the
+    folders of writers that no longer run."""
+    for path, kind, pid in sorted(_aux_folders(target), key=lambda t: t[0].name):
+        if not _writer_gone(pid):
+            continue
+        if kind == "old" and not target.exists() and (path / MODEL_FILE).is_file():
+            os.replace(path, target)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Move the complete folder ``tmp`` to ``target``; an existing ``target`` is never missing."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    if _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the previous checkpoint
+        return
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_folder(tmp: Path, adapter: ModelAdapter, *, state: dict[str, Any] | None,
+                  train_config: dict[str, Any] | None, optimizer: Any, scheduler: Any,
+                  scaler: Any) -> None:
     from safetensors.torch import save_file, save_model
 
     from instkit import __version__
 
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     meta = {
         "format": FORMAT,
         "instkit_version": __version__,
@@ -96,22 +187,30 @@ def save_checkpoint(
             "scaler": scaler.state_dict() if scaler is not None else None,
         }
         save_file(tensors, str(tmp / STATE_FILE), metadata={"instkit_training": _json(training)})
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+
+
+def _checkpoint_at(folder: Path) -> Path | None:
+    """``folder`` if it holds a checkpoint; else the old one that a save interrupted between its
+    two renames left beside it."""
+    if (folder / MODEL_FILE).is_file():
+        return folder
+    if not folder.exists():
+        for aside, kind, _ in sorted(_aux_folders(folder), key=lambda t: t[0].name):
+            if kind == "old" and (aside / MODEL_FILE).is_file():
+                return aside
+    return None
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A checkpoint folder from a checkpoint folder or a run folder (``best/``, else ``last/``)."""
     base = Path(path)
-    if (base / MODEL_FILE).is_file():
-        return base
+    found = _checkpoint_at(base)
+    if found is not None:
+        return found
     for name in ("best", "last"):
-        if (base / name / MODEL_FILE).is_file():
-            return base / name
+        found = _checkpoint_at(base / name)
+        if found is not None:
+            return found
     if not base.exists():
         raise InstkitError("model folder not found", Location(file=str(base)))
     raise InstkitError(f"no checkpoint here: expected {MODEL_FILE}, or a best/ or last/ folder "

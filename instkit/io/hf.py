@@ -48,10 +48,16 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
     """The row's ``image`` as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from instkit.sample import pil_to_rgb_uint8
+    from instkit.sample import (
+        check_image_pixels,
+        match_pillow_limit,
+        pil_to_rgb_uint8,
+        too_large_error,
+    )
 
     if value is None:
         return None, []
+    match_pillow_limit()
     notes: list[str] = []
     image: Image.Image
     try:
@@ -67,12 +73,15 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
         else:
             raise ImageError(f"'image' must be a PIL image or {{bytes, path}}, got "
                              f"{type(value).__name__}", where)
+        check_image_pixels(image.size, where)
         orientation = image.getexif().get(0x0112, 1)
         if orientation not in (None, 1):
             image = ImageOps.exif_transpose(image)
             notes.append(f"applied EXIF orientation {orientation}")
         image.load()
         return pil_to_rgb_uint8(image, notes), notes
+    except Image.DecompressionBombError as exc:
+        raise too_large_error(str(exc).split(", could be")[0], where) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"image cannot be read: {exc}", where) from None
 
@@ -227,6 +236,16 @@ def _sidecar_categories(path: str | None) -> Categories | None:
     return Categories.from_coco(load_json(sidecar), file=str(sidecar))
 
 
+def _stored_file_name(path: str) -> str:
+    """The ``file_name`` of a row's stored image path: kept with its folders when relative
+    (``a/1.jpg`` and ``b/1.jpg`` stay two images), the base name of an absolute path."""
+    text = str(path).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if text.startswith("/") or ":" in (parts[0] if parts else "") or ".." in parts or not parts:
+        return os.path.basename(text)
+    return "/".join(parts)
+
+
 class HFDataset(Sequence[Sample]):
     """A ``Sequence[Sample]`` over a ``datasets.Dataset`` in the guide's layout; rows are decoded
     on access. ``categories`` is the table of the dataset (see the module notes)."""
@@ -269,7 +288,7 @@ class HFDataset(Sequence[Sample]):
         image = row.get("image")
         file_name = None
         if isinstance(image, dict) and image.get("path"):
-            file_name = os.path.basename(image["path"])
+            file_name = _stored_file_name(image["path"])
         sample = hf_row_to_sample(row, self.categories, index=index,
                                   category_ids=self.category_ids, file_name=file_name)
         sample.meta.source = self.source

@@ -1,5 +1,6 @@
 """Per-instance binary PNG masks: ``images/<name>``, ``masks/<stem>/<ann_id>_<category_id>[_crowd].png``
-(0 background, 255 object, image-sized) and ``categories.json`` (COCO ``categories``).
+(0 background, 255 object, image-sized) and ``categories.json`` (COCO ``categories``). ``<name>``
+keeps the image's folders (``images/a/1.jpg``, ``masks/a/1/``), so no two images merge.
 
 Masks are exact (pixels). Not stored: keypoints (counted as ``keypoints_dropped``), the file's
 own bbox/area (recomputed from the mask on reading), polygon vertices (masks come back as bitmaps).
@@ -11,16 +12,16 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from instkit.categories import Categories
 from instkit.errors import FormatError, InstkitError, Location
 from instkit.instances import Instances
-from instkit.io.yolo import IMAGE_SUFFIXES, _new_dir, image_name, save_image
+from instkit.io.yolo import IMAGE_SUFFIXES, OutputNames, _new_dir, image_ids, save_image
 from instkit.masks import Masks, tight_bitmap
-from instkit.sample import Sample, SampleMeta
+from instkit.sample import Sample, SampleMeta, open_image
 
 _NAME = re.compile(r"^(?P<ann>-?\d+)_(?P<cat>-?\d+)(?P<crowd>_crowd)?\.png$")
 
@@ -35,11 +36,10 @@ def write_mask_png(mask: np.ndarray, path: Path) -> None:
 
 def read_mask_png(path: Path, size: tuple[int, int], where: Location) -> np.ndarray:
     """A binary PNG -> ``(H, W)`` bool (any non-zero pixel is the object)."""
-    from PIL import Image
 
     if not path.is_file():
         raise FormatError(f"mask file not found: {path}", where)
-    with Image.open(path) as image:
+    with open_image(path, where) as image:
         array = np.asarray(image.convert("L"))
     if array.shape != tuple(size):
         raise FormatError(f"mask {path.name} is {array.shape[0]}x{array.shape[1]} (HxW), the image "
@@ -52,12 +52,14 @@ def write_pngmasks(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     out = _new_dir(out_dir)
     categories = categories or getattr(samples, "categories", None)
     counts = {"images": 0, "objects": 0, "keypoints_dropped": 0}
+    names = OutputNames()
     for sample in samples:
         categories = categories or sample.meta.categories
         if categories is None:
             raise InstkitError("write_pngmasks needs categories")
-        name = image_name(sample)
+        name = names.claim(sample)
         save_image(sample, out / "images" / name)
+        folder = out / "masks" / PurePosixPath(name).with_suffix("")
         inst = sample.instances
         if inst.masks is None:
             raise InstkitError("PNG masks need masks", Location(image_id=sample.image_id))
@@ -67,7 +69,7 @@ def write_pngmasks(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
         for i in range(len(inst)):
             suffix = "_crowd" if inst.iscrowd[i] else ""
             cat = categories.id_of(int(inst.labels[i]))
-            write_mask_png(dense[i], out / "masks" / Path(name).stem / f"{int(inst.ids[i])}_{cat}{suffix}.png")
+            write_mask_png(dense[i], folder / f"{int(inst.ids[i])}_{cat}{suffix}.png")
             counts["objects"] += 1
         counts["images"] += 1
     if categories is None:
@@ -77,21 +79,21 @@ def write_pngmasks(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
 
 
 def read_pngmasks(root: str | os.PathLike[str]) -> list[Sample]:
-    """Read a folder written by ``write_pngmasks``; image ids are numeric stems, else 1..N."""
-    from PIL import Image
-
+    """Read a folder written by ``write_pngmasks``; image ids are the numeric stems where all are
+    numeric and distinct, else 1..N in path order. Images in sub-folders of ``images/`` keep their
+    relative path as ``file_name`` (their masks are in the same sub-folders of ``masks/``)."""
     from instkit.io.files import load_json
 
     base = Path(root)
     categories = Categories.from_coco(load_json(base / "categories.json"), file=str(base / "categories.json"))
-    images = sorted(p for p in (base / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    numeric = all(p.stem.isdigit() for p in images)
+    images = sorted(p for p in (base / "images").rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     samples = []
-    for k, image in enumerate(images):
-        with Image.open(image) as opened:
+    for image, image_id in zip(images, image_ids(images), strict=True):
+        with open_image(image, Location(file=str(image))) as opened:
             width, height = opened.size
-        image_id = int(image.stem) if numeric else k + 1
-        folder = base / "masks" / image.stem
+        relative = image.relative_to(base / "images")
+        folder = base / "masks" / relative.with_suffix("")
         files = sorted(folder.glob("*.png"), key=lambda p: p.name) if folder.is_dir() else []
         items, labels, ids, crowd = [], [], [], []
         for path in files:
@@ -111,7 +113,7 @@ def read_pngmasks(root: str | os.PathLike[str]) -> list[Sample]:
                               labels=np.asarray(labels, dtype=np.int64)[order],
                               ids=np.asarray(ids, dtype=np.int64)[order],
                               iscrowd=np.asarray(crowd, dtype=bool)[order])
-        meta = SampleMeta(source=str(base), file_name=image.name, original_size=(height, width),
+        meta = SampleMeta(source=str(base), file_name=relative.as_posix(), original_size=(height, width),
                           categories=categories)
         samples.append(Sample(instances, image_id, meta, str(image)))
     return samples

@@ -13,17 +13,17 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
 from instkit.categories import Categories, Category
-from instkit.errors import FormatError, InstkitError, Location, MaskError
+from instkit.errors import FormatError, InstkitError, Location, MaskError, PathEscapeError
 from instkit.geometry import polygon_part_area
 from instkit.instances import Instances
 from instkit.masks import Masks, PolygonMask
-from instkit.sample import Sample, SampleMeta
+from instkit.sample import Sample, SampleMeta, open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -49,8 +49,46 @@ def _new_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def image_name(sample: Sample) -> str:
+    """Where a converter writes the sample's image, relative to ``images/``: its ``file_name``
+    with its folders kept (``a/1.jpg`` and ``b/1.jpg`` stay two files), ``/`` separated."""
     name = sample.meta.file_name or f"{sample.image_id:012d}.png"
-    return os.path.basename(name)
+    where = Location(image_id=sample.image_id)
+    text = name.replace("\\", "/")
+    if PureWindowsPath(name).drive or text.startswith("/"):
+        text = text.rsplit("/", 1)[-1]  # an absolute path: its folders are the source's, not ours
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise PathEscapeError(f"file name {name!r} cannot be written inside the output folder", where)
+    return "/".join(parts)
+
+
+class OutputNames:
+    """Refuses two images that a layout would store under the same name (``labels/<stem>.txt``,
+    ``masks/<stem>/``): one would overwrite the other."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, str]] = {}
+
+    def claim(self, sample: Sample) -> str:
+        name = image_name(sample)
+        key = str(PurePosixPath(name).with_suffix("")).casefold()
+        if key in self._seen:
+            other_id, other_name = self._seen[key]
+            raise InstkitError(
+                f"images {other_name!r} (image_id {other_id}) and {name!r} would be written under "
+                f"the same name {key!r}, one over the other; rename one of them",
+                Location(image_id=sample.image_id))
+        self._seen[key] = (int(sample.image_id), name)
+        return name
+
+
+def image_ids(images: Sequence[Path]) -> list[int]:
+    """Image ids of image files read back: their numeric stems (COCO's names) where every stem
+    is numeric and no two are equal, else 1..N in path order."""
+    stems = [p.stem for p in images]
+    if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(1, len(images) + 1))
 
 
 def write_yolo(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
@@ -62,10 +100,11 @@ def write_yolo(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     categories = categories or getattr(samples, "categories", None)
     counts = {"images": 0, "objects": 0, "parts_dropped": 0, "rle_as_polygons": 0,
               "keypoints_dropped": 0, "empty_masks_dropped": 0, "crowd": 0}
+    names = OutputNames()
     for sample in samples:
         categories = categories or sample.meta.categories
         counts["images"] += 1
-        name = image_name(sample)
+        name = names.claim(sample)
         save_image(sample, out / "images" / name)
         h, w = sample.image_size
         inst = sample.instances
@@ -94,7 +133,7 @@ def write_yolo(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
             xy = np.clip(xy, 0.0, 1.0)
             lines.append(f"{int(inst.labels[i])} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
             counts["objects"] += 1
-        label = out / "labels" / (Path(name).stem + ".txt")
+        label = out / "labels" / PurePosixPath(name).with_suffix(".txt")
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + ("\n" if lines else ""))
     if categories is None:
@@ -109,8 +148,9 @@ def write_yolo(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
 def read_yolo(root: str | os.PathLike[str]) -> list[Sample]:
     """Read a YOLO-seg folder (``data.yaml``, ``images/``, ``labels/``) as samples.
 
-    Image ids are the numeric file stems where all are numeric (COCO's names), else 1..N in
-    name order; annotation ids are 1..M in reading order. Masks are polygons.
+    Image ids are the numeric file stems where all are numeric and distinct (COCO's names), else
+    1..N in path order; annotation ids are 1..M in reading order. Masks are polygons. Images in
+    sub-folders of ``images/`` keep their relative path as ``file_name``.
     """
     import yaml
 
@@ -118,7 +158,12 @@ def read_yolo(root: str | os.PathLike[str]) -> list[Sample]:
     data_file = base / "data.yaml"
     if not data_file.is_file():
         raise FormatError("no data.yaml", Location(file=str(base)))
-    data = yaml.safe_load(data_file.read_text()) or {}
+    try:
+        data = yaml.safe_load(data_file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FormatError(f"data.yaml is not valid YAML: {exc}", Location(file=str(data_file))) from None
+    if not isinstance(data, dict):
+        raise FormatError("data.yaml must be a mapping with 'names'", Location(file=str(data_file)))
     names = data.get("names")
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
@@ -126,16 +171,13 @@ def read_yolo(root: str | os.PathLike[str]) -> list[Sample]:
         raise FormatError("data.yaml 'names' must be a list or a dict", Location(file=str(data_file)))
     ids = data.get("coco_category_ids") or list(range(len(names)))
     categories = Categories(Category(id=int(i), name=str(n)) for i, n in zip(ids, names, strict=True))
-    images = sorted(p for p in (base / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    numeric = all(p.stem.isdigit() for p in images)
+    images = sorted(p for p in (base / "images").rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     samples: list[Sample] = []
     next_ann = 1
-    from PIL import Image
-
-    for k, image in enumerate(images):
-        with Image.open(image) as opened:
+    for image, image_id in zip(images, image_ids(images), strict=True):
+        with open_image(image, Location(file=str(image))) as opened:
             width, height = opened.size
-        image_id = int(image.stem) if numeric else k + 1
         label = base / "labels" / image.relative_to(base / "images").with_suffix(".txt")
         parts: list[list[np.ndarray]] = []
         labels: list[int] = []
@@ -161,7 +203,8 @@ def read_yolo(root: str | os.PathLike[str]) -> list[Sample]:
                               labels=np.asarray(labels, dtype=np.int64),
                               ids=np.arange(next_ann, next_ann + len(labels), dtype=np.int64))
         next_ann += len(labels)
-        meta = SampleMeta(source=str(base), file_name=image.name, original_size=(height, width),
+        meta = SampleMeta(source=str(base), file_name=image.relative_to(base / "images").as_posix(),
+                          original_size=(height, width),
                           categories=categories)
         samples.append(Sample(instances, image_id, meta, str(image)))
     return samples

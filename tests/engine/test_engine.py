@@ -169,10 +169,10 @@ def test_cli_bad_inputs_are_clear(tmp_path, small_coco):
     runner = CliRunner()
     out = runner.invoke(cli, ["train", "rfdetr", "--train", str(tmp_path / "missing.json"),
                               "--out", str(tmp_path / "r"), "--tiny"])
-    assert out.exit_code == 1 and "dataset not found" in out.output
+    assert out.exit_code == 2 and "dataset not found" in out.output
     out = runner.invoke(cli, ["eval", "--model", str(tmp_path / "nothing"), "--data",
                               str(small_coco)])
-    assert out.exit_code == 1 and "model folder not found" in out.output
+    assert out.exit_code == 2 and "model folder not found" in out.output
     # a dataset with a class the checkpoint does not know
     data = read_coco(small_coco)
     adapter = _tiny(data)
@@ -183,9 +183,9 @@ def test_cli_bad_inputs_are_clear(tmp_path, small_coco):
     other.write_text(json.dumps(document))
     out = runner.invoke(cli, ["eval", "--model", str(tmp_path / "ck"), "--data", str(other),
                               "--no-progress"])
-    assert out.exit_code == 1 and "99:hexagon" in out.output, out.output
+    assert out.exit_code == 2 and "99:hexagon" in out.output, out.output
     with pytest.raises(InstkitError, match="other categories"):
         train(adapter, read_coco(other), None, tmp_path / "x", TrainConfig(epochs=1))
     out = runner.invoke(cli, ["train", "rfdetr", "--train", str(small_coco), "--out",
                               str(tmp_path / "empty"), "--tiny", "--resume"])
-    assert out.exit_code == 1 and "not found" in out.output
+    assert out.exit_code == 2 and "not found" in out.output

@@ -135,9 +135,9 @@ def test_show_cli(synthetic_copy: Path, tmp_path: Path) -> None:
     assert both.exit_code != 0 and "not both" in both.output
     missing = runner.invoke(cli, ["show", str(synthetic_copy), "--image-id", "987654",
                                   "-o", str(out)])
-    assert missing.exit_code == 1 and "987654" in missing.output
+    assert missing.exit_code == 2 and "987654" in missing.output
     over = runner.invoke(cli, ["show", str(synthetic_copy), "-o", str(synthetic_copy)])
-    assert over.exit_code == 1 and "write over" in over.output
+    assert over.exit_code == 2 and "write over" in over.output
 
 
 def test_show_cli_transform_and_predictions(synthetic_copy: Path, tmp_path: Path) -> None:

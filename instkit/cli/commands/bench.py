@@ -135,4 +135,7 @@ def command(names: tuple[str, ...], quick: bool, list_only: bool, collect: bool,
         write_summary(target_doc, table)
         click.echo(f"summary written to {target_doc}", err=True)
     if failed:
-        raise click.ClickException(f"benchmark(s) failed: {', '.join(failed)}")
+        from instkit.cli import EXIT_FINDINGS
+
+        click.echo(f"Error: benchmark(s) failed: {', '.join(failed)}", err=True)
+        sys.exit(EXIT_FINDINGS)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+
+from instkit.errors import InstkitError, Location
 
 FORMATS = ("coco", "hf", "yolo", "labelschema", "pngmasks")
 
@@ -46,6 +49,20 @@ def read_any(src: Path, fmt: str, images: Path | None) -> Any:
     return read_pngmasks(src)
 
 
+def _distinct_names(samples: Any) -> Iterator[Any]:
+    """The samples, refusing two with the same ``file_name``: their images would overwrite."""
+    seen: dict[str, int] = {}
+    for sample in samples:
+        name = sample.meta.file_name or f"{sample.image_id:012d}.png"
+        key = name.replace("\\", "/").casefold()
+        if key in seen:
+            raise InstkitError(f"images {seen[key]} and {sample.image_id} have the same file_name "
+                               f"{name!r}: one would overwrite the other",
+                               Location(image_id=sample.image_id))
+        seen[key] = int(sample.image_id)
+        yield sample
+
+
 @click.command("convert")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
@@ -56,9 +73,19 @@ def read_any(src: Path, fmt: str, images: Path | None) -> Any:
               help="Image folder of a COCO source (default: beside the JSON).")
 def command(src: Path, out: Path, to: str, src_format: str | None, images: Path | None) -> None:
     """Convert SRC to FORMAT at OUT (a folder; a .json file for --to coco)."""
+    from instkit.io.files import refuse_overwrite
+
     src_format = src_format or detect(src)
     if src_format == to:
         raise click.UsageError("source and target formats are the same")
+    refuse_overwrite([out], [src, images], what="OUT")
+    if to == "coco":
+        out_images = out.parent / "images"
+        refuse_overwrite([out_images], [src, images], what="the images folder")
+        if out_images.is_dir() and any(out_images.iterdir()):
+            raise InstkitError(f"{out_images} (where the images go, beside OUT) exists and is not "
+                               "empty; choose an OUT in a new folder",
+                               Location(file=str(out_images)))
     samples = read_any(src, src_format, images)
     categories = getattr(samples, "categories", None)
     if categories is None and len(samples):
@@ -67,8 +94,8 @@ def command(src: Path, out: Path, to: str, src_format: str | None, images: Path 
     if to == "coco":
         from instkit.io.coco import write_coco
 
-        out_images = out.parent / "images"
-        write_coco(samples, out, categories, images_dir=out_images, mask_format="auto")
+        write_coco(_distinct_names(samples), out, categories, images_dir=out_images,
+                   mask_format="auto")
         counts = {"images": len(samples), "objects": sum(len(s.instances) for s in samples)}
         click.echo(f"images written to {out_images}", err=True)
     elif to == "hf":

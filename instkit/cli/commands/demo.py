@@ -43,6 +43,9 @@ def command(out_dir: Path, coco: Path | None, images: Path | None, seed: int, tr
     No network is used.
     """
     from instkit.demo import DemoSettings, run_demo
+    from instkit.io.files import refuse_overwrite
+
+    refuse_overwrite([out_dir], [coco, images], what="--out")
 
     chosen = tuple(m for m in (part.strip() for part in models.split(",")) if m)
     unknown = set(chosen) - {"rfdetr", "maskrcnn"}

@@ -34,13 +34,12 @@ def command(model_dir: Path, data_path: Path, images: Path | None, out_file: Pat
     """Mask mAP@0.5 (primary), mask mAP@.5:.95, box mAP, per-class AP and union mean IoU."""
     from instkit.engine import evaluate_model, load_adapter, open_dataset
     from instkit.engine.distributed import pick_device
-    from instkit.io.files import atomic_write, same_file
+    from instkit.io.files import atomic_write, refuse_overwrite
 
+    refuse_overwrite([out_file], [data_path, images, model_dir], what="--out")
     device = pick_device(device)
     adapter, meta = load_adapter(model_dir, device=device)
     data = open_dataset(data_path, images)
-    if out_file is not None and same_file(out_file, data_path):
-        raise click.UsageError("--out would overwrite the dataset")
     adapter.model.to(device)
     result, _, _ = evaluate_model(adapter, data, batch_size=batch_size, device=device,
                                   num_workers=workers, progress=progress,

@@ -21,7 +21,10 @@ def command(annotations: Path, fmt: str, plot: Path | None) -> None:
     """Statistics of ANNOTATIONS (a COCO JSON file, or a folder saved by `instkit convert --to hf`)."""
     import json
 
+    from instkit.io.files import refuse_overwrite
     from instkit.stats import compute_stats
+
+    refuse_overwrite([plot], [annotations], what="--plot")
 
     dataset: HFDataset | CocoDataset
     if annotations.is_dir():

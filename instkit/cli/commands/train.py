@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+RUN_FILES = ("metrics.jsonl", "last", "best", "curves.png", "summary.json")
 _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit convert --to hf)"
 
 
@@ -65,7 +66,13 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
     """
     from instkit.engine import TrainConfig, load_adapter, open_dataset, train
     from instkit.engine.data import categories_of
+    from instkit.io.files import refuse_overwrite
     from instkit.models import build_model
+
+    inputs = [train_path, train_images, val_path, val_images]
+    refuse_overwrite([out_dir], [p for p in inputs if p is not None and not p.is_dir()],
+                     what="--out")
+    refuse_overwrite([out_dir / name for name in RUN_FILES], inputs, what="--out")
 
     train_data = open_dataset(train_path, train_images)
     val_data = open_dataset(val_path, val_images) if val_path is not None else None

@@ -21,8 +21,8 @@ import click
               help="Details shown per check in text output.")
 def command(annotations: Path, images: Path | None, fmt: str, fix: Path | None,
             workers: int | None, max_per_check: int) -> None:
-    """Check ANNOTATIONS (COCO JSON). Exit code 0: no error; 1: errors; 2: usage problem."""
-    from instkit.errors import InstkitError
+    """Check ANNOTATIONS (COCO JSON). Exit code 0: no error; 1: errors found; 2: usage problem
+    (see `instkit --help`)."""
     from instkit.io.files import same_file
     from instkit.validate import validate_file
 
@@ -30,16 +30,12 @@ def command(annotations: Path, images: Path | None, fmt: str, fix: Path | None,
         raise click.UsageError(f"no such file: {annotations}")
     if fix is not None and same_file(fix, annotations):
         raise click.UsageError("--fix must name a new file, not the input")
-    try:
-        report = validate_file(annotations, images, workers=workers, progress=sys.stderr.isatty(),
-                               fix=fix)
-    except InstkitError as exc:
-        click.echo(f"instkit: error: {exc}", err=True)
-        sys.exit(1)
+    report = validate_file(annotations, images, workers=workers, progress=sys.stderr.isatty(),
+                           fix=fix)
     click.echo(report.to_json() if fmt == "json" else report.to_text(max_per_code=max_per_check))
     if fix is not None and fmt == "text":
         from instkit.validate import validate_file as again
 
         after = again(fix, images, workers=workers, progress=False)
         click.echo(f"the repaired file has {len(after.errors)} error(s), {len(after.warnings)} warning(s)")
-    sys.exit(report.exit_code)
+    sys.exit(report.exit_code)  # EXIT_FINDINGS (1) when there are errors, else 0
