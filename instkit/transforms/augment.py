@@ -1,22 +1,38 @@
 """``Augment``: an albumentationsx pipeline that takes a ``Sample`` and returns a ``Sample``.
 
-Every instance is one row through the pipeline: its mask, box and keypoints are bound with
-``Compose(instance_binding=...)`` and a hidden ``_row`` label carries the row's index, so labels,
-crowd flags, ids, scores and extras are re-attached from the source afterwards, never re-ordered.
-After the pipeline:
+The pipeline runs one top-level transform at a time ("unit"), and no unit builds an
+``(N, H, W)`` array unless it has to:
 
-- boxes are the masks' tight boxes (``boxes_follow_masks=True``), masks are box-tight bitmaps;
-- an instance whose mask is empty, whose mask area (pixels) is under ``min_area``, or whose box
-  albumentationsx removed (cropped out, or under ``min_visibility``: the visible fraction of its
-  box, as albumentationsx defines it) is dropped whole and recorded in ``sample.meta.drops``;
-- keypoints that leave the image keep their coordinates and get visibility 0; after an odd number
-  of reflections (HorizontalFlip, VerticalFlip, Transpose, D4/SquareSymmetry reflections) the
-  left/right keypoint pairs are swapped;
+- **geometric units** that map the plane projectively (flips, transposes, turns, rotations,
+  affine, perspective, resizes, crops, pads, and ``OneOf`` s of them) run in albumentationsx on
+  the image and a few control points; instkit solves for the map the control points went
+  through and moves each instance's compact mask itself (``instkit.transforms.geometry``):
+  polygon vertices exactly, crop-local bitmaps over the window they land in, keypoints as
+  points. A polygon stays a polygon;
+- **pixel units** (albumentationsx's image-only transforms) touch the image only;
+- **Mosaic** and **CopyAndPaste** are run by instkit on the compact forms, configured by the
+  albumentationsx transform's own settings (grid, cell and target sizes, fit mode, centre range;
+  scale range, blend, visibility threshold) and drawing from the same seeded generator;
+- any other geometric transform (elastic, grid distortion, dropout of mask pixels, ...) is a
+  **dense unit**: the masks are densified for that transform only, and the unit is named in
+  ``repr(augment)`` and in ``sample.meta.extra["dense_transforms"]``.
+
+Rows stay whole: labels, crowd flags, ids, scores and extras are re-attached from the source
+row afterwards, never re-ordered. After the pipeline:
+
+- boxes are the masks' tight boxes (``boxes_follow_masks=True``);
+- a row is dropped whole, and recorded in ``sample.meta.drops``, when its mask left the frame
+  (``cropped_out``), the visible share of its transformed box fell under ``min_visibility``
+  (``below_min_visibility``), a pasted object covered it (``occluded``: all of it, or more than
+  ``1 - min_visibility_after_paste`` of its pixels), its mask is empty (``empty_mask``) or
+  smaller than ``min_area`` pixels (``below_min_area``);
+- keypoints that leave the image, or that a pasted object covers, keep their coordinates and
+  get visibility 0; after an odd number of reflections the left/right pairs are swapped;
 - the ``coco_bbox`` / ``coco_area`` extras (they describe the source file) are removed.
 
-Mixing transforms (``A.Mosaic``, ``A.CopyAndPaste``) draw their partners from a pool bound with
-``with_pool``; instances mixed in get fresh ids unique in the sample and their source in the
-extras ``source_dataset`` / ``source_image_id`` / ``source_annotation_id``.
+Mixing transforms draw their partners from a pool bound with ``with_pool``; rows mixed in get
+fresh ids unique in the sample and their source in the extras ``source_dataset`` /
+``source_image_id`` / ``source_annotation_id``.
 """
 
 from __future__ import annotations
@@ -24,76 +40,141 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from instkit.errors import InstancesError, Location
 from instkit.instances import Instances
-from instkit.masks import BitmapMask, Masks, tight_bitmap
+from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
 from instkit.sample import Drop, Sample
-from instkit.transforms._albu import A, Perspective
+from instkit.transforms._albu import A
+from instkit.transforms.geometry import (
+    Homography,
+    control_points,
+    map_points_centre,
+    solve_homography,
+    visible_fraction,
+    warp_item,
+)
 
-_ROW = "_row"
-_KP = "_k"
 _SOURCE_EXTRAS = ("source_dataset", "source_image_id", "source_annotation_id")
 _GEOMETRY_EXTRAS = ("coco_bbox", "coco_area")
-_REFLECTIONS = {"HorizontalFlip", "VerticalFlip", "Transpose"}
 _BINDINGS = ("masks", "mask", "keypoints")
+_KP = "_k"
+
+# Transforms whose every draw maps the plane by one homography (checked on spare control points
+# at run time; a draw that fails the check reruns densely with the same seed).
+PROJECTIVE = frozenset({
+    "HorizontalFlip", "VerticalFlip", "Transpose", "RandomRotate90", "D4", "SquareSymmetry",
+    "Rotate", "SafeRotate", "Affine", "ShiftScaleRotate", "Perspective", "Resize",
+    "LongestMaxSize", "SmallestMaxSize", "PadIfNeeded", "Pad", "RandomCrop", "CenterCrop", "Crop",
+    "RandomResizedCrop", "RandomSizedCrop", "RandomSizedBBoxSafeCrop", "BBoxSafeRandomCrop",
+    "AtLeastOneBBoxRandomCrop", "RandomCropFromBorders", "RandomScale", "NoOp",
+})
+# Geometric transforms whose draws depend on the boxes.
+_NEEDS_BOXES = frozenset({"RandomSizedBBoxSafeCrop", "BBoxSafeRandomCrop",
+                          "AtLeastOneBBoxRandomCrop"})
+_SERIAL = ("Sequential", "SomeOf", "Compose")
 
 
-@dataclass(frozen=True)
-class _Source:
-    sample: Sample
-    rows: np.ndarray  # rows of sample.instances offered to the pipeline
-    boxes: np.ndarray  # (len(rows), 4) float32 xyxy of those rows (masks' tight boxes)
-    first: int  # global row number of rows[0]
-    primary: bool
+def _leaves(transform: Any) -> list[Any]:
+    inner = getattr(transform, "transforms", None)
+    if isinstance(inner, (list, tuple)):
+        return [leaf for child in inner for leaf in _leaves(child)]
+    return [transform]
 
 
-def _walk(transforms: Sequence[Any]) -> list[Any]:
-    out = []
-    for transform in transforms:
-        out.append(transform)
-        inner = getattr(transform, "transforms", None)
-        if isinstance(inner, (list, tuple)):
-            out.extend(_walk(inner))
-    return out
+def _kind(transform: Any) -> str:
+    """``pixel``, ``projective``, ``mosaic``, ``paste`` or ``dense``."""
+    name = type(transform).__name__
+    if name == "Mosaic":
+        return "mosaic"
+    if name == "CopyAndPaste":
+        return "paste"
+    leaves = _leaves(transform)
+    if all(isinstance(leaf, A.ImageOnlyTransform) for leaf in leaves):
+        return "pixel"
+    geometric = [leaf for leaf in leaves if not isinstance(leaf, A.ImageOnlyTransform)]
+    if any(type(leaf).__name__ not in PROJECTIVE for leaf in geometric):
+        return "dense"
+    # Two geometric leaves that can both apply would need clipping between them.
+    if len(geometric) > 1 and type(transform).__name__ in _SERIAL:
+        return "dense"
+    return "projective"
 
 
-def _reflection_parity(applied: Sequence[tuple[str, dict[str, Any]]]) -> int:
-    count = 0
-    for name, params in applied:
-        short = name.rsplit(".", 1)[-1]
-        if short in _REFLECTIONS:
-            count += 1
-        elif short in ("D4", "SquareSymmetry"):
-            group = str(params.get("group_element", ""))
-            if group in ("v", "hvt", "h", "t"):
-                count += 1
-    return count % 2
+def _check_version() -> None:
+    from importlib.metadata import version
+
+    found = version("albumentationsx")
+    parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    if parts < SUPPORTED_ALBUMENTATIONSX[0] or parts >= SUPPORTED_ALBUMENTATIONSX[1]:
+        raise ImportError(
+            f"instkit.transforms is tested with albumentationsx >= "
+            f"{'.'.join(map(str, SUPPORTED_ALBUMENTATIONSX[0]))}, < "
+            f"{'.'.join(map(str, SUPPORTED_ALBUMENTATIONSX[1]))}; found {found}. "
+            "Install a supported version: pip install 'albumentationsx>=2.5.1,<2.6'"
+        )
+
+
+SUPPORTED_ALBUMENTATIONSX = ((2, 5), (2, 6))
+_check_version()
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    """One instance on its way through the pipeline."""
+
+    source: int  # index into the call's sources (0: the sample itself)
+    local: int  # row in that source's Instances
+    item: MaskItem | None  # polygon or bitmap in the current frame (None: masks not carried)
+    box: np.ndarray  # xyxy in the current frame (box-only rows)
+    keypoints: np.ndarray | None  # (K, 3) pixel-centre x, y, visibility
+    reflected: bool = False
+    dropped: tuple[str, str] | None = None
+
+
+@dataclass
+class _State:
+    image: np.ndarray
+    rows: list[_Row]
+    sources: list[Sample]
+    dense_units: list[str] = field(default_factory=list)
+    offered: int = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def alive(self) -> list[_Row]:
+        return [row for row in self.rows if row.dropped is None]
 
 
 class Augment:
     """Wrap an albumentationsx ``Compose`` (or a list of its transforms) for ``Sample`` s.
 
     Args:
-        compose_or_transforms: an ``A.Compose`` (its transforms, probability and bbox filter
-            settings are used; instkit rebuilds it with its own binding and telemetry off) or a
-            list of albumentationsx transforms.
-        binding: ``"masks"`` (per-instance ``(N, H, W)``), ``"mask"`` (one ``(H, W, N)`` mask) or
-            ``"keypoints"`` (boxes + keypoints; masks are not carried). Samples without masks
-            always use boxes (+ keypoints).
-        boxes_follow_masks: boxes become their masks' tight boxes (else albumentationsx's boxes).
+        compose_or_transforms: an ``A.Compose`` (its transforms, probability, seed and bbox
+            filter settings are used) or a list of albumentationsx transforms.
+        binding: ``"masks"`` or ``"mask"`` (masks travel compactly either way) or
+            ``"keypoints"`` (boxes + keypoints; masks are not carried).
+        boxes_follow_masks: boxes become their masks' tight boxes (else the mapped boxes).
         min_area: minimum mask area in pixels (box area when there are no masks).
-        min_visibility: minimum visible box fraction (albumentationsx's bbox filter).
+        min_visibility: minimum visible share of a row's transformed box, per transform.
         flip_pairs: keypoint index pairs swapped on reflections; default from the sample's
             category table (left/right names).
-        seed: seeds albumentationsx and the partner draws when calls give no ``seed``.
+        seed: seeds the parameter draws when calls give no ``seed``; default: the Compose's.
         pool: partners of the mixing transforms (see ``with_pool``).
         mosaic_partners / paste_donors: how many pool samples to offer Mosaic, and the range of
             donor instances offered to CopyAndPaste.
+        compact: False runs every geometric transform densely through albumentationsx (the
+            reference the compact path is tested against).
     """
 
     def __init__(
@@ -111,21 +192,22 @@ class Augment:
         mosaic_partners: int | None = None,
         paste_donors: tuple[int, int] = (1, 3),
         stage: str = "augment",
+        compact: bool = True,
     ) -> None:
         if binding not in _BINDINGS:
             raise ValueError(f"binding must be one of {_BINDINGS}, got {binding!r}")
         p = 1.0
-        mask_interpolation = None
         base_min_area, base_min_vis = 0.0, 0.0
         if isinstance(compose_or_transforms, A.Compose):
             transforms = list(compose_or_transforms.transforms)
             p = float(compose_or_transforms.p)
-            mask_interpolation = getattr(compose_or_transforms, "mask_interpolation", None)
             bbox_proc = compose_or_transforms.processors.get("bboxes")
             if bbox_proc is not None:
                 base_min_area = float(bbox_proc.params.min_area)
                 base_min_vis = float(bbox_proc.params.min_visibility)
             compose_or_transforms.telemetry = False
+            if seed is None and getattr(compose_or_transforms, "seed", None) is not None:
+                seed = int(compose_or_transforms.seed)
         elif isinstance(compose_or_transforms, A.BasicTransform):
             transforms = [compose_or_transforms]
         else:
@@ -138,20 +220,20 @@ class Augment:
         self.flip_pairs = None if flip_pairs is None else [(int(a), int(b)) for a, b in flip_pairs]
         self.seed = seed
         self.p = p
-        self.mask_interpolation = mask_interpolation
         self.pool = pool
         self.pool_name = pool_name
         self.stage = stage
         self.paste_donors = paste_donors
-        names = {type(t).__name__ for t in _walk(transforms)}
-        self._mosaic = [t for t in _walk(transforms) if type(t).__name__ == "Mosaic"]
-        self._has_paste = "CopyAndPaste" in names
+        self.compact = compact
+        self.kinds = [_kind(t) if compact or _kind(t) in ("pixel", "mosaic", "paste") else "dense"
+                      for t in transforms]
+        self._mosaic = [t for t, k in zip(transforms, self.kinds) if k == "mosaic"]
+        self._has_paste = "paste" in self.kinds
         if mosaic_partners is None:
             cells = [int(np.prod(getattr(t, "grid_yx", (2, 2)))) for t in self._mosaic]
             mosaic_partners = max(cells, default=1) - 1
         self.mosaic_partners = int(mosaic_partners)
-        self._composes: dict[tuple[str | None, bool], Any] = {}
-        self._logs: dict[tuple[str | None, bool], _RemovalLog | None] = {}
+        self._composes: dict[tuple[int, str], Any] = {}
         self._rng = np.random.default_rng(seed)
 
     # mixing ---------------------------------------------------------------------------------
@@ -159,6 +241,11 @@ class Augment:
     @property
     def needs_pool(self) -> bool:
         return bool(self._mosaic) or self._has_paste
+
+    @property
+    def dense_transforms(self) -> list[str]:
+        """Names of the transforms that run densely (masks as ``(N, H, W)``) in this pipeline."""
+        return [type(t).__name__ for t, k in zip(self.transforms, self.kinds) if k == "dense"]
 
     def with_pool(self, pool: Sequence[Sample], name: str | None = None) -> Augment:
         """A copy drawing Mosaic neighbours and CopyAndPaste donors from ``pool``."""
@@ -168,280 +255,514 @@ class Augment:
             getattr(pool, "annotation_file", None) or self.pool_name
         )
         bound._composes = {}
-        bound._logs = {}
         bound._rng = np.random.default_rng(self.seed)
         return bound
 
     def __repr__(self) -> str:
         names = ", ".join(type(t).__name__ for t in self.transforms)
-        return f"Augment([{names}], binding={self.binding!r}, pool={'yes' if self.pool else 'no'})"
-
-    # building -------------------------------------------------------------------------------
-
-    def _compose(self, mask_binding: str | None, keypoints: bool) -> Any:
-        key = (mask_binding, keypoints)
-        if key not in self._composes:
-            binding = ([mask_binding] if mask_binding else []) + ["bboxes"]
-            if keypoints:
-                binding.append("keypoints")
-            bbox_params = A.BboxParams(
-                coord_format="pascal_voc", label_fields=[_ROW], min_area=0.0,
-                min_visibility=self.min_visibility, clip_bboxes_on_input=True,
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # label_mapping not wanted for _k
-                kp_params = (A.KeypointParams(coord_format="xy", label_fields=[_KP])
-                             if keypoints else None)
-                compose = A.Compose(
-                    _mask_safe(copy.deepcopy(self.transforms)),
-                    bbox_params=bbox_params,
-                    keypoint_params=kp_params,
-                    instance_binding=binding if len(binding) >= 2 else None,
-                    p=self.p,
-                    mask_interpolation=self.mask_interpolation,
-                    seed=self.seed,
-                    save_applied_params=keypoints,  # read for the keypoint flip parity only
-                    telemetry=False,
-                )
-                self._logs[key] = _RemovalLog.attach(compose)
-                self._composes[key] = compose
-        return self._composes[key]
+        dense = self.dense_transforms
+        tail = f", dense=[{', '.join(dense)}]" if dense else ""
+        return (f"Augment([{names}], binding={self.binding!r}, "
+                f"pool={'yes' if self.pool else 'no'}{tail})")
 
     def __getstate__(self) -> dict[str, Any]:
-        # Composes are rebuilt on first use (a DataLoader worker gets the recipe, not the
-        # instrumented processors).
+        # Composes are rebuilt on first use (a DataLoader worker gets the recipe only).
         state = self.__dict__.copy()
-        state["_composes"], state["_logs"] = {}, {}
+        state["_composes"] = {}
         return state
+
+    # composes --------------------------------------------------------------------------------
+
+    def _compose(self, index: int, mode: str) -> Any:
+        """The Compose running transform ``index`` in ``mode`` (``image``, ``points``,
+        ``boxes`` or ``dense``), built once."""
+        key = (index, mode)
+        if key not in self._composes:
+            kwargs: dict[str, Any] = {"p": 1.0, "telemetry": False, "seed": self.seed}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                if mode in ("points", "boxes", "dense"):
+                    kwargs["keypoint_params"] = A.KeypointParams(
+                        coord_format="xy", remove_invisible=False)
+                if mode in ("boxes", "dense"):
+                    kwargs["bbox_params"] = A.BboxParams(
+                        coord_format="pascal_voc", min_visibility=0.0, min_area=0.0,
+                        clip_bboxes_on_input=True, filter_invalid_bboxes=False)
+                if mode == "dense":
+                    kwargs["save_applied_params"] = True
+                self._composes[key] = A.Compose([self.transforms[index]], **kwargs)
+        return self._composes[key]
 
     # the call -------------------------------------------------------------------------------
 
     def __call__(self, sample: Sample, *, seed: int | None = None) -> Sample:
         inst = sample.instances
-        image = sample.image
-        use_masks = inst.masks is not None and self.binding != "keypoints"
-        use_kp = inst.keypoints is not None and inst.keypoints.shape[1] > 0
-        drops: list[Drop] = []
-        primary_rows, primary_boxes = self._usable_rows(sample, use_masks, drops)
         rng = np.random.default_rng(seed) if seed is not None else self._rng
-        invocation_seed = None if seed is None else int(rng.integers(0, 2**31 - 1))
+        use_masks = inst.masks is not None and self.binding != "keypoints"
+        drops: list[Drop] = []
+        state = _State(np.ascontiguousarray(sample.image), [], [sample])
+        state.rows = self._rows(sample, 0, use_masks, drops)
+        unit_seeds = rng.integers(0, 2**31 - 1, size=len(self.transforms))
+        applied = rng.random() < self.p
+        if applied:
+            for index, kind in enumerate(self.kinds):
+                unit_seed = int(unit_seeds[index])
+                if kind == "pixel":
+                    out = self._compose(index, "image")(image=state.image,
+                                                        invocation_seed=unit_seed)
+                    state.image = np.ascontiguousarray(out["image"])
+                elif kind == "projective":
+                    self._projective(index, state, unit_seed)
+                elif kind == "dense":
+                    self._dense(index, state, unit_seed)
+                elif kind == "mosaic":
+                    self._mosaic_unit(self.transforms[index], state, rng, use_masks)
+                elif kind == "paste":
+                    self._paste_unit(self.transforms[index], state, rng)
+        return self._assemble(sample, state, use_masks, drops)
 
-        sources = [_Source(sample, primary_rows, primary_boxes, 0, True)]
-        next_row = len(primary_rows)
-        mosaic_meta: list[dict[str, Any]] = []
-        paste_meta: list[dict[str, Any]] = []
-        if self.needs_pool and self.pool is not None and len(self.pool) > 0:
-            if self._mosaic:
-                for _ in range(self.mosaic_partners):
-                    partner = self.pool[int(rng.integers(len(self.pool)))]
-                    rows, boxes = self._usable_rows(partner, use_masks, None)
-                    src = _Source(partner, rows, boxes, next_row, False)
-                    next_row += len(rows)
-                    sources.append(src)
-                    mosaic_meta.append(self._metadata(src, use_masks, use_kp))
-            if self._has_paste:
-                low, high = self.paste_donors
-                for _ in range(int(rng.integers(low, high + 1))):
-                    donor = self.pool[int(rng.integers(len(self.pool)))]
-                    if donor.instances.masks is None or not use_masks:
-                        continue
-                    rows, boxes = self._usable_rows(donor, True, None)
-                    solid = ~donor.instances.iscrowd[rows]
-                    rows, boxes = rows[solid], boxes[solid]
-                    if len(rows) == 0:
-                        continue
-                    pick = int(rng.integers(len(rows)))
-                    row = rows[pick]
-                    src = _Source(donor, rows[pick : pick + 1], boxes[pick : pick + 1], next_row,
-                                  False)
-                    next_row += 1
-                    sources.append(src)
-                    mask = donor.instances.masks[int(row)].to_dense()[0].astype(np.uint8)
-                    paste_meta.append({"image": donor.image, "mask": mask,
-                                       "bbox_labels": {_ROW: src.first}})
-
-        mask_binding = self.binding if use_masks and self.binding != "keypoints" else None
-        compose = self._compose(mask_binding, use_kp)
-        data: dict[str, Any] = {"image": image}
-        dicts = self._instance_dicts(sources[0], use_masks, use_kp)
-        if compose._instance_binding:
-            data["instances"] = dicts
-        else:
-            data["bboxes"] = np.array([d["bbox"] for d in dicts], np.float32).reshape(-1, 4)
-            data[_ROW] = [d["bbox_labels"][_ROW] for d in dicts]
-        if self._mosaic:
-            data["mosaic_metadata"] = mosaic_meta
-        if self._has_paste:
-            data["copy_paste_metadata"] = paste_meta
-        log = self._logs.get((mask_binding, use_kp))
-        if log is not None:
-            log.removed.clear()
-        out = compose(**data, invocation_seed=invocation_seed)
-        removed = dict(log.removed) if log is not None else {}
-        return self._assemble(sample, sources, out, use_masks, use_kp, drops, removed)
-
-    def _usable_rows(
-        self, sample: Sample, use_masks: bool, drops: list[Drop] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows albumentationsx can take and their ``(R, 4)`` boxes; the others are dropped
-        (recorded for the primary). With masks the boxes are the masks' tight boxes, computed
-        once here (an empty mask has a zero box)."""
+    def _rows(self, sample: Sample, source: int, use_masks: bool,
+              drops: list[Drop] | None) -> list[_Row]:
+        """The rows of ``sample`` that can travel: masks as polygons or tight bitmaps; rows with
+        an empty mask (or a degenerate box) are dropped on input (recorded for the sample)."""
         inst = sample.instances
         n = len(inst)
         if n == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 4), np.float32)
+            return []
         h, w = inst.image_size
+        kps = inst.keypoints if inst.keypoints is not None and inst.keypoints.shape[1] else None
+        rows: list[_Row] = []
+        items: list[MaskItem | None] = [None] * n
+        boxes = inst.boxes.astype(np.float64)
+        bad = np.zeros(n, bool)
         if use_masks:
             assert inst.masks is not None
-            boxes = inst.masks.boxes()
-            empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-            bad_reason = np.where(empty, "empty_mask", "")
+            masks = inst.masks
+            convert = [i for i, it in enumerate(masks.items) if not isinstance(it, PolygonMask)]
+            crops = masks[convert].to_bitmaps().items if convert else ()
+            items = list(masks.items)
+            for i, crop in zip(convert, crops):
+                items[i] = crop
+            for i, item in enumerate(items):
+                if isinstance(item, BitmapMask):
+                    bad[i] = item.bitmap.size == 0 or not item.bitmap.any()
+            reason = "empty_mask"
         else:
-            boxes = inst.boxes.copy()
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-            degenerate = (boxes[:, 2] - boxes[:, 0] <= 0) | (boxes[:, 3] - boxes[:, 1] <= 0)
-            bad_reason = np.where(degenerate, "degenerate_box", "")
-        if drops is not None:
-            for i in np.flatnonzero(bad_reason != ""):
-                drops.append(Drop(int(inst.ids[i]), str(bad_reason[i]), int(inst.labels[i]),
-                                  self.stage, "on input, before augmentation"))
-        rows = np.flatnonzero(bad_reason == "").astype(np.int64)
-        return rows, boxes[rows]
+            bad = (boxes[:, 2] - boxes[:, 0] <= 0) | (boxes[:, 3] - boxes[:, 1] <= 0)
+            reason = "degenerate_box"
+        for i in range(n):
+            if bad[i]:
+                if drops is not None:
+                    drops.append(Drop(int(inst.ids[i]), reason, int(inst.labels[i]), self.stage,
+                                      "on input, before augmentation"))
+                continue
+            rows.append(_Row(source, i, items[i], boxes[i].copy(),
+                             None if kps is None else kps[i].astype(np.float32)))
+        return rows
 
-    def _instance_dicts(self, src: _Source, use_masks: bool, use_kp: bool) -> list[dict[str, Any]]:
-        inst = src.sample.instances
-        if len(src.rows) == 0:
-            return []
-        boxes = src.boxes
-        dense = inst.masks[src.rows].to_dense() if use_masks and inst.masks is not None else None
-        out = []
-        for j, row in enumerate(src.rows):
-            d: dict[str, Any] = {"bbox": boxes[j], "bbox_labels": {_ROW: src.first + j}}
-            if dense is not None:
-                d["mask"] = dense[j].view(np.uint8)
-            if use_kp:  # a partner without keypoints offers none (they come out unlabelled)
-                kps = inst.keypoints
-                k = 0 if kps is None else kps.shape[1]
-                d["keypoints"] = (kps[row, :, :2].copy() if kps is not None and k
-                                  else np.zeros((0, 2), np.float32))
-                d["keypoint_labels"] = {_KP: list(range(k))}
-            out.append(d)
-        return out
+    # units -----------------------------------------------------------------------------------
 
-    def _metadata(self, src: _Source, use_masks: bool, use_kp: bool) -> dict[str, Any]:
-        partner = src.sample
-        h, w = partner.image_size
-        dicts = self._instance_dicts(src, use_masks, use_kp)
-        item: dict[str, Any] = {
-            "image": partner.image,
-            "bboxes": np.stack([d["bbox"] for d in dicts]).astype(np.float32)
-            if dicts else np.zeros((0, 4), np.float32),
-            "bbox_labels": {_ROW: [d["bbox_labels"][_ROW] for d in dicts]},
-        }
-        if use_masks:
-            item["masks"] = (np.stack([d["mask"] for d in dicts]) if dicts
-                             else np.zeros((0, h, w), np.uint8))
-        if use_kp:
-            item["keypoints"] = (np.concatenate([d["keypoints"] for d in dicts]) if dicts
-                                 else np.zeros((0, 2), np.float32))
-            item["keypoint_labels"] = {_KP: [kk for d in dicts for kk in d["keypoint_labels"][_KP]]}
-        return item
+    def _projective(self, index: int, state: _State, unit_seed: int) -> None:
+        h, w = state.size
+        points = control_points((h, w))
+        name = type(self.transforms[index]).__name__
+        needs_boxes = any(type(leaf).__name__ in _NEEDS_BOXES
+                          for leaf in _leaves(self.transforms[index]))
+        data: dict[str, Any] = {"image": state.image, "keypoints": points}
+        if needs_boxes:
+            alive = state.alive()
+            data["bboxes"] = (np.stack([_current_box(row, (h, w)) for row in alive])
+                              if alive else np.zeros((0, 4), np.float32))
+        out = self._compose(index, "boxes" if needs_boxes else "points")(
+            **data, invocation_seed=unit_seed)
+        image = np.ascontiguousarray(out["image"])
+        moved = np.asarray(out["keypoints"], np.float64).reshape(len(out["keypoints"]), -1)[:, :2]
+        homography = (solve_homography(points, moved, image.shape[:2])
+                      if len(moved) == len(points) and min(h, w) > 1 else None)
+        if homography is None:  # not projective after all: the same draw, densely
+            self._dense(index, state, unit_seed, why=f"{name} (its draw was not projective)")
+            return
+        state.image = image
+        self._move(state, homography, f"{name}")
+
+    def _move(self, state: _State, homography: Homography, what: str) -> None:
+        size = homography.out_size
+        for row in state.alive():
+            if row.item is not None:
+                item, extent = warp_item(row.item, homography)
+                if item is None:
+                    row.dropped = ("cropped_out", f"{what} moved it out of the {size[0]}x"
+                                                  f"{size[1]} frame")
+                    continue
+                row.item = item
+            else:
+                corners = np.array([[row.box[0], row.box[1]], [row.box[2], row.box[1]],
+                                    [row.box[2], row.box[3]], [row.box[0], row.box[3]]])
+                mapped = homography.matrix  # pixel-edge corners
+                pts = corners @ mapped[:2, :2].T + mapped[:2, 2]
+                if not homography.is_affine:
+                    pts = pts / (corners @ mapped[2, :2] + mapped[2, 2])[:, None]
+                extent = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(),
+                                   pts[:, 1].max()])
+                row.box = np.array([max(extent[0], 0), max(extent[1], 0),
+                                    min(extent[2], size[1]), min(extent[3], size[0])])
+                if row.box[2] <= row.box[0] or row.box[3] <= row.box[1]:
+                    row.dropped = ("cropped_out", f"{what} moved its box out of the frame")
+                    continue
+            shown = visible_fraction(extent, size)
+            if self.min_visibility > 0 and shown < self.min_visibility:
+                row.dropped = ("below_min_visibility",
+                               f"{what}: visible share of its box {shown:.3f} < "
+                               f"min_visibility={self.min_visibility:g}")
+                continue
+            if row.keypoints is not None:
+                row.keypoints = _move_keypoints(row.keypoints, homography, size)
+            if homography.reflects:
+                row.reflected = not row.reflected
+
+    def _dense(self, index: int, state: _State, unit_seed: int, why: str | None = None) -> None:
+        """Run transform ``index`` on dense ``(H, W, N)`` masks (its own draw, this unit only)."""
+        h, w = state.size
+        alive = state.alive()
+        name = type(self.transforms[index]).__name__
+        state.dense_units.append(why or name)
+        with_masks = [row for row in alive if row.item is not None]
+        data: dict[str, Any] = {"image": state.image}
+        if with_masks:
+            dense = Masks([row.item for row in with_masks], (h, w)).to_dense()  # type: ignore[misc]
+            data["mask"] = np.ascontiguousarray(np.moveaxis(dense, 0, 2).view(np.uint8))
+        kp_rows = [row for row in alive if row.keypoints is not None]
+        flat = (np.concatenate([row.keypoints[:, :2] for row in kp_rows])  # type: ignore[index]
+                if kp_rows else np.zeros((0, 2), np.float32))
+        data["keypoints"] = np.clip(flat, -0.5, [w - 0.5, h - 0.5]) if len(flat) else flat
+        data["bboxes"] = (np.stack([_current_box(row, (h, w)) for row in alive])
+                          if alive else np.zeros((0, 4), np.float32))
+        out = self._compose(index, "dense")(**data, invocation_seed=unit_seed)
+        state.image = np.ascontiguousarray(out["image"])
+        nh, nw = state.size
+        reflected = _reflection_parity(out.get("applied_transforms", []))
+        if with_masks:
+            planes = np.asarray(out["mask"]).reshape(nh, nw, -1)
+            for k, row in enumerate(with_masks):
+                item = tight_bitmap(planes[:, :, k])
+                if item.bitmap.size == 0:
+                    row.dropped = ("cropped_out", f"{name} left it no pixels in the frame")
+                else:
+                    row.item = item
+        for row, box in zip(alive, np.asarray(out["bboxes"]).reshape(-1, 4)):
+            if row.item is None:
+                row.box = box.astype(np.float64)
+        moved = np.asarray(out["keypoints"], np.float64).reshape(len(out["keypoints"]), -1)[:, :2]
+        start = 0
+        for row in kp_rows:
+            assert row.keypoints is not None
+            k = row.keypoints.shape[0]
+            kp = row.keypoints.copy()
+            kp[:, :2] = moved[start : start + k]
+            start += k
+            inside = ((kp[:, 0] >= 0) & (kp[:, 0] < nw) & (kp[:, 1] >= 0) & (kp[:, 1] < nh))
+            kp[~inside, 2] = 0
+            row.keypoints = kp
+        if reflected:
+            for row in alive:
+                row.reflected = not row.reflected
+
+    # Mosaic ------------------------------------------------------------------------------------
+
+    def _mosaic_unit(self, transform: Any, state: _State, rng: np.random.Generator,
+                     use_masks: bool) -> None:
+        """albumentationsx's Mosaic geometry on compact rows: a crop window of ``target_size``
+        centred in the valid zone of a ``grid_yx`` grid of ``cell_shape`` cells; the primary
+        takes the largest visible cell part, partners the others; each item is fitted to its
+        cell (``cover``: scaled to cover it; ``contain``: scaled to fit and centred) and the
+        part of the cell next to the window's centre is shown."""
+        if rng.random() >= float(transform.p):
+            return
+        rows_n, cols_n = (int(v) for v in transform.grid_yx)
+        cell_h, cell_w = (int(v) for v in transform.cell_shape)
+        target_h, target_w = (int(v) for v in transform.target_size)
+        low, high = (float(v) for v in transform.center_range)
+        grid_h, grid_w = rows_n * cell_h, cols_n * cell_w
+        min_cx, max_cx = target_w // 2, grid_w - (target_w + 1) // 2
+        min_cy, max_cy = target_h // 2, grid_h - (target_h + 1) // 2
+        cx = min(max(min_cx + int((max_cx - min_cx + 1) * rng.uniform(low, high)), min_cx),
+                 max_cx)
+        cy = min(max(min_cy + int((max_cy - min_cy + 1) * rng.uniform(low, high)), min_cy),
+                 max_cy)
+        x_min, y_min = cx - target_w // 2, cy - target_h // 2
+        xs = np.unique(np.clip(np.arange(cols_n + 1) * cell_w, x_min, x_min + target_w)) - x_min
+        ys = np.unique(np.clip(np.arange(rows_n + 1) * cell_h, y_min, y_min + target_h)) - y_min
+        placements = [(int(xs[i]), int(ys[j]), int(xs[i + 1]), int(ys[j + 1]))
+                      for j in range(len(ys) - 1) for i in range(len(xs) - 1)]
+        primary = max(placements, key=lambda c: (c[2] - c[0]) * (c[3] - c[1]))
+        others = [c for c in placements if c != primary]
+        rng.shuffle(others)  # type: ignore[arg-type]
+        # partners: from the pool, else the sample itself again
+        items: list[tuple[np.ndarray, list[_Row]]] = [(state.image, state.alive())]
+        for _ in range(len(others)):
+            if self.pool is not None and len(self.pool) > 0:
+                partner = self.pool[int(rng.integers(len(self.pool)))]
+                source = len(state.sources)
+                state.sources.append(partner)
+                rows = self._rows(partner, source, use_masks, None)
+                state.offered += len(rows)
+                state.rows.extend(rows)
+                items.append((np.ascontiguousarray(partner.image), rows))
+            else:
+                copies = [_Row(r.source, r.local, r.item, r.box.copy(),
+                               None if r.keypoints is None else r.keypoints.copy(), r.reflected)
+                          for r in state.alive()]
+                state.rows.extend(copies)
+                items.append((state.image, copies))
+        canvas = np.empty((target_h, target_w, *state.image.shape[2:]), state.image.dtype)
+        canvas[...] = np.asarray(transform.fill, dtype=canvas.dtype) if np.ndim(
+            transform.fill) == 0 else np.asarray(transform.fill, dtype=canvas.dtype)
+        interpolation = int(getattr(transform, "interpolation", cv2.INTER_LINEAR))
+        for placement, (image, rows) in zip([primary, *others], items):
+            x1, y1, x2, y2 = placement
+            ph, pw = y2 - y1, x2 - x1
+            position = _cell_position(placement, (target_h, target_w))
+            ih, iw = image.shape[:2]
+            if transform.fit_mode == "cover":
+                scale = max(cell_h / ih, cell_w / iw)
+            else:
+                scale = min(cell_h / ih, cell_w / iw)
+            rh, rw = max(1, round(ih * scale)), max(1, round(iw * scale))
+            pad_y = max(0, (cell_h - rh) // 2) if transform.fit_mode == "contain" else 0
+            pad_x = max(0, (cell_w - rw) // 2) if transform.fit_mode == "contain" else 0
+            crop_x, crop_y = _opposite_crop((cell_h, cell_w), (ph, pw), position)
+            # item -> resized -> padded cell -> crop of the cell -> placement on the canvas
+            sx, sy = rw / iw, rh / ih
+            tx, ty = pad_x - crop_x, pad_y - crop_y
+            resized = cv2.resize(image, (rw, rh), interpolation=interpolation)
+            # paste the part of the resized item that falls inside the placement
+            src_x0, src_y0 = max(0, -tx), max(0, -ty)
+            dst_x0, dst_y0 = max(0, tx), max(0, ty)
+            cw_, ch_ = min(rw - src_x0, pw - dst_x0), min(rh - src_y0, ph - dst_y0)
+            if cw_ > 0 and ch_ > 0:
+                canvas[y1 + dst_y0 : y1 + dst_y0 + ch_, x1 + dst_x0 : x1 + dst_x0 + cw_] = \
+                    resized[src_y0 : src_y0 + ch_, src_x0 : src_x0 + cw_]
+            into_cell = Homography.scale_translate(sx, tx, sy, ty, (ph, pw))
+            self._place(rows, into_cell, (x1, y1), (target_h, target_w), "Mosaic")
+        state.image = canvas
+
+    def _place(self, rows: list[_Row], homography: Homography, offset: tuple[int, int],
+               canvas: tuple[int, int], what: str) -> None:
+        """Map rows into a placement frame, then shift the placement onto the canvas."""
+        dx, dy = offset
+        inner = [row for row in rows if row.dropped is None]
+        probe = _State(np.empty((*homography.out_size, 0), np.uint8), inner, [])
+        self._move(probe, homography, f"{what} (outside its cell)")
+        for row in inner:
+            if row.dropped is not None:
+                continue
+            if row.item is not None:
+                row.item = _translate(row.item, dx, dy)
+            else:
+                row.box = row.box + np.array([dx, dy, dx, dy], np.float64)
+            if row.keypoints is not None:
+                kp = row.keypoints.copy()
+                kp[:, 0] += dx
+                kp[:, 1] += dy
+                row.keypoints = kp
+
+    # CopyAndPaste ----------------------------------------------------------------------------
+
+    def _paste_unit(self, transform: Any, state: _State, rng: np.random.Generator) -> None:
+        """Simple Copy-Paste on compact rows: each donor object is tight-cropped to its mask,
+        shrunk to fit the image (never enlarged), jittered by ``scale_range`` (capped at the
+        fit), placed uniformly at random and stamped (``hard`` or ``gaussian`` blend). Pixels it
+        covers leave the masks below; a row left with less than ``min_visibility_after_paste``
+        of its pixels, or none, is dropped as ``occluded``; keypoints under it become
+        invisible."""
+        if rng.random() >= float(transform.p) or self.pool is None or len(self.pool) == 0:
+            return
+        low, high = self.paste_donors
+        h, w = state.size
+        for _ in range(int(rng.integers(low, high + 1))):
+            donor = self.pool[int(rng.integers(len(self.pool)))]
+            dinst = donor.instances
+            if dinst.masks is None or len(dinst) == 0:
+                continue
+            solid = np.flatnonzero(~dinst.iscrowd)
+            if len(solid) == 0:
+                continue
+            local = int(solid[int(rng.integers(len(solid)))])
+            item = dinst.masks[local].items[0]
+            crop = dinst.masks[local].to_bitmaps().items[0]
+            assert isinstance(crop, BitmapMask)
+            if crop.bitmap.size == 0:
+                continue
+            (oy, ox), (bh, bw) = crop.offset, crop.bitmap.shape
+            fit = min(1.0, h / bh, w / bw)
+            scale = fit * min(1.0, float(rng.uniform(*transform.scale_range)))
+            ph, pw = max(1, round(bh * scale)), max(1, round(bw * scale))
+            if ph * pw < int(getattr(transform, "min_paste_area", 1)):
+                continue
+            py, px = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+            into = Homography.scale_translate(pw / bw, px - ox * pw / bw, ph / bh,
+                                              py - oy * ph / bh, (h, w))
+            moved, _ = warp_item(item if isinstance(item, PolygonMask) else crop, into)
+            if moved is None:
+                continue
+            footprint = _within(Masks([moved], (h, w)).to_bitmaps().items[0], (py, px, ph, pw))
+            if footprint.bitmap.size == 0:
+                continue
+            if isinstance(moved, BitmapMask):
+                moved = footprint
+            sigma = (float(rng.uniform(*transform.blend_sigma_range))
+                     if transform.blend_mode == "gaussian" else 0.0)
+            self._stamp(state, donor.image, crop, footprint, (py, px, ph, pw), sigma)
+            self._occlude(state, footprint, transform)
+            source = len(state.sources)
+            state.sources.append(donor)
+            kp = dinst.keypoints
+            keypoints = None
+            if kp is not None and kp.shape[1]:
+                keypoints = kp[local].astype(np.float32)
+                keypoints = _move_keypoints(keypoints, into, (h, w))
+            state.rows.append(_Row(source, local, moved, np.zeros(4), keypoints))
+            state.offered += 1
+
+    @staticmethod
+    def _stamp(state: _State, donor_image: np.ndarray, crop: BitmapMask, footprint: BitmapMask,
+               placement: tuple[int, int, int, int], sigma: float) -> None:
+        py, px, ph, pw = placement
+        (oy, ox), (bh, bw) = crop.offset, crop.bitmap.shape
+        piece = np.ascontiguousarray(donor_image[oy : oy + bh, ox : ox + bw])
+        piece = cv2.resize(piece, (pw, ph), interpolation=cv2.INTER_LINEAR)
+        alpha = np.zeros((ph, pw), np.float32)
+        fy, fx = footprint.offset
+        fh, fw = footprint.bitmap.shape
+        alpha[fy - py : fy - py + fh, fx - px : fx - px + fw] = footprint.bitmap
+        if sigma > 0:
+            alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
+        region = state.image[py : py + ph, px : px + pw]
+        if piece.ndim == 2 and region.ndim == 3:
+            piece = piece[:, :, None]
+        weights = alpha[:, :, None] if region.ndim == 3 else alpha
+        blended = region.astype(np.float32) * (1 - weights) + piece.astype(np.float32) * weights
+        state.image = state.image.copy() if not state.image.flags.writeable else state.image
+        state.image[py : py + ph, px : px + pw] = np.clip(blended + 0.5, 0, 255).astype(
+            state.image.dtype)
+
+    def _occlude(self, state: _State, footprint: BitmapMask, transform: Any) -> None:
+        (fy, fx), (fh, fw) = footprint.offset, footprint.bitmap.shape
+        threshold = float(transform.min_visibility_after_paste)
+        for row in state.alive():
+            if row.keypoints is not None:
+                kp = row.keypoints
+                xi = np.floor(kp[:, 0] + 0.5).astype(np.int64) - fx
+                yi = np.floor(kp[:, 1] + 0.5).astype(np.int64) - fy
+                inside = (xi >= 0) & (xi < fw) & (yi >= 0) & (yi < fh) & (kp[:, 2] > 0)
+                if inside.any():
+                    covered = np.zeros(len(kp), bool)
+                    covered[inside] = footprint.bitmap[yi[inside], xi[inside]]
+                    if covered.any():
+                        kp = kp.copy()
+                        kp[covered, 2] = 0
+                        row.keypoints = kp
+            if row.item is None:
+                continue
+            box = _item_box(row.item)
+            if box[2] <= fx or box[0] >= fx + fw or box[3] <= fy or box[1] >= fy + fh:
+                continue
+            bitmap = row.item if isinstance(row.item, BitmapMask) else \
+                Masks([row.item], state.size).to_bitmaps().items[0]
+            assert isinstance(bitmap, BitmapMask)
+            (by, bx), (bh, bw) = bitmap.offset, bitmap.bitmap.shape
+            before = int(np.count_nonzero(bitmap.bitmap))
+            y0, y1 = max(by, fy), min(by + bh, fy + fh)
+            x0, x1 = max(bx, fx), min(bx + bw, fx + fw)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            cut = footprint.bitmap[y0 - fy : y1 - fy, x0 - fx : x1 - fx]
+            if not cut[bitmap.bitmap[y0 - by : y1 - by, x0 - bx : x1 - bx]].any():
+                continue
+            remaining = bitmap.bitmap.copy()
+            remaining[y0 - by : y1 - by, x0 - bx : x1 - bx] &= ~cut
+            after = int(np.count_nonzero(remaining))
+            if after == 0:
+                row.dropped = ("occluded", "a pasted object covers all of it")
+                continue
+            if after < threshold * before:
+                row.dropped = ("occluded", f"a pasted object covers {1 - after / before:.0%} of "
+                                           f"it; min_visibility_after_paste={threshold:g}")
+                continue
+            row.item = tight_bitmap(remaining, (by, bx))
 
     # assembling -----------------------------------------------------------------------------
 
-    def _assemble(
-        self, sample: Sample, sources: list[_Source], out: dict[str, Any], use_masks: bool,
-        use_kp: bool, drops: list[Drop], removed: dict[int, tuple[str, str]],
-    ) -> Sample:
-        image = np.ascontiguousarray(out["image"])
-        h, w = image.shape[:2]
+    def _assemble(self, sample: Sample, state: _State, use_masks: bool,
+                  drops: list[Drop]) -> Sample:
         inst = sample.instances
-        # global row -> (source index, local row)
-        owner: list[tuple[int, int]] = []
-        for s, src in enumerate(sources):
-            owner.extend((s, int(r)) for r in src.rows)
-
-        if "instances" in out:
-            results = out["instances"]
-        else:
-            results = [{"bbox": b, "bbox_labels": {_ROW: r}}
-                       for b, r in zip(out["bboxes"], out[_ROW], strict=True)]
-
+        size = state.size
         k = inst.keypoints.shape[1] if inst.keypoints is not None else 0
-        reflected = _reflection_parity(out.get("applied_transforms", []))
-        pairs = self._pairs(sample, k) if reflected and k else {}
-
-        seen: set[int] = set()
-        kept_rows: list[int] = []
-        items: list[BitmapMask] = []
-        boxes: list[np.ndarray] = []
-        keypoints: list[np.ndarray] = []
-        for result in results:
-            row = int(round(float(result["bbox_labels"][_ROW])))
-            s, local = owner[row]
-            src_inst = sources[s].sample.instances
-            label = int(src_inst.labels[local])
-            mask_item = tight_bitmap(_plane(result["mask"])) if use_masks else None
-            area = 0
-            if mask_item is not None and mask_item.bitmap.size:
-                # a tight bitmap has pixels; count them only when a threshold needs the number
-                area = int(np.count_nonzero(mask_item.bitmap)) if self.min_area > 1 else 1
-            box = np.asarray(result["bbox"], np.float32)[:4]
+        kept = state.alive()
+        areas = np.zeros(len(kept), np.int64)
+        masks: Masks | None = None
+        if use_masks:
+            masks = Masks([row.item for row in kept], size)  # type: ignore[misc]
+            areas = masks.area() if len(kept) else areas
+        final: list[_Row] = []
+        final_index: list[int] = []
+        for j, row in enumerate(kept):
             reason, detail = "", ""
-            if mask_item is not None and area == 0:
+            if use_masks and areas[j] == 0:
                 reason, detail = "empty_mask", "the mask has no pixels after augmentation"
-            elif mask_item is not None and area < self.min_area:
-                reason, detail = "below_min_area", f"mask area {area} px < min_area={self.min_area:g}"
-            elif mask_item is None:
-                bw, bh = box[2] - box[0], box[3] - box[1]
-                if bw <= 0 or bh <= 0:
-                    reason, detail = "degenerate_box", f"box {box.tolist()} has no area"
-                elif bw * bh < self.min_area:
+            elif use_masks and areas[j] < self.min_area:
+                reason, detail = ("below_min_area",
+                                  f"mask area {int(areas[j])} px < min_area={self.min_area:g}")
+            elif not use_masks:
+                bw, bh = row.box[2] - row.box[0], row.box[3] - row.box[1]
+                if bw * bh < self.min_area:
                     reason, detail = ("below_min_area",
                                       f"box area {bw * bh:.1f} < min_area={self.min_area:g}")
             if reason:
-                if sources[s].primary and row not in seen:
-                    drops.append(Drop(int(src_inst.ids[local]), reason, label, self.stage, detail))
+                row.dropped = (reason, detail)
                 continue
-            kept_rows.append(row)
-            if mask_item is not None:
-                items.append(mask_item)
-                if self.boxes_follow_masks:
-                    box = _tight_box(mask_item)
-            boxes.append(box)
-            if k:
-                keypoints.append(self._keypoints(result, src_inst, local, k, (h, w), pairs))
-            seen.add(row)
-
-        survived = {row for row in kept_rows if sources[owner[row][0]].primary}
-        for j, row in enumerate(sources[0].rows):
-            if j not in survived and not any(d.annotation_id == int(inst.ids[row]) for d in drops):
-                if j in removed:  # albumentationsx's box filter removed it: we saw why
-                    reason, detail = removed[j]
-                elif self.needs_pool and (self._has_paste or self.min_visibility > 0):
-                    # removed inside a mixing transform's own filter (Mosaic's cell crop and
-                    # visibility pass, CopyAndPaste's occlusion pass), which instkit cannot see
-                    reason = "below_min_visibility"
-                    detail = ("removed inside a mixing transform: it left its Mosaic cell, was "
-                              "covered by a pasted object, or its visible fraction fell below "
-                              f"min_visibility={self.min_visibility:g}")
-                else:  # geometric transforms drop boxes wholly outside the frame themselves
-                    reason = "cropped_out"
-                    detail = "removed inside a transform: its box left the frame"
-                drops.append(Drop(int(inst.ids[row]), reason, int(inst.labels[row]), self.stage, detail))
-
-        new = self._columns(sources, owner, kept_rows, (h, w), items if use_masks else None,
-                            boxes, keypoints if k else None, k)
+            final.append(row)
+            final_index.append(j)
+        for row in state.rows:
+            if row.dropped is not None and row.source == 0 and not _copy_of_kept(row, final):
+                if any(d.annotation_id == int(inst.ids[row.local]) for d in drops):
+                    continue
+                reason, detail = row.dropped
+                drops.append(Drop(int(inst.ids[row.local]), reason, int(inst.labels[row.local]),
+                                  self.stage, detail))
+        if masks is not None:
+            masks = masks[np.asarray(final_index, np.int64)] if final_index else Masks.empty(size)
+            boxes = masks.boxes() if len(final) else np.zeros((0, 4), np.float32)
+        else:
+            boxes = (np.stack([row.box for row in final]).astype(np.float32) if final
+                     else np.zeros((0, 4), np.float32))
+        pairs = self._pairs(sample, k) if k else {}
+        keypoints = None
+        if k:
+            keypoints = np.zeros((len(final), k, 3), np.float32)
+            for j, row in enumerate(final):
+                src_inst = state.sources[row.source].instances
+                if row.keypoints is None or row.keypoints.shape[0] != k:
+                    continue  # mixed in from a sample without these keypoints: not labelled
+                kp = row.keypoints.copy()
+                if row.reflected:
+                    label = int(src_inst.labels[row.local])
+                    for a, b in pairs.get(-1, pairs.get(label, [])):
+                        kp[[a, b]] = kp[[b, a]]
+                keypoints[j] = kp
+        new = self._columns(state, final, size, masks, boxes, keypoints, k)
         meta = sample.meta.copy()
         meta.drops.extend(drops)
-        mixed = sum(1 for row in kept_rows if not sources[owner[row][0]].primary)
         if self.needs_pool:
-            offered = sum(len(src.rows) for src in sources[1:])
-            meta.extra["mixed_in"] = {"offered": offered, "kept": mixed}
-        if use_masks is False and inst.masks is not None:
+            mixed = sum(1 for row in final if row.source != 0)
+            meta.extra["mixed_in"] = {"offered": state.offered, "kept": mixed}
+        if state.dense_units:
+            meta.extra["dense_transforms"] = list(state.dense_units)
+        if not use_masks and inst.masks is not None:
             meta.notes.append(f"{self.stage}: masks not carried (binding={self.binding!r})")
-        return Sample.from_array(image, new, sample.image_id, meta)
+        return Sample.from_array(state.image, new, sample.image_id, meta)
 
     def _pairs(self, sample: Sample, k: int) -> dict[int, list[tuple[int, int]]]:
         """Flip pairs per label (key -1: the same pairs for every label)."""
@@ -453,35 +774,11 @@ class Augment:
         return {label: [(a, b) for a, b in table.flip_pairs(label) if a < k and b < k]
                 for label in range(len(table))}
 
-    def _keypoints(
-        self, result: dict[str, Any], src_inst: Instances, local: int, k: int,
-        size: tuple[int, int], pairs: dict[int, list[tuple[int, int]]],
-    ) -> np.ndarray:
-        h, w = size
-        row = np.zeros((k, 3), np.float32)
-        src_kp = src_inst.keypoints
-        if src_kp is None or src_kp.shape[1] != k:
-            return row  # pasted from a sample without these keypoints: not labelled
-        points = np.asarray(result.get("keypoints", np.zeros((0, 2))), np.float32).reshape(-1, 2)
-        index = (result.get("keypoint_labels") or {}).get(_KP, [])
-        for (x, y), kk in zip(points[:, :2], index, strict=True):
-            kk = int(round(float(kk)))
-            v = float(src_kp[local, kk, 2])
-            if v <= 0:
-                continue
-            inside = 0 <= x < w and 0 <= y < h
-            row[kk] = (x, y, v if inside else 0.0)
-        label = int(src_inst.labels[local])
-        for a, b in pairs.get(-1, pairs.get(label, [])):
-            row[[a, b]] = row[[b, a]]
-        return row
-
     def _columns(
-        self, sources: list[_Source], owner: list[tuple[int, int]], kept: list[int],
-        size: tuple[int, int], items: list[BitmapMask] | None, boxes: list[np.ndarray],
-        keypoints: list[np.ndarray] | None, k: int,
+        self, state: _State, kept: list[_Row], size: tuple[int, int], masks: Masks | None,
+        boxes: np.ndarray, keypoints: np.ndarray | None, k: int,
     ) -> Instances:
-        primary = sources[0].sample.instances
+        primary = state.sources[0].instances
         n = len(kept)
         labels = np.zeros(n, np.int64)
         crowd = np.zeros(n, bool)
@@ -496,29 +793,29 @@ class Augment:
         next_id = max(used, default=0) + 1
         seen: set[int] = set()
         for j, row in enumerate(kept):
-            s, local = owner[row]
-            src = sources[s]
-            si = src.sample.instances
-            labels[j] = si.labels[local]
-            crowd[j] = si.iscrowd[local]
-            if src.primary and row not in seen:
-                ids[j] = si.ids[local]
+            src = state.sources[row.source]
+            si = src.instances
+            labels[j] = si.labels[row.local]
+            crowd[j] = si.iscrowd[row.local]
+            if row.source == 0 and row.local not in seen:
+                ids[j] = si.ids[row.local]
+                seen.add(row.local)
             else:
                 while next_id in used:
                     next_id += 1
                 ids[j] = next_id
                 used.add(next_id)
-            seen.add(row)
             if scores is not None:
-                scores[j] = si.scores[local] if si.scores is not None else np.nan
+                scores[j] = si.scores[row.local] if si.scores is not None else np.nan
             for name in extra_names:
                 column_values = si.extras.get(name)
-                extras[name].append(None if column_values is None else column_values[local])
+                extras[name].append(None if column_values is None
+                                    else column_values[row.local])
             if self.needs_pool:
                 extras["source_dataset"].append(
-                    str(src.sample.meta.source or "") if src.primary else self.pool_name)
-                extras["source_image_id"].append(int(src.sample.image_id))
-                extras["source_annotation_id"].append(int(si.ids[local]))
+                    str(src.meta.source or "") if row.source == 0 else self.pool_name)
+                extras["source_image_id"].append(int(src.image_id))
+                extras["source_annotation_id"].append(int(si.ids[row.local]))
         extra_arrays: dict[str, Any] = {}
         for name, values in extras.items():
             base = primary.extras.get(name)
@@ -537,9 +834,8 @@ class Augment:
                 image_size=size,
                 boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                 labels=labels,
-                masks=None if items is None else Masks(items, size),
-                keypoints=None if keypoints is None else (
-                    np.stack(keypoints) if keypoints else np.zeros((0, k, 3), np.float32)),
+                masks=masks,
+                keypoints=None if not k else keypoints,
                 iscrowd=crowd,
                 ids=ids,
                 scores=scores,
@@ -547,97 +843,112 @@ class Augment:
             )
         except InstancesError as exc:  # pragma: no cover - a bug here, not in user data
             raise InstancesError(f"augmented instances are inconsistent: {exc.message}",
-                                 Location(image_id=sources[0].sample.image_id)) from None
+                                 Location(image_id=state.sources[0].image_id)) from None
 
 
-def _mask_safe(transforms: list[Any]) -> list[Any]:
-    """Swap albumentationsx's ``Perspective`` (IndexError on instance masks over 256x256 px) for
-    instkit's subclass with a working mask path; everything else is left as given."""
-    for transform in _walk(transforms):
-        if type(transform) is A.Perspective:
-            transform.__class__ = Perspective
-    return transforms
+# --- helpers ------------------------------------------------------------------------------------
 
 
-class _RemovalLog:
-    """Learns why albumentationsx's box filter removed each row, from the rows it removed.
-
-    Installed on the bbox processor of a Compose instkit built; ``removed`` maps the hidden row
-    label to ``(reason, detail)``: ``cropped_out`` (less than a pixel of the box, or nothing, left
-    in the frame), ``below_min_visibility`` (the visible fraction of its box under the
-    threshold), ``degenerate_box`` (the transformed box has no area)."""
-
-    def __init__(self, processor: Any, column: str) -> None:
-        self.processor = processor
-        self.column = column
-        self.removed: dict[int, tuple[str, str]] = {}
-
-    @classmethod
-    def attach(cls, compose: Any) -> _RemovalLog | None:
-        processor = compose.processors.get("bboxes")
-        if processor is None:
-            return None
-        names = getattr(compose, "_bbox_label_map", None) or {}
-        column = next((inner for inner, user in names.items() if user == _ROW), _ROW)
-        if column not in (processor.params.label_fields or []):
-            return None
-        log = cls(processor, column)
-        processor.filter_with_keep_mask = log
-        return log
-
-    def __call__(self, data: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        processor = self.processor
-        filtered, keep = type(processor).filter_with_keep_mask(processor, data, shape)
-        if len(keep) and not keep.all():
-            self._record(np.asarray(data)[~np.asarray(keep, bool)], shape)
-        return filtered, keep
-
-    def _record(self, rows: np.ndarray, shape: tuple[int, ...]) -> None:
-        params = self.processor.params
-        fields = list(params.label_fields)
-        column = rows.shape[1] - len(fields) + fields.index(self.column)
-        h, w = int(shape[0]), int(shape[1])
-        coords = rows[:, :4].astype(np.float64)  # normalised xyxy, as albumentationsx filters them
-        full = np.clip(coords[:, 2] - coords[:, 0], 0, None) * w * np.clip(
-            coords[:, 3] - coords[:, 1], 0, None) * h
-        clipped = coords.clip(0.0, 1.0)
-        cw = np.clip(clipped[:, 2] - clipped[:, 0], 0, None) * w
-        ch = np.clip(clipped[:, 3] - clipped[:, 1], 0, None) * h
-        eps = 1e-7
-        for i in range(len(rows)):
-            row = int(round(float(rows[i, column])))
-            if row in self.removed:
-                continue
-            visible = cw[i] * ch[i] / full[i] if full[i] > eps else 0.0
-            if full[i] <= eps:
-                reason, detail = "degenerate_box", "its transformed box has no area"
-            elif (cw[i] * ch[i] <= eps or cw[i] < params.min_width - eps
-                  or ch[i] < params.min_height - eps):
-                reason = "cropped_out"
-                detail = (f"{visible:.1%} of its box ({cw[i]:.1f}x{ch[i]:.1f} px) was left in "
-                          f"the {h}x{w} frame")
-            elif visible < params.min_visibility:
-                reason = "below_min_visibility"
-                detail = (f"visible fraction of its box {visible:.3f} < "
-                          f"min_visibility={params.min_visibility:g}")
-            else:
-                reason, detail = "cropped_out", "albumentationsx's box filter removed it"
-            self.removed[row] = (reason, detail)
+def _within(item: MaskItem, window: tuple[int, int, int, int]) -> BitmapMask:
+    """The part of a bitmap inside the window ``(y, x, h, w)``, tight."""
+    assert isinstance(item, BitmapMask)
+    wy, wx, wh, ww = window
+    (by, bx), (bh, bw) = item.offset, item.bitmap.shape
+    y0, y1 = max(by, wy), min(by + bh, wy + wh)
+    x0, x1 = max(bx, wx), min(bx + bw, wx + ww)
+    if y1 <= y0 or x1 <= x0:
+        return BitmapMask(np.zeros((0, 0), bool), (0, 0))
+    return tight_bitmap(item.bitmap[y0 - by : y1 - by, x0 - bx : x1 - bx], (y0, x0))
 
 
-def _plane(mask: Any) -> np.ndarray:
-    """One instance's ``(H, W)`` mask (albumentationsx may leave a trailing channel axis)."""
-    array = np.asarray(mask)
-    return array.reshape(array.shape[:2]) if array.ndim == 3 else array
+def _copy_of_kept(row: _Row, kept: list[_Row]) -> bool:
+    """A Mosaic without a pool tiles the sample with itself: a row is lost only when no copy
+    of it survived."""
+    return any(other.source == row.source and other.local == row.local for other in kept)
 
 
-def _tight_box(item: BitmapMask) -> np.ndarray:
-    """The box of a box-tight bitmap: its offset and shape (no pixel scan)."""
-    y0, x0 = item.offset
-    bh, bw = item.bitmap.shape
-    if bh == 0:
-        return np.zeros(4, np.float32)
-    return np.array([x0, y0, x0 + bw, y0 + bh], np.float32)
+def _move_keypoints(keypoints: np.ndarray, homography: Homography,
+                    size: tuple[int, int]) -> np.ndarray:
+    kp = keypoints.copy()
+    kp[:, :2] = map_points_centre(homography, kp[:, :2].astype(np.float64))
+    h, w = size
+    inside = (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
+    kp[~inside, 2] = 0
+    return kp
 
 
-__all__ = ["Augment"]
+def _item_box(item: MaskItem) -> np.ndarray:
+    """``xyxy`` extent of a polygon's vertices, or a tight bitmap's box."""
+    if isinstance(item, BitmapMask):
+        (y0, x0), (bh, bw) = item.offset, item.bitmap.shape
+        return np.array([x0, y0, x0 + bw, y0 + bh], np.float64)
+    assert isinstance(item, PolygonMask)
+    points = np.concatenate(item.parts).reshape(-1, 2)
+    return np.array([points[:, 0].min(), points[:, 1].min(), points[:, 0].max(),
+                     points[:, 1].max()])
+
+
+def _current_box(row: _Row, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    box = _item_box(row.item) if row.item is not None else row.box
+    return np.array([min(max(box[0], 0), w), min(max(box[1], 0), h), min(max(box[2], 0), w),
+                     min(max(box[3], 0), h)], np.float32)
+
+
+def _translate(item: MaskItem, dx: int, dy: int) -> MaskItem:
+    if isinstance(item, BitmapMask):
+        return BitmapMask(item.bitmap, (item.offset[0] + dy, item.offset[1] + dx))
+    assert isinstance(item, PolygonMask)
+    parts = []
+    for part in item.parts:
+        moved = part.copy()
+        moved[0::2] += dx
+        moved[1::2] += dy
+        parts.append(moved)
+    return PolygonMask._trusted(tuple(parts))
+
+
+def _cell_position(placement: tuple[int, int, int, int], target: tuple[int, int]) -> str:
+    """Where a placement lies relative to the canvas centre (as albumentationsx's Mosaic)."""
+    th, tw = target
+    x1, y1, x2, y2 = placement
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    vertical = "top" if cy < th / 2.0 else "bottom" if cy > th / 2.0 else "center"
+    horizontal = "left" if cx < tw / 2.0 else "right" if cx > tw / 2.0 else "center"
+    if vertical == "center" or horizontal == "center":
+        return "center"
+    return f"{vertical}_{horizontal}"
+
+
+def _opposite_crop(cell: tuple[int, int], crop: tuple[int, int], position: str
+                   ) -> tuple[int, int]:
+    """Top-left ``(x, y)`` of a ``crop`` in a ``cell`` at the corner opposite ``position``."""
+    cell_h, cell_w = cell
+    crop_h, crop_w = crop
+    if position == "top_left":
+        return cell_w - crop_w, cell_h - crop_h
+    if position == "top_right":
+        return 0, cell_h - crop_h
+    if position == "bottom_left":
+        return cell_w - crop_w, 0
+    if position == "bottom_right":
+        return 0, 0
+    return (cell_w - crop_w) // 2, (cell_h - crop_h) // 2
+
+
+_REFLECTIONS = {"HorizontalFlip", "VerticalFlip", "Transpose"}
+
+
+def _reflection_parity(applied: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    count = 0
+    for name, params in applied:
+        short = name.rsplit(".", 1)[-1]
+        if short in _REFLECTIONS:
+            count += 1
+        elif short in ("D4", "SquareSymmetry"):
+            if str(params.get("group_element", "")) in ("v", "hvt", "h", "t"):
+                count += 1
+    return count % 2
+
+
+__all__ = ["PROJECTIVE", "SUPPORTED_ALBUMENTATIONSX", "Augment"]
