@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,11 @@ def _write_folder(tmp: Path, adapter: ModelAdapter, *, state: dict[str, Any] | N
             "scaler": scaler.state_dict() if scaler is not None else None,
         }
         save_file(tensors, str(tmp / STATE_FILE), metadata={"instkit_training": _json(training)})
+    # safetensors creates its files 0600; give them what the umask gives any new file (the
+    # folder was made with mkdir's 0777 less the umask).
+    file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666
+    for item in tmp.iterdir():
+        os.chmod(item, file_mode)
 
 
 def _checkpoint_at(folder: Path) -> Path | None:
