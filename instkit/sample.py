@@ -194,6 +194,19 @@ def too_large_error(message: str, where: Location | None) -> ImageTooLargeError:
         f"instkit.sample.set_max_image_pixels(N)", where)
 
 
+def bomb_error(exc: Exception, where: Location | None) -> ImageTooLargeError:
+    """``ImageTooLargeError`` for Pillow's ``DecompressionBombError``, in instkit's words."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    limit = max_image_pixels()
+    if found is None or limit is None:
+        return too_large_error(str(exc).split(", could be")[0], where)
+    # Pillow refuses only past twice its limit, which match_pillow_limit keeps >= instkit's.
+    return too_large_error(f"image has {int(found[1]):,} pixels, more than the limit of "
+                           f"{limit:,}", where)
+
+
 def check_image_pixels(size: tuple[int, int], where: Location | None = None) -> None:
     """Raise ``ImageTooLargeError`` when a ``(width, height)`` image is past the limit."""
     limit = max_image_pixels()
@@ -227,7 +240,7 @@ def open_image(source: str | os.PathLike[str] | IO[bytes],
     try:
         opened = Image.open(source)
     except Image.DecompressionBombError as exc:
-        raise too_large_error(str(exc).split(", could be")[0], where) from None
+        raise bomb_error(exc, where) from None
     with opened:
         check_image_pixels(opened.size, where)
         yield opened
@@ -253,7 +266,7 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     except FileNotFoundError:
         raise ImageError("image file not found", Location(file=path)) from None
     except Image.DecompressionBombError as exc:
-        raise too_large_error(str(exc).split(", could be")[0], Location(file=path)) from None
+        raise bomb_error(exc, Location(file=path)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"image cannot be read: {exc}", Location(file=path)) from None
     return array, notes

@@ -80,3 +80,94 @@ def test_from_array_checks_shape_and_replace_keeps_meta_separate():
     other = sample.replace(image=np.ones((4, 5, 3), np.uint8))
     other.meta.notes.append("changed")
     assert sample.meta.notes == [] and other.image.max() == 1 and sample.image.max() == 0
+
+
+# --- the decompression-bomb limit ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    """A real 14000x14000 PNG (196 M pixels, past Pillow's limit) of 24 KB: a decompression bomb."""
+    folder = tmp_path_factory.mktemp("bomb")
+    Image.new("1", (14000, 14000)).save(folder / "bomb.png")
+    document = {"images": [{"id": 1, "file_name": "bomb.png", "width": 14000, "height": 14000}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                                 "bbox": [0, 0, 10, 10], "area": 100,
+                                 "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]}],
+                "categories": [{"id": 1, "name": "thing"}]}
+    import json
+
+    (folder / "ann.json").write_text(json.dumps(document))
+    return folder
+
+
+@pytest.fixture
+def no_limit_set(monkeypatch):
+    monkeypatch.setenv("INSTKIT_MAX_IMAGE_PIXELS", "")  # the default; restored after
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+
+
+def test_a_decompression_bomb_is_a_clear_error_with_the_override_named(bomb, no_limit_set):
+    from instkit.sample import ImageTooLargeError
+
+    with pytest.raises(ImageTooLargeError, match=r"196,000,000 pixels, more than the limit of 178,956,970.*INSTKIT_MAX_IMAGE_PIXELS") as info:
+        load_image(bomb / "bomb.png")
+    assert isinstance(info.value, ImageError) and str(bomb / "bomb.png") in str(info.value)
+
+
+def test_the_limit_can_be_lowered_raised_and_lifted(tmp_path, bomb, no_limit_set, monkeypatch):
+    from instkit.errors import InstkitError
+    from instkit.sample import ImageTooLargeError, open_image, set_max_image_pixels
+
+    Image.new("RGB", (30, 20)).save(tmp_path / "small.png")
+    set_max_image_pixels(599)
+    with pytest.raises(ImageTooLargeError, match="30x20 = 600 pixels, more than the limit of 599"):
+        load_image(tmp_path / "small.png")
+    set_max_image_pixels(600)
+    assert load_image(tmp_path / "small.png")[0].shape == (20, 30, 3)
+    monkeypatch.setenv("INSTKIT_MAX_IMAGE_PIXELS", "200000000")
+    with open_image(bomb / "bomb.png") as opened:  # header only: nothing is decoded
+        assert opened.size == (14000, 14000)
+    set_max_image_pixels(None)
+    with open_image(bomb / "bomb.png") as opened:
+        assert opened.size == (14000, 14000)
+    monkeypatch.setenv("INSTKIT_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(InstkitError, match="INSTKIT_MAX_IMAGE_PIXELS must be a whole number"):
+        load_image(tmp_path / "small.png")
+
+
+def test_show_and_report_refuse_the_bomb_clearly(bomb, tmp_path, no_limit_set):
+    from click.testing import CliRunner
+
+    from instkit.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["show", str(bomb / "ann.json"), "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 2, result.output  # before: a DecompressionBombError traceback
+    assert "decompression bombs" in result.output and "--max-image-pixels" in result.output
+    result = runner.invoke(cli, ["--max-image-pixels", "100", "show", str(bomb / "ann.json"),
+                                 "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 2 and "more than the limit of 100" in result.output
+    result = runner.invoke(cli, ["report", "dataset", str(bomb / "ann.json"), "--no-validate",
+                                 "--quiet", "--workers", "1", "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output  # the page says why the picture is missing
+    assert "decompression bombs" in (tmp_path / "report" / "data.js").read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="validate --images opens images in instkit/validate/checks.py "
+                   "(helper 12a's area), which must use instkit.sample.open_image")
+def test_validate_images_reports_the_bomb(bomb, no_limit_set):
+    from click.testing import CliRunner
+
+    from instkit.cli import cli
+
+    result = CliRunner().invoke(cli, ["validate", str(bomb / "ann.json"), "--images", str(bomb)])
+    assert result.exit_code in (1, 2) and "decompression bombs" in result.output, result.output
+
+
+def test_hf_rows_refuse_the_bomb(bomb, no_limit_set):
+    from instkit.io.hf import _image_from_row
+    from instkit.sample import ImageTooLargeError
+
+    with pytest.raises(ImageTooLargeError, match="INSTKIT_MAX_IMAGE_PIXELS"):
+        _image_from_row({"bytes": (bomb / "bomb.png").read_bytes(), "path": "bomb.png"}, None)

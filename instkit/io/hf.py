@@ -14,6 +14,10 @@ and a sidecar ``instkit_categories.json`` (COCO ``categories``) beside the saved
 the dataset's own ids (COCO's gapped 1..90) come back on the way to COCO. A dataset whose
 ``category`` holds raw integers and has no sidecar is read with ``category_ids=True``: the values
 are category ids, and the table is made of the distinct values found.
+
+File names. ``datasets`` keeps only the base name of an image's path when it saves, so
+``write_hf`` also writes ``instkit_file_names.json`` (each row's ``file_name``, folders
+included); reading uses it, so ``a/1.jpg`` and ``b/1.jpg`` come back as two images.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from instkit.masks import MaskItem, Masks, PolygonMask, rle_from_coco
 from instkit.sample import Sample, SampleMeta
 
 CATEGORIES_FILE = "instkit_categories.json"
+FILE_NAMES_FILE = "instkit_file_names.json"
 _OBJECT_FIELDS = ("id", "category", "bbox", "area", "segmentation", "iscrowd")
 
 
@@ -49,10 +54,10 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from instkit.sample import (
+        bomb_error,
         check_image_pixels,
         match_pillow_limit,
         pil_to_rgb_uint8,
-        too_large_error,
     )
 
     if value is None:
@@ -81,7 +86,7 @@ def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, lis
         image.load()
         return pil_to_rgb_uint8(image, notes), notes
     except Image.DecompressionBombError as exc:
-        raise too_large_error(str(exc).split(", could be")[0], where) from None
+        raise bomb_error(exc, where) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"image cannot be read: {exc}", where) from None
 
@@ -236,6 +241,21 @@ def _sidecar_categories(path: str | None) -> Categories | None:
     return Categories.from_coco(load_json(sidecar), file=str(sidecar))
 
 
+def _sidecar_file_names(path: str | None, rows: int) -> list[str | None] | None:
+    """The rows' file names that ``write_hf`` kept beside the dataset, if any."""
+    if path is None or not (Path(path) / FILE_NAMES_FILE).is_file():
+        return None
+    from instkit.io.files import load_json
+
+    sidecar = Path(path) / FILE_NAMES_FILE
+    names = load_json(sidecar)
+    if not (isinstance(names, list) and len(names) == rows
+            and all(n is None or isinstance(n, str) for n in names)):
+        raise FormatError(f"must be a list of {rows} file names (one per row) or nulls",
+                          Location(file=str(sidecar)))
+    return names
+
+
 def _stored_file_name(path: str) -> str:
     """The ``file_name`` of a row's stored image path: kept with its folders when relative
     (``a/1.jpg`` and ``b/1.jpg`` stay two images), the base name of an absolute path."""
@@ -262,6 +282,7 @@ class HFDataset(Sequence[Sample]):
         self._raw = dataset.cast_column("image", datasets.Image(decode=False)) \
             if "image" in dataset.column_names else dataset
         category_feature = _category_feature(features)
+        self._file_names = _sidecar_file_names(source, len(dataset))
         sidecar = _sidecar_categories(source)
         self.category_ids = False
         if categories is not None:
@@ -287,7 +308,9 @@ class HFDataset(Sequence[Sample]):
         row = self._raw[index]
         image = row.get("image")
         file_name = None
-        if isinstance(image, dict) and image.get("path"):
+        if self._file_names is not None and self._file_names[index]:
+            file_name = _stored_file_name(self._file_names[index])
+        elif isinstance(image, dict) and image.get("path"):
             file_name = _stored_file_name(image["path"])
         sample = hf_row_to_sample(row, self.categories, index=index,
                                   category_ids=self.category_ids, file_name=file_name)
@@ -470,6 +493,7 @@ def write_hf(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     with_keypoints = first is not None and first.instances.keypoints is not None
     counters: dict[str, int] = {"images": 0, "instances": 0}
     features = hf_features(categories, with_keypoints=with_keypoints)
+    file_names: list[str | None] = []
 
     def rows() -> Iterator[dict[str, Any]]:
         iterator: Iterable[Sample] = sample_list
@@ -478,6 +502,7 @@ def write_hf(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
 
             iterator = tqdm(sample_list, desc="hf rows", unit="img", leave=False)
         for sample in iterator:
+            file_names.append(sample.meta.file_name)
             counters["images"] += 1
             counters["instances"] += len(sample.instances)
             if with_keypoints and sample.instances.keypoints is not None:
@@ -501,6 +526,7 @@ def write_hf(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
         dataset.save_to_disk(str(staging / "data"))
         del dataset, chunks
         (staging / "data" / CATEGORIES_FILE).write_text(json.dumps(categories.to_coco()))
+        (staging / "data" / FILE_NAMES_FILE).write_text(json.dumps(file_names))
         os.replace(staging / "data", target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -54,3 +54,50 @@ def test_polygon_instances_and_errors(tmp_path: Path) -> None:
     (tmp_path / "labels" / "a.json").write_text(json.dumps(label))
     with pytest.raises(FormatError, match=r"instances\[0\]"):
         read_labelschema(tmp_path)
+
+
+def test_keypoints_bbox_and_area_survive_the_round_trip(pose_minicoco: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    from instkit.io.coco import write_coco
+
+    coco = read_coco(pose_minicoco["val_json"], pose_minicoco["val_images"])
+    write_labelschema(coco, tmp_path / "ls")
+    back = read_labelschema(tmp_path / "ls")
+    theirs = by_annotation(back)
+    assert len(theirs) == coco.num_annotations
+    checked = 0
+    for sample in coco:
+        inst = sample.instances
+        for row, ann_id in enumerate(inst.ids.tolist()):
+            other, j = theirs[ann_id]
+            assert other.instances.keypoints is not None  # before: None, keypoints dropped
+            np.testing.assert_array_equal(inst.keypoints[row], other.instances.keypoints[j])
+            np.testing.assert_array_equal(inst.extras["coco_bbox"][row],
+                                          other.instances.extras["coco_bbox"][j])
+            checked += int((inst.keypoints[row, :, 2] > 0).any())
+    assert checked > 0
+    # and COCO -> label schema -> COCO gives the file's own bbox, area and keypoints back
+    write_coco(back, tmp_path / "back.json", coco.categories)
+    original = {a["id"]: a for a in json.loads(pose_minicoco["val_json"].read_text())["annotations"]}
+    again = {a["id"]: a for a in json.loads((tmp_path / "back.json").read_text())["annotations"]}
+    for ann_id, ann in original.items():
+        assert again[ann_id]["bbox"] == ann["bbox"]
+        assert again[ann_id]["area"] == ann["area"]
+        assert again[ann_id]["keypoints"] == ann["keypoints"]
+
+
+def test_bad_keypoints_and_bbox_name_the_instance(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    instance = {"type": "instance", "class_id": 1, "class_name": "person",
+                "polygon": [[5, 5], [15, 5], [15, 15], [5, 15]]}
+    for field, value in (("keypoints", [1, 2]), ("keypoints", "x"), ("bbox", [1, 2, -3, 4]),
+                         ("bbox", [1, 2, 3])):
+        label = {"image": "images/a.png", "width": 50, "height": 40,
+                 "instances": [{**instance, field: value}]}
+        (tmp_path / "labels" / "a.json").write_text(json.dumps(label))
+        with pytest.raises(FormatError, match=rf"'{field}'.*instances\[0\]"):
+            read_labelschema(tmp_path)

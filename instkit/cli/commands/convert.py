@@ -20,7 +20,7 @@ def detect(src: Path) -> str:
         return "yolo"
     if (src / "state.json").is_file() or (src / "dataset_dict.json").is_file():
         return "hf"
-    if (src / "labels").is_dir() and any((src / "labels").glob("*.json")):
+    if (src / "labels").is_dir() and any((src / "labels").rglob("*.json")):
         return "labelschema"
     if (src / "masks").is_dir() and (src / "categories.json").is_file():
         return "pngmasks"
