@@ -6,6 +6,8 @@ multi-part objects keep their largest part (``parts_dropped``); RLE and bitmap m
 regions) are traced as polygons, holes filled (``rle_as_polygons``); keypoints are left out
 (``keypoints_dropped``); annotation ids, ``iscrowd`` and the file's bbox/area are not stored.
 ``data.yaml`` also records ``coco_category_ids`` so that COCO ids come back on reading.
+``<stem>`` keeps the image's folders (``images/a/1.jpg``, ``labels/a/1.txt``), so no two images
+merge; two that one name would hold (``a/1.jpg``, ``a/1.png``) are refused.
 """
 
 from __future__ import annotations

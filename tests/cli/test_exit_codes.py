@@ -134,3 +134,47 @@ def test_the_console_entry_point_prints_no_traceback(tinycoco, tmp_path):
     assert "MemoryError" in line and "Traceback" not in line
     [saved] = tmp_path.glob("instkit-crash-*.txt")
     assert str(saved) in line and "MemoryError" in saved.read_text()
+
+
+def test_run_outputs_over_inputs_are_refused_before_any_work(tinycoco, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_bytes(tinycoco["val_json"].read_bytes())
+    result = _run("eval", "--model", str(tmp_path / "no-model"), "--data", str(ann),
+                  "--out", str(ann))
+    assert result.exit_code == EXIT_USAGE and "is the input" in result.output
+    result = _run("train", "maskrcnn", "--train", str(ann), "--train-images", str(tmp_path),
+                  "--out", str(tmp_path), "--tiny")
+    assert result.exit_code == EXIT_USAGE and "is one of the inputs" in result.output
+    result = _run("train", "maskrcnn", "--train", str(tmp_path / "run" / "summary.json"),
+                  "--out", str(tmp_path / "run"), "--tiny")
+    assert result.exit_code == EXIT_USAGE and "summary.json is the input" in result.output
+    result = _run("demo", "--coco", str(ann), "--out", str(tmp_path), "--models", "")
+    assert result.exit_code == EXIT_USAGE and "holds the input" in result.output
+    assert json.loads(ann.read_text())["images"]
+
+
+_SLOW_BENCH = """
+import time, sys
+print("started", flush=True)
+time.sleep(30)
+"""
+
+
+def test_sigterm_unwinds_and_exits_130(tmp_path):
+    import signal
+
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    (folder / "common.py").write_text("")
+    (folder / "bench_slow.py").write_text(_SLOW_BENCH)
+    child = subprocess.Popen([sys.executable, "-m", "instkit", "bench", "--dir", str(folder),
+                              "--quick", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "started"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the benchmark script it started
+    assert child.returncode == 130, err
+    assert "instkit: interrupted" in err and "Traceback" not in err

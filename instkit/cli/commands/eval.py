@@ -32,11 +32,12 @@ def command(model_dir: Path, data_path: Path, images: Path | None, out_file: Pat
             batch_size: int, device: str | None, workers: int, score_threshold: float,
             progress: bool) -> None:
     """Mask mAP@0.5 (primary), mask mAP@.5:.95, box mAP, per-class AP and union mean IoU."""
-    from instkit.engine import evaluate_model, load_adapter, open_dataset
-    from instkit.engine.distributed import pick_device
     from instkit.io.files import atomic_write, refuse_overwrite
 
     refuse_overwrite([out_file], [data_path, images, model_dir], what="--out")
+    from instkit.engine import evaluate_model, load_adapter, open_dataset
+    from instkit.engine.distributed import pick_device
+
     device = pick_device(device)
     adapter, meta = load_adapter(model_dir, device=device)
     data = open_dataset(data_path, images)

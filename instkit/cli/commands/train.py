@@ -64,15 +64,16 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
     Multi-GPU or multi-node: run under torchrun, e.g.
     `torchrun --nproc-per-node 4 -m instkit train maskrcnn ...`.
     """
-    from instkit.engine import TrainConfig, load_adapter, open_dataset, train
-    from instkit.engine.data import categories_of
     from instkit.io.files import refuse_overwrite
-    from instkit.models import build_model
 
     inputs = [train_path, train_images, val_path, val_images]
-    refuse_overwrite([out_dir], [p for p in inputs if p is not None and not p.is_dir()],
-                     what="--out")
+    if any(p is not None and p.resolve() == out_dir.resolve() for p in inputs):
+        raise click.UsageError(f"--out {out_dir} is one of the inputs; choose a new run folder")
     refuse_overwrite([out_dir / name for name in RUN_FILES], inputs, what="--out")
+
+    from instkit.engine import TrainConfig, load_adapter, open_dataset, train
+    from instkit.engine.data import categories_of
+    from instkit.models import build_model
 
     train_data = open_dataset(train_path, train_images)
     val_data = open_dataset(val_path, val_images) if val_path is not None else None
