@@ -104,10 +104,25 @@ MaskItem = Union[PolygonMask, RLEMask, BitmapMask]  # noqa: UP007 - a runtime al
 # --- RLE counts ------------------------------------------------------------------------------
 
 
+# pycocotools' rleFrString shifts each 5-bit digit in a C ``int`` and stores every count as a
+# 32-bit ``uint``: numbers of at most 7 digits (35 bits, what rleToString ever writes) decode to
+# the same value mod 2**32 in both decoders; longer ones shift by 35+ bits, which C leaves
+# undefined (x86 wraps the shift mod 32), so instkit refuses them instead of guessing.
+RLE_MAX_DIGITS = 7
+RLE_MAX_RUN = 2**32 - 1
+
+
 def decode_rle_counts(counts: bytes | str) -> np.ndarray:
-    """Compressed pycocotools counts string -> int64 run lengths (vectorised ``rleFrString``)."""
+    """Compressed pycocotools counts string -> int64 run lengths (vectorised ``rleFrString``).
+
+    Refuses (``MaskError``) what pycocotools would read differently or not at all: characters
+    outside its alphabet (48..111, so no NUL or non-ASCII), a string ending inside a number, a
+    number longer than ``RLE_MAX_DIGITS`` characters, and runs outside ``0..2**32-1``."""
     if isinstance(counts, str):
-        counts = counts.encode("ascii")
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise MaskError("RLE counts string has non-ASCII characters") from None
     raw = np.frombuffer(counts, dtype=np.uint8)
     if raw.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -122,6 +137,9 @@ def decode_rle_counts(counts: bytes | str) -> np.ndarray:
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     lengths = ends - starts + 1
+    if lengths.max() > RLE_MAX_DIGITS:
+        raise MaskError(f"RLE counts string has a number of {int(lengths.max())} characters; "
+                        f"pycocotools reads at most {RLE_MAX_DIGITS} the same way")
     position = np.arange(chars.size) - np.repeat(starts, lengths)
     values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
     negative = (chars[ends] & 0x10) != 0
@@ -130,7 +148,23 @@ def decode_rle_counts(counts: bytes | str) -> np.ndarray:
     # Delta coding: from the fourth count on, each count adds the count two places back.
     values[2::2] = np.cumsum(values[2::2])
     values[1::2] = np.cumsum(values[1::2])
+    if values.size and (values.min() < 0 or values.max() > RLE_MAX_RUN):
+        raise MaskError("RLE counts decode to a run length outside 0..2**32-1")
     return values
+
+
+# pycocotools' ``area`` builds its output with ``np.array((n,), dtype=np.uint8)``, which NumPy 2
+# refuses for n >= 256 (OverflowError): it is only ever called with fewer.
+_PYCOCOTOOLS_AREA_BATCH = 255
+
+
+def rle_areas(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Pixel count of each pycocotools RLE dict, int64 ``(N,)``, for any N."""
+    out = np.zeros(len(rles), dtype=np.int64)
+    for start in range(0, len(rles), _PYCOCOTOOLS_AREA_BATCH):
+        batch = list(rles[start : start + _PYCOCOTOOLS_AREA_BATCH])
+        out[start : start + len(batch)] = mask_utils.area(batch)
+    return out
 
 
 def encode_rle_counts(runs: Sequence[int] | np.ndarray, size: ImageSize) -> bytes:
@@ -213,28 +247,74 @@ def _check_rle(counts: bytes, size: ImageSize, index: int) -> None:
         )
 
 
-def rle_from_coco(segmentation: dict[str, Any], image_size: ImageSize) -> RLEMask:
-    """A COCO RLE dict (compressed or not) -> ``RLEMask``; checks size and run sum."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def parse_coco_rle(
+    segmentation: dict[str, Any], image_size: ImageSize | None = None, *,
+    max_pixels: int = 2**31 - 1,
+) -> tuple[bytes, bool, int]:
+    """Check a COCO RLE dict and return ``(compressed counts, given uncompressed?, area)``.
+
+    The one implementation of the RLE rules (docs/validate.md): ``size`` is two integers (not
+    strings, booleans or null), equal to ``image_size`` when given, with ``H*W <= max_pixels``;
+    ``counts`` is a list of non-negative integers or a pycocotools string (``decode_rle_counts``)
+    whose runs sum to ``H*W``. Raises the rule's error class with ``code`` set and the field
+    (``size`` / ``counts``) as the location's ``json_path``; nothing reaches pycocotools before.
+    """
+    from instkit.errors import LimitError, Location, RLEError, SchemaError, show_value
+
     size = segmentation.get("size")
     counts = segmentation.get("counts")
-    if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise MaskError(f"RLE 'size' must be [height, width], got {size!r}")
-    if [int(size[0]), int(size[1])] != [int(image_size[0]), int(image_size[1])]:
-        raise MaskError(
-            f"RLE size {list(size)} differs from the image size [H, W] = {list(image_size)}"
-        )
+    if not (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(_is_int(v) and v >= 0 for v in size)):
+        raise SchemaError(f"RLE 'size' must be [height, width] integers, got {show_value(size)}",
+                          Location(json_path="size"), code="schema-type")
     h, w = int(size[0]), int(size[1])
+    if image_size is not None and (h, w) != (int(image_size[0]), int(image_size[1])):
+        raise RLEError(f"RLE size [{h}, {w}] differs from the image's [height, width] = "
+                       f"[{image_size[0]}, {image_size[1]}]", Location(json_path="size"),
+                       code="rle-size-mismatch")
+    if h * w > max_pixels:
+        raise LimitError(f"RLE size [{h}, {w}] has {h * w} pixels, more than the limit "
+                         f"{max_pixels}", Location(json_path="size"), code="image-too-large")
     if isinstance(counts, list):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-            raise MaskError("uncompressed RLE counts must be non-negative integers")
-        if sum(counts) != h * w:
-            raise MaskError(f"RLE counts sum to {sum(counts)}, expected H*W = {h}*{w} = {h * w}")
-        return RLEMask(encode_rle_counts(counts, (h, w)), uncompressed=True)
+        if not (set(map(type, counts)) <= {int} or all(_is_int(c) for c in counts)) \
+                or (counts and min(counts) < 0):
+            raise RLEError("uncompressed RLE counts must be non-negative integers",
+                           Location(json_path="counts"), code="rle-invalid")
+        total = sum(counts)
+        if total != h * w:
+            raise RLEError(f"RLE counts sum to {total}, expected H*W = {h}*{w} = {h * w}",
+                           Location(json_path="counts"), code="rle-counts-sum")
+        return encode_rle_counts(counts, (h, w)), True, int(sum(counts[1::2]))
     if isinstance(counts, (str, bytes)):
+        try:
+            runs = decode_rle_counts(counts)
+        except MaskError as exc:
+            raise RLEError(f"counts string cannot be decoded: {exc.message}",
+                           Location(json_path="counts"), code="rle-invalid") from None
+        total = int(runs.sum())
+        if total != h * w:
+            raise RLEError(f"RLE counts sum to {total}, expected H*W = {h}*{w} = {h * w}",
+                           Location(json_path="counts"), code="rle-counts-sum")
         raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
-        _check_rle(raw, (h, w), 0)
-        return RLEMask(raw)
-    raise MaskError(f"RLE 'counts' must be a list of ints or a string, got {type(counts).__name__}")
+        return raw, False, int(runs[1::2].sum())
+    raise SchemaError(f"RLE 'counts' must be a list of integers or a string, got "
+                      f"{type(counts).__name__ if counts is not None else 'nothing'}",
+                      Location(json_path="counts"), code="schema-type")
+
+
+def rle_from_coco(segmentation: dict[str, Any], image_size: ImageSize) -> RLEMask:
+    """A COCO RLE dict (compressed or not) -> ``RLEMask``; the checks of ``parse_coco_rle``."""
+    if not isinstance(segmentation, dict):
+        from instkit.errors import SchemaError
+
+        raise SchemaError(f"an RLE must be an object, got {type(segmentation).__name__}",
+                          code="schema-type")
+    counts, uncompressed, _ = parse_coco_rle(segmentation, image_size)
+    return RLEMask(counts, uncompressed=uncompressed)
 
 
 # --- the column -------------------------------------------------------------------------------
@@ -437,7 +517,7 @@ class Masks:
         if rle_rows:
             counts = self.rle_counts()
             rles = [_rle_dict(counts[i], self._size) for i in rle_rows]
-            out[rle_rows] = mask_utils.area(rles)
+            out[rle_rows] = rle_areas(rles)
         return out
 
     def boxes(self) -> np.ndarray:

@@ -20,35 +20,34 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeGuard
+from typing import Any
 
 import numpy as np
 
 from instkit.categories import Categories
-from instkit.errors import FormatError, InstkitError, Location, MaskError
+from instkit.errors import FormatError, InstkitError, Location
 from instkit.instances import Instances
-from instkit.io.files import atomic_write, load_json, safe_join, same_file
+from instkit.io.files import atomic_write, safe_join, same_file
 from instkit.masks import (
     MaskItem,
     Masks,
     PolygonMask,
     RLEMask,
     decode_rle_counts,
-    rle_from_coco,
+    parse_coco_rle,
 )
 from instkit.sample import Drop, Sample, SampleMeta
+from instkit.validate import rules
 
 log = logging.getLogger(__name__)
 
 _SEG_NONE, _SEG_POLYGON, _SEG_RLE, _SEG_RLE_UNCOMPRESSED = 0, 1, 2, 3
-_IMAGE_FIELDS = {"id", "file_name", "width", "height"}
-_ANNOTATION_FIELDS = {
-    "id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd", "keypoints",
-    "num_keypoints",
-}
+_DOCUMENT_KEYS = {"info", "licenses", "images", "annotations", "categories"}
+_ENTRY = re.compile(r"^(images|annotations|categories)\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ class CocoProblem:
 
     message: str
     location: Location
+    code: str = ""  # the rule's check code (docs/validate.md)
 
     def __str__(self) -> str:
         where = self.location.describe()
@@ -79,18 +79,6 @@ class _StringTable:
         return self._buffer[self._offsets[index] : self._offsets[index + 1]].tobytes()
 
 
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class _Skip(Exception):
-    """Internal: an annotation (or image) that lenient reading leaves out."""
-
-
 class CocoDataset(Sequence[Sample]):
     """An indexable collection of ``Sample``s read from a COCO file (see ``read_coco``)."""
 
@@ -101,303 +89,183 @@ class CocoDataset(Sequence[Sample]):
         file: str | None = None,
         image_root: str | None = None,
         strict: bool = True,
+        limits: rules.Limits | None = None,
+        raw: bytes | None = None,
     ) -> None:
         self.file = file
         self.image_root = image_root
         self.strict = strict
         self.problems: list[CocoProblem] = []
         self._drops_by_image: dict[int, list[Drop]] = {}
-        if not isinstance(document, dict):
-            raise FormatError(
-                f"a COCO file must hold a JSON object, got {type(document).__name__}",
-                Location(file=file, json_path="$"),
-            )
-        self.info = document.get("info")
-        self.licenses = document.get("licenses")
-        self.categories = Categories.from_coco(document.get("categories", []), file=file)
-        self._parse_images(document.get("images"))
-        self._parse_annotations(document.get("annotations", []))
+        # Every rule lives in the rulebook: the strict walk raises the first error-level rule;
+        # the lenient one leaves out what breaks one. What remains is packed without checks.
+        skip: dict[str, set[int]] = {"images": set(), "annotations": set(), "categories": set()}
+        dropped_keys: set[str] = set()
+        if strict:
+            rules.check_document(document, file=file, raw=raw, strict=True, warnings=False,
+                                 limits=limits)
+        else:
+            dropped_keys = self._leave_out(document, skip, limits, raw)
+        self.info = document.get("info") if "info" not in dropped_keys else None
+        self.licenses = document.get("licenses") if "licenses" not in dropped_keys else None
+        # Top-level keys instkit does not read (scene_annotations, ...): written back as they are.
+        self.extra_fields = {key: value for key, value in document.items()
+                             if key not in _DOCUMENT_KEYS and key not in dropped_keys}
+        categories = document.get("categories")
+        self.categories = Categories.from_coco(
+            [c for i, c in enumerate(categories) if i not in skip["categories"]]
+            if isinstance(categories, list) else [], file=file)
+        self._pack_images(document["images"], skip["images"])
+        self._pack_annotations(document.get("annotations") or [], skip["annotations"])
         if self.problems:
             log.warning(
                 "%s: skipped %d problem(s) while reading leniently; see dataset.problems",
                 file or "COCO document", len(self.problems),
             )
 
-    # parsing -------------------------------------------------------------------------------
+    # reading ---------------------------------------------------------------------------------
 
-    def _problem(self, message: str, where: Location, image_index: int | None = None,
-                 annotation_id: int | None = None) -> NoReturn:
-        if self.strict:
-            raise FormatError(message, where)
-        self.problems.append(CocoProblem(message, where))
-        if image_index is not None and annotation_id is not None:
-            self._drops_by_image.setdefault(image_index, []).append(
-                Drop(annotation_id, "invalid_annotation", stage="read_coco", detail=message)
-            )
-        raise _Skip
+    def _leave_out(self, document: Any, skip: dict[str, set[int]], limits: rules.Limits | None,
+                   raw: bytes | None) -> set[str]:
+        """Lenient reading: leave out every image, annotation and category that breaks an
+        error-level rule (then what pointed at them), recording each finding by code."""
+        dropped_keys: set[str] = set()
+        first: dict[int, rules.Finding] = {}
+        for _ in range(16):
+            findings, _ = rules.check_document(document, file=self.file, raw=raw, warnings=False,
+                                               limits=limits, skip=skip)
+            errors = [f for f in findings if f.severity == "error"
+                      and not self._under(f.location.json_path or "$", skip, dropped_keys)]
+            if not errors:
+                break
+            for finding in errors:
+                path = finding.location.json_path or "$"
+                match = _ENTRY.match(path)
+                if match is None:
+                    key = path.split(".")[0].split("[")[0]
+                    if key in ("$", "images", "annotations", "categories"):
+                        raise rules.rule_error(finding.code, finding.message, finding.location)
+                    dropped_keys.add(key)
+                else:
+                    kind, index = match.group(1), int(match.group(2))
+                    skip[kind].add(index)
+                    if kind == "annotations":
+                        first.setdefault(index, finding)
+                self.problems.append(CocoProblem(finding.message, finding.location, finding.code))
+        else:  # pragma: no cover - each round leaves something out, so this cannot loop forever
+            raise FormatError("lenient reading did not settle", Location(file=self.file))
+        images = document.get("images") if isinstance(document.get("images"), list) else []
+        position = {e["id"]: n for n, e in enumerate(
+            e for i, e in enumerate(images) if i not in skip["images"])}
+        annotations = document.get("annotations") or []
+        for index, finding in first.items():
+            ann = annotations[index]
+            if isinstance(ann, dict) and rules.is_int(ann.get("image_id")) \
+                    and ann["image_id"] in position \
+                    and rules.is_int(ann.get("id")) and rules.in_int64(ann["id"]):
+                self._drops_by_image.setdefault(position[ann["image_id"]], []).append(
+                    Drop(int(ann["id"]), finding.code, stage="read_coco", detail=finding.message))
+        return dropped_keys
 
-    def _parse_images(self, images: Any) -> None:
-        if not isinstance(images, list):
-            raise FormatError(
-                f"'images' must be a list, got {type(images).__name__ if images is not None else 'nothing'}",
-                Location(file=self.file, json_path="images"),
-            )
+    @staticmethod
+    def _under(path: str, skip: dict[str, set[int]], dropped_keys: set[str]) -> bool:
+        match = _ENTRY.match(path)
+        if match is not None:
+            return int(match.group(2)) in skip[match.group(1)]
+        return path.split(".")[0].split("[")[0] in dropped_keys
+
+    def _pack_images(self, images: list[Any], skip: set[int]) -> None:
         ids: list[int] = []
         sizes: list[tuple[int, int]] = []
         names: list[str] = []
         extras: list[str] = []
         self._image_index: dict[int, int] = {}
         for k, entry in enumerate(images):
-            where = Location(file=self.file, json_path=f"images[{k}]")
-            try:
-                if not isinstance(entry, dict):
-                    self._problem(f"an image must be an object, got {type(entry).__name__}", where)
-                image_id = entry.get("id")
-                if not _is_int(image_id):
-                    self._problem(f"image 'id' must be an integer, got {image_id!r}", where)
-                where = Location(file=self.file, json_path=f"images[{k}]", image_id=image_id)
-                if image_id in self._image_index:
-                    self._problem(f"duplicate image id {image_id}", where)
-                name = entry.get("file_name")
-                if not isinstance(name, str) or not name:
-                    self._problem(f"image 'file_name' must be a non-empty string, got {name!r}", where)
-                width, height = entry.get("width"), entry.get("height")
-                if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-                    self._problem(
-                        f"image 'width' and 'height' must be positive integers, got "
-                        f"width={width!r} height={height!r}", where,
-                    )
-                if self.image_root is not None:
-                    safe_join(self.image_root, name, where)
-            except _Skip:
+            if k in skip:
                 continue
-            self._image_index[image_id] = len(ids)
-            ids.append(image_id)
-            sizes.append((height, width))
-            names.append(name)
-            extra = {key: value for key, value in entry.items() if key not in _IMAGE_FIELDS}
+            self._image_index[entry["id"]] = len(ids)
+            ids.append(entry["id"])
+            sizes.append((entry["height"], entry["width"]))
+            names.append(entry["file_name"])
+            extra = {key: value for key, value in entry.items() if key not in rules.IMAGE_FIELDS}
             extras.append(json.dumps(extra) if extra else "")
         self._image_ids = np.asarray(ids, dtype=np.int64)
         self._image_sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
         self._file_names = _StringTable(names)
         self._image_extras = _StringTable(extras)
 
-    def _parse_annotations(self, annotations: Any) -> None:
-        if not isinstance(annotations, list):
-            raise FormatError(
-                f"'annotations' must be a list, got {type(annotations).__name__}",
-                Location(file=self.file, json_path="annotations"),
-            )
-        num_keypoints = self.categories.num_keypoints
-        if num_keypoints == 0:
-            lengths = [
-                len(a["keypoints"]) // 3 for a in annotations
-                if isinstance(a, dict) and isinstance(a.get("keypoints"), list)
-            ]
-            num_keypoints = max(lengths, default=0)
+    def _pack_annotations(self, annotations: list[Any], skip: set[int]) -> None:
+        kept = [(k, ann) for k, ann in enumerate(annotations) if k not in skip]
+        num_keypoints = max([self.categories.num_keypoints] + [
+            len(ann["keypoints"]) // 3 for _, ann in kept if isinstance(ann.get("keypoints"), list)])
         self._num_keypoints = num_keypoints
         records: list[tuple[Any, ...]] = []
+        ids: list[int] = []
         coords: list[np.ndarray] = []
-        rles: list[str] = []
+        rles: list[bytes] = []
         fields: list[str] = []
-        keypoints: list[np.ndarray] = []
+        keypoints = np.zeros((len(kept), num_keypoints, 3), dtype=np.float32)
         any_segmentation = False
         part_count = 0
-        for k, ann in enumerate(annotations):
-            try:
-                record = self._parse_annotation(k, ann, num_keypoints)
-            except _Skip:
-                continue
-            image_index, ann_id, label, crowd, bbox, area, seg_kind, parts, rle, kp, extra = record
-            any_segmentation |= seg_kind != _SEG_NONE
-            rle_index = -1
-            if rle is not None:
+        nan_box = (math.nan,) * 4
+        for row, (k, ann) in enumerate(kept):
+            image_index = self._image_index[ann["image_id"]]
+            label = self.categories.label_of(ann["category_id"])
+            bbox = ann.get("bbox")
+            box = tuple(float(v) for v in bbox) if bbox is not None else nan_box
+            area = float(ann["area"]) if ann.get("area") is not None else math.nan
+            segmentation = ann.get("segmentation")
+            seg_kind, parts, rle_index = _SEG_NONE, 0, -1
+            if isinstance(segmentation, list):
+                seg_kind = _SEG_POLYGON
+                for part in segmentation:
+                    coords.append(np.asarray(part, dtype=np.float64))
+                parts = len(segmentation)
+            elif isinstance(segmentation, dict):
+                height, width = (int(v) for v in self._image_sizes[image_index])
+                counts, uncompressed, _ = parse_coco_rle(segmentation, (height, width))
+                seg_kind = _SEG_RLE_UNCOMPRESSED if uncompressed else _SEG_RLE
                 rle_index = len(rles)
-                rles.append(rle)
+                rles.append(counts)
+            any_segmentation |= seg_kind != _SEG_NONE
+            raw_kp = ann.get("keypoints")
+            if isinstance(raw_kp, list) and raw_kp:
+                keypoints[row, : len(raw_kp) // 3] = np.asarray(raw_kp, dtype=np.float64).reshape(-1, 3)
+            extra = {key: value for key, value in ann.items() if key not in rules.ANNOTATION_FIELDS}
             field_index = -1
             if extra:
                 field_index = len(fields)
                 fields.append(json.dumps(extra))
-            keypoints.append(kp)
-            records.append((image_index, ann_id, label, crowd, *bbox, area, seg_kind,
-                            part_count, part_count + len(parts), rle_index, field_index,
-                            k))
-            coords.extend(parts)
-            part_count += len(parts)
+            ids.append(ann["id"])
+            records.append((image_index, label, int(ann.get("iscrowd", 0)), *box, area, seg_kind,
+                            part_count, part_count + parts, rle_index, field_index, k))
+            part_count += parts
         # With no annotations at all there is nothing to say masks are absent: keep the column.
         self._has_masks = any_segmentation or not records
-        table = np.asarray(records, dtype=np.float64).reshape(-1, 15)
+        table = np.asarray(records, dtype=np.float64).reshape(-1, 14)
         # ids up to 2**63 do not survive float64, so they are kept in their own int64 column.
-        ann_ids = np.asarray([r[1] for r in records], dtype=np.int64)
         self._ann_image = table[:, 0].astype(np.int64)
-        self._ann_ids = ann_ids
-        self._ann_labels = table[:, 2].astype(np.int64)
-        self._ann_crowd = table[:, 3].astype(bool)
-        self._ann_bbox = table[:, 4:8].copy()
-        self._ann_area = table[:, 8].copy()
-        self._ann_seg = table[:, 9].astype(np.uint8)
-        self._ann_parts = table[:, 10:12].astype(np.int64)
-        self._ann_rle = table[:, 12].astype(np.int64)
-        self._ann_fields = table[:, 13].astype(np.int64)
-        self._ann_json_index = table[:, 14].astype(np.int64)
-        self._rles = _StringTable(rles)
+        self._ann_ids = np.asarray(ids, dtype=np.int64)
+        self._ann_labels = table[:, 1].astype(np.int64)
+        self._ann_crowd = table[:, 2].astype(bool)
+        self._ann_bbox = table[:, 3:7].copy()
+        self._ann_area = table[:, 7].copy()
+        self._ann_seg = table[:, 8].astype(np.uint8)
+        self._ann_parts = table[:, 9:11].astype(np.int64)
+        self._ann_rle = table[:, 11].astype(np.int64)
+        self._ann_fields = table[:, 12].astype(np.int64)
+        self._ann_json_index = table[:, 13].astype(np.int64)
+        self._rles = _StringTable([r.decode("ascii") for r in rles])
         self._fields = _StringTable(fields)
         part_sizes = np.asarray([p.size for p in coords], dtype=np.int64)
         self._part_offsets = np.zeros(len(coords) + 1, dtype=np.int64)
         np.cumsum(part_sizes, out=self._part_offsets[1:])
         self._coords = np.concatenate(coords) if coords else np.zeros(0, dtype=np.float64)
-        self._keypoints = (
-            np.stack(keypoints).astype(np.float32) if num_keypoints and keypoints
-            else np.zeros((len(records), num_keypoints, 3), dtype=np.float32)
-        )
-        order = np.argsort(self._ann_image, kind="stable")
-        self._order = order
-        counts = np.bincount(self._ann_image, minlength=len(self._image_ids))
+        self._keypoints = keypoints
+        self._order = np.argsort(self._ann_image, kind="stable")
+        per_image = np.bincount(self._ann_image, minlength=len(self._image_ids))
         self._image_start = np.zeros(len(self._image_ids) + 1, dtype=np.int64)
-        np.cumsum(counts, out=self._image_start[1:])
-        if any_segmentation:
-            missing = np.flatnonzero(self._ann_seg == _SEG_NONE)
-            if missing.size:
-                index = int(missing[0])
-                where = Location(
-                    file=self.file,
-                    json_path=f"annotations[{int(self._ann_json_index[index])}].segmentation",
-                    image_id=int(self._image_ids[self._ann_image[index]]),
-                    annotation_id=int(self._ann_ids[index]),
-                )
-                message = (
-                    f"{missing.size} annotation(s) have no segmentation while others do; "
-                    "an instance table holds masks for all instances or for none"
-                )
-                if self.strict:
-                    raise FormatError(message, where)
-                for idx in missing:
-                    self._drops_by_image.setdefault(int(self._ann_image[idx]), []).append(
-                        Drop(int(self._ann_ids[idx]), "invalid_annotation", stage="read_coco",
-                             detail="no segmentation")
-                    )
-                self.problems.append(CocoProblem(message, where))
-                keep = self._ann_seg != _SEG_NONE
-                self._order = order[keep[order]]
-                counts = np.bincount(self._ann_image[keep], minlength=len(self._image_ids))
-                np.cumsum(counts, out=self._image_start[1:])
-
-    def _parse_annotation(self, k: int, ann: Any, num_keypoints: int) -> tuple[Any, ...]:
-        path = f"annotations[{k}]"
-        where = Location(file=self.file, json_path=path)
-        if not isinstance(ann, dict):
-            self._problem(f"an annotation must be an object, got {type(ann).__name__}", where)
-        ann_id = ann.get("id")
-        image_id = ann.get("image_id")
-        where = Location(file=self.file, json_path=path, image_id=image_id if _is_int(image_id) else None,
-                         annotation_id=ann_id if _is_int(ann_id) else None)
-        if not _is_int(ann_id):
-            self._problem(f"annotation 'id' must be an integer, got {ann_id!r}",
-                          Location(file=self.file, json_path=f"{path}.id",
-                                   image_id=where.image_id))
-        if not _is_int(image_id):
-            self._problem(f"annotation 'image_id' must be an integer, got {image_id!r}",
-                          Location(file=self.file, json_path=f"{path}.image_id",
-                                   annotation_id=ann_id))
-        image_index = self._image_index.get(image_id)
-        if image_index is None:
-            self._problem(f"annotation refers to unknown image id {image_id}",
-                          Location(file=self.file, json_path=f"{path}.image_id",
-                                   image_id=image_id, annotation_id=ann_id))
-
-        def fail(message: str, field: str) -> NoReturn:
-            self._problem(
-                message,
-                Location(file=self.file, json_path=f"{path}.{field}", image_id=image_id,
-                         annotation_id=ann_id),
-                image_index=image_index, annotation_id=ann_id,
-            )
-
-        category_id = ann.get("category_id")
-        if not _is_int(category_id):
-            fail(f"'category_id' must be an integer, got {category_id!r}", "category_id")
-        if not self.categories.has_id(category_id):
-            fail(f"unknown category id {category_id}", "category_id")
-        label = self.categories.label_of(category_id)
-        crowd = ann.get("iscrowd", 0)
-        if crowd not in (0, 1) or isinstance(crowd, float):
-            fail(f"'iscrowd' must be 0 or 1, got {crowd!r}", "iscrowd")
-        height, width = (int(v) for v in self._image_sizes[image_index])
-        bbox = ann.get("bbox")
-        box: tuple[float, ...]
-        if bbox is None:
-            box = (math.nan,) * 4
-        else:
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-                fail(f"'bbox' must be [x, y, width, height] numbers, got {bbox!r}", "bbox")
-            if not all(math.isfinite(v) for v in bbox):
-                fail(f"'bbox' has a NaN or infinite value: {bbox!r}", "bbox")
-            if bbox[2] < 0 or bbox[3] < 0:
-                fail(f"'bbox' has a negative width or height: {bbox!r}", "bbox")
-            box = tuple(float(v) for v in bbox)
-        area = ann.get("area")
-        if area is None:
-            area_value = math.nan
-        elif not _is_number(area) or not math.isfinite(area):
-            fail(f"'area' must be a finite number, got {area!r}", "area")
-        else:
-            area_value = float(area)
-        segmentation = ann.get("segmentation")
-        parts: list[np.ndarray] = []
-        rle: str | None = None
-        if segmentation is None or segmentation == []:
-            seg_kind = _SEG_NONE
-            if segmentation == []:
-                fail("'segmentation' is an empty list: the annotation has no geometry",
-                     "segmentation")
-        elif isinstance(segmentation, list):
-            seg_kind = _SEG_POLYGON
-            for j, part in enumerate(segmentation):
-                field = f"segmentation[{j}]"
-                try:
-                    # One C pass converts and type-checks; strings and nested lists raise.
-                    array = np.asarray(part, dtype=np.float64) if isinstance(part, list) else None
-                except (TypeError, ValueError):
-                    array = None
-                if array is None or array.ndim != 1:
-                    fail("a polygon must be a flat list of numbers [x0, y0, x1, y1, ...]", field)
-                if len(part) % 2:
-                    fail(f"polygon has an odd number of coordinates ({len(part)})", field)
-                if len(part) < 6:
-                    trap = (" (pycocotools would read these 4 numbers as a box)"
-                            if len(part) == 4 else "")
-                    fail(f"polygon has {len(part) // 2} point(s); at least 3 are needed{trap}",
-                         field)
-                if not np.isfinite(array).all():
-                    fail("polygon has a NaN or infinite coordinate", field)
-                parts.append(array)
-        elif isinstance(segmentation, dict):
-            try:
-                item = rle_from_coco(segmentation, (height, width))
-            except MaskError as exc:
-                fail(exc.message, "segmentation")
-            seg_kind = _SEG_RLE_UNCOMPRESSED if item.uncompressed else _SEG_RLE
-            rle = item.counts.decode("ascii")
-        else:
-            fail(f"'segmentation' must be a polygon list or an RLE object, got "
-                 f"{type(segmentation).__name__}", "segmentation")
-        kp = np.zeros((num_keypoints, 3), dtype=np.float32)
-        raw_kp = ann.get("keypoints")
-        if raw_kp is not None:
-            category = self.categories[label]
-            expected = len(category.keypoints) or num_keypoints
-            if not isinstance(raw_kp, list) or not all(map(_is_number, raw_kp)):
-                fail("'keypoints' must be a flat list of numbers [x, y, v, ...]", "keypoints")
-            if len(raw_kp) != 3 * expected:
-                fail(f"'keypoints' has {len(raw_kp)} numbers; category {category.name!r} "
-                     f"needs {expected} keypoints = {3 * expected} numbers", "keypoints")
-            values = np.asarray(raw_kp, dtype=np.float32).reshape(-1, 3)
-            if not np.isfinite(values).all():
-                fail("'keypoints' has a NaN or infinite value", "keypoints")
-            kp[: len(values)] = values
-        extra = {key: value for key, value in ann.items() if key not in _ANNOTATION_FIELDS}
-        return (image_index, ann_id, label, int(crowd), box, area_value, seg_kind, parts, rle,
-                kp, extra)
+        np.cumsum(per_image, out=self._image_start[1:])
 
     # the collection ------------------------------------------------------------------------
 
@@ -509,18 +377,26 @@ def read_coco(
     image_root: str | os.PathLike[str] | None = None,
     *,
     strict: bool = True,
+    limits: rules.Limits | None = None,
 ) -> CocoDataset:
     """Read a COCO instances (or person keypoints) file.
 
     ``image_root`` is where ``file_name``s are resolved (default: the annotation file's folder);
-    a name that resolves outside it is refused. ``strict=True`` raises ``instkit.errors``
-    on the first problem; ``strict=False`` skips bad images and annotations, lists them in
-    ``dataset.problems`` and records each skipped annotation in its sample's ``meta.drops``.
+    a name that is absolute or whose ``..`` leave it is refused, and one that resolves outside it
+    (a symlink) when its image is loaded. The rules are those of ``instkit validate`` (the
+    rulebook ``instkit.validate.rules``): ``strict=True`` raises the leaf error of the first
+    error-level rule broken (``error.code`` names it), so a file that ``validate`` passes with no
+    error is exactly a file this accepts; ``strict=False`` leaves out the images, annotations and
+    categories that break one, lists the findings in ``dataset.problems`` (with their codes) and
+    records each left-out annotation in its sample's ``meta.drops`` (``reason`` = the code).
+    ``limits``: the bounds of ``instkit.validate.rules.Limits``.
     """
     path = os.fspath(annotation_file)
-    document = load_json(path, allow_nonfinite=not strict)
+    document = rules.load_document(path)
+    with open(path, "rb") as handle:  # only searched for NaN/Infinity tokens (C speed)
+        raw = handle.read()
     root = os.fspath(image_root) if image_root is not None else str(Path(path).resolve().parent)
-    return CocoDataset(document, file=path, image_root=root, strict=strict)
+    return CocoDataset(document, file=path, image_root=root, strict=strict, limits=limits, raw=raw)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -620,6 +496,7 @@ def write_coco(
     images_dir: str | os.PathLike[str] | None = None,
     mask_format: str = "auto",
     renumber_ids: bool = False,
+    extra_fields: dict[str, Any] | None = None,
 ) -> Path:
     """Write samples as a COCO file, atomically, never over one of its inputs.
 
@@ -630,6 +507,8 @@ def write_coco(
     also saves every sample's image there, named by its ``file_name`` (PNG for new ones).
     Annotation ids must be unique across the file; ``renumber_ids=True`` numbers them 1, 2, ...
     in order instead (for augmented copies, whose mixed-in rows repeat ids across samples).
+    ``extra_fields``: top-level keys beyond info/licenses/images/annotations/categories
+    (``scene_annotations``...), written as they are; a ``CocoDataset`` gives its own.
     """
     if mask_format not in ("auto", "rle", "polygon"):
         raise ValueError(f"mask_format must be 'auto', 'rle' or 'polygon', got {mask_format!r}")
@@ -638,6 +517,7 @@ def write_coco(
         categories = categories or samples.categories
         info = info if info is not None else samples.info
         licenses = licenses if licenses is not None else samples.licenses
+        extra_fields = extra_fields if extra_fields is not None else samples.extra_fields
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     seen_images: set[int] = set()
@@ -685,6 +565,9 @@ def write_coco(
         document["licenses"] = licenses
     document.update({"images": images, "annotations": annotations,
                      "categories": categories.to_coco()})
+    for key, value in (extra_fields or {}).items():
+        if key not in document:
+            document[key] = value
     with atomic_write(target) as handle:
         json.dump(document, handle, allow_nan=False, separators=(",", ":"))
     return target

@@ -259,7 +259,7 @@ def coco_documents(
 ) -> dict[str, Any]:
     """A COCO document (a dict ready for ``json.dump``).
 
-    ``valid=True`` draws documents that ``read_coco`` must accept: polygons, compressed and
+    ``valid=True`` draws documents that ``read_coco`` must accept (no empty masks): polygons, compressed and
     uncompressed RLE, crowds, gapped category ids, images without annotations, 64-bit ids.
     ``valid=False`` mutates one such document at a random place into arbitrary JSON values,
     for fuzzing readers and validators.
@@ -288,6 +288,8 @@ def coco_documents(
             polygon = draw(polygons(size))
             segmentation = [part.tolist() for part in polygon.parts]
             column = Masks([polygon], size)
+        if column.area()[0] == 0:
+            continue  # an empty mask breaks the mask-empty rule: not a valid document
         x0, y0, x1, y1 = column.boxes()[0].tolist()
         annotations.append({
             "id": ann_ids[k], "image_id": image["id"],

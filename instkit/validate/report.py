@@ -7,62 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instkit.errors import Location
+from instkit.validate.rules import CHECKS, SEVERITIES, Finding
 
-SEVERITIES = ("error", "warning", "info")
-
-# code -> (severity, one-line explanation). Codes are stable: programs may match on them.
-CHECKS: dict[str, tuple[str, str]] = {
-    "json-parse": ("error", "the file is not valid JSON (line and column given)"),
-    "json-nonfinite": ("error", "NaN or Infinity: not standard JSON, most tools refuse it"),
-    "schema-type": ("error", "a field has the wrong type or the document the wrong shape"),
-    "schema-missing": ("error", "a required field is missing"),
-    "duplicate-image-id": ("error", "two images share an id"),
-    "duplicate-annotation-id": ("error", "two annotations share an id"),
-    "duplicate-category-id": ("error", "two categories share an id"),
-    "duplicate-category-name": ("warning", "two categories share a name"),
-    "unknown-image": ("error", "an annotation points at an image id that does not exist"),
-    "unknown-category": ("error", "an annotation points at a category id that does not exist"),
-    "image-path-escape": ("error", "a file_name resolves outside the image folder"),
-    "image-missing": ("error", "the image file does not exist"),
-    "image-unreadable": ("error", "the image file cannot be decoded"),
-    "image-size-mismatch": ("error", "the image (after EXIF orientation) is not width x height"),
-    "polygon-too-few-points": ("error", "a polygon part has fewer than 3 points"),
-    "polygon-odd-coordinates": ("error", "a polygon part has an odd number of coordinates"),
-    "polygon-4-number-trap": ("error", "a 4-number part: pycocotools reads it as a box, not a polygon"),
-    "polygon-nonfinite": ("error", "a polygon coordinate is NaN or infinite"),
-    "polygon-self-intersection": ("warning", "a polygon part is not simple (shapely says invalid)"),
-    "polygon-outside-image": ("warning", "polygon vertices lie outside the image"),
-    "rle-size-mismatch": ("error", "an RLE's size is not the image's [height, width]"),
-    "rle-counts-sum": ("error", "an RLE's counts do not sum to height*width"),
-    "rle-invalid": ("error", "an RLE's counts cannot be decoded"),
-    "mask-empty": ("error", "the mask covers no pixel"),
-    "bbox-invalid": ("error", "bbox is not [x, y, w, h] with w, h > 0"),
-    "bbox-mismatch": ("warning", "bbox differs from the mask's tight box beyond tolerance"),
-    "area-mismatch": ("warning", "area differs from the mask's pixel count beyond tolerance"),
-    "crowd-area-quirk": ("info", "crowd area differs from its RLE pixel count (as in COCO's release)"),
-    "iscrowd-invalid": ("error", "iscrowd is not 0 or 1"),
-    "iscrowd-geometry": ("warning", "iscrowd disagrees with the geometry (crowd polygon / multi-part)"),
-    "keypoints-count": ("error", "keypoints length differs from 3 x the category's keypoint names"),
-    "keypoints-visibility": ("error", "a keypoint visibility is not 0, 1 or 2"),
-    "num-keypoints-mismatch": ("warning", "num_keypoints differs from the count of labelled keypoints"),
-    "keypoints-outside-image": ("warning", "a labelled keypoint lies outside the image"),
-    "category-unused": ("info", "a category has no annotation"),
-    "image-no-annotations": ("info", "an image has no annotation"),
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: a stable ``code``, its ``severity``, a one-line message and where it is."""
-
-    code: str
-    severity: str
-    message: str
-    location: Location = field(default_factory=Location)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "severity": self.severity, "message": self.message,
-                "location": self.location.as_dict()}
+# The codes, severities and explanations live in the rulebook (instkit.validate.rules).
+__all__ = ["CHECKS", "SEVERITIES", "Change", "Finding", "Report"]
 
 
 @dataclass(frozen=True)

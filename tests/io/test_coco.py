@@ -13,6 +13,7 @@ from hypothesis import given
 from pycocotools.coco import COCO
 
 import instkit
+from instkit import errors as E
 from instkit.errors import FormatError, JSONParseError, PathEscapeError
 from instkit.testing import strategies as S
 
@@ -128,31 +129,49 @@ def _broken(doc, path, value):
 
 
 @pytest.mark.parametrize(
-    ("path", "value", "pattern"),
+    ("path", "value", "error", "code", "json_path"),
     [
-        (("annotations", 1, "segmentation", 0), [0, 0, 2, 0, 2], r"odd number of coordinates \(5\).*annotations\[1\]\.segmentation\[0\].*image_id=2.*annotation id=12"),
-        (("annotations", 1, "segmentation", 0), [0, 0, 2, 2], r"2 point\(s\).*read these 4 numbers as a box.*annotations\[1\]\.segmentation\[0\]"),
-        (("annotations", 0, "segmentation"), {"size": [9, 9], "counts": [81]}, r"RLE size \[9, 9\] differs.*annotations\[0\]\.segmentation.*annotation id=11"),
-        (("annotations", 0, "segmentation"), {"size": [8, 10], "counts": [70]}, r"sum to 70.*annotations\[0\]"),
-        (("annotations", 0, "image_id"), 99, r"unknown image id 99.*annotations\[0\]\.image_id"),
-        (("annotations", 0, "category_id"), 6, r"unknown category id 6.*annotations\[0\]\.category_id.*image_id=1"),
-        (("annotations", 0, "category_id"), "5", r"'category_id' must be an integer"),
-        (("annotations", 0, "id"), KeyError, r"annotation 'id' must be an integer, got None.*annotations\[0\]\.id"),
-        (("annotations", 0, "bbox"), [1, 2, 3], r"'bbox' must be \[x, y, width, height\]"),
-        (("annotations", 0, "segmentation"), [[1, "a", 3, 4, 5, 6]], r"flat list of numbers"),
-        (("annotations", 0, "segmentation"), "polygon", r"'segmentation' must be a polygon list or an RLE"),
-        (("images", 0, "width"), "10", r"'width' and 'height' must be positive integers.*images\[0\]"),
-        (("images", 1, "id"), 1, r"duplicate image id 1.*images\[1\]"),
-        (("images", 0, "file_name"), KeyError, r"'file_name' must be a non-empty string"),
-        (("images",), {"a": 1}, r"'images' must be a list"),
-        (("categories", 0, "name"), 5, r"category 'name' must be a string.*categories\[0\]"),
+        (("annotations", 1, "segmentation", 0), [0, 0, 2, 0, 2], E.PolygonError, "polygon-odd-coordinates", "annotations[1].segmentation[0]"),
+        (("annotations", 1, "segmentation", 0), [0, 0, 2, 2], E.PolygonError, "polygon-4-number-trap", "annotations[1].segmentation[0]"),
+        (("annotations", 0, "segmentation"), {"size": [9, 9], "counts": [81]}, E.RLEError, "rle-size-mismatch", "annotations[0].segmentation.size"),
+        (("annotations", 0, "segmentation"), {"size": [8, 10], "counts": [70]}, E.RLEError, "rle-counts-sum", "annotations[0].segmentation.counts"),
+        (("annotations", 0, "image_id"), 99, E.UnknownReferenceError, "unknown-image", "annotations[0].image_id"),
+        (("annotations", 0, "category_id"), 6, E.UnknownReferenceError, "unknown-category", "annotations[0].category_id"),
+        (("annotations", 0, "category_id"), "5", E.SchemaError, "schema-type", "annotations[0].category_id"),
+        (("annotations", 0, "id"), KeyError, E.SchemaError, "schema-missing", "annotations[0].id"),
+        (("annotations", 0, "bbox"), [1, 2, 3], E.SchemaError, "schema-type", "annotations[0].bbox"),
+        (("annotations", 0, "segmentation"), [[1, "a", 3, 4, 5, 6]], E.SchemaError, "schema-type", "annotations[0].segmentation[0]"),
+        (("annotations", 0, "segmentation"), "polygon", E.SchemaError, "schema-type", "annotations[0].segmentation"),
+        (("images", 0, "width"), "10", E.SchemaError, "schema-type", "images[0].width"),
+        (("images", 1, "id"), 1, E.DuplicateIdError, "duplicate-image-id", "images[1].id"),
+        (("images", 0, "file_name"), KeyError, E.SchemaError, "schema-missing", "images[0].file_name"),
+        (("images",), {"a": 1}, E.SchemaError, "schema-type", "images"),
+        (("categories", 0, "name"), 5, E.SchemaError, "schema-type", "categories[0].name"),
+        # The silent accepts of issue 12: refused now, exactly where validate calls them errors.
+        (("annotations", 1, "id"), 11, E.DuplicateIdError, "duplicate-annotation-id", "annotations[1].id"),
+        (("annotations", 0, "segmentation"), [[5.2, 5.2, 5.3, 5.2, 5.25, 5.3]], E.EmptyMaskError, "mask-empty", "annotations[0].segmentation"),
+        (("annotations", 0, "segmentation"), [["1", "1", "4", "1", "4", "4"]], E.SchemaError, "schema-type", "annotations[0].segmentation[0]"),
+        (("annotations", 0, "segmentation"), [[True, 1, 4, 1, 4, 4]], E.SchemaError, "schema-type", "annotations[0].segmentation[0]"),
+        (("annotations", 0, "bbox"), [1, 1, True, 3], E.SchemaError, "schema-type", "annotations[0].bbox"),
+        (("annotations", 0, "segmentation"), {"size": ["8", "10"], "counts": [80]}, E.SchemaError, "schema-type", "annotations[0].segmentation.size"),
+        (("annotations", 0, "bbox"), [1, 1, 0, 3], E.BoxError, "bbox-invalid", "annotations[0].bbox"),
+        (("annotations", 0, "iscrowd"), True, E.CrowdFlagError, "iscrowd-invalid", "annotations[0].iscrowd"),
+        (("annotations", 0, "keypoints"), [1, 1, 3], E.KeypointError, "keypoints-visibility", "annotations[0].keypoints"),
+        (("annotations", 1, "segmentation"), KeyError, E.MissingMaskError, "mask-missing", "annotations[1].segmentation"),
     ],
 )
-def test_bad_input_names_the_place(tmp_path, small_doc, path, value, pattern):
+def test_bad_input_names_the_place(tmp_path, small_doc, path, value, error, code, json_path):
+    from instkit.validate import validate_file
+
     bad = _write(tmp_path, _broken(small_doc, path, value))
-    with pytest.raises(FormatError, match=pattern) as info:
+    with pytest.raises(error) as info:
         instkit.read_coco(bad)
+    assert info.value.code == code
+    assert info.value.location.json_path == json_path and info.value.location.file == str(bad)
     assert str(bad) in str(info.value)
+    # The same rule, the same place, in validate.
+    report = validate_file(bad, progress=False)
+    assert any(f.code == code and f.location.json_path == json_path for f in report.errors)
 
 
 def test_nonfinite_and_malformed_json_give_line_and_column(tmp_path, small_doc):
@@ -172,20 +191,20 @@ def test_lenient_mode_skips_and_records(tmp_path, small_doc):
     doc["annotations"].append({"id": 13, "image_id": 42, "category_id": 5,
                                "segmentation": [[0, 0, 1, 0, 1, 1]]})
     dataset = instkit.read_coco(_write(tmp_path, doc), strict=False)
-    assert len(dataset.problems) == 2
-    assert "unknown image id 42" in str(dataset.problems[1])
+    assert [p.code for p in dataset.problems] == ["polygon-4-number-trap", "unknown-image"]
+    assert "image_id 42" in str(dataset.problems[1])
     sample = dataset[dataset.index_of(2)]
     assert len(sample.instances) == 0
     (drop,) = sample.meta.drops
-    assert drop.annotation_id == 12 and drop.reason == "invalid_annotation"
-    assert "read these 4 numbers as a box" in drop.detail
+    assert drop.annotation_id == 12 and drop.reason == "polygon-4-number-trap"
+    assert "as a box" in drop.detail
     assert len(dataset[dataset.index_of(1)].instances) == 1
 
 
 def test_paths_cannot_escape_the_image_root(tmp_path, small_doc):
     doc = _broken(small_doc, ("images", 0, "file_name"), "../../etc/passwd")
     (tmp_path / "images").mkdir()
-    with pytest.raises(PathEscapeError, match=r"'\.\./\.\./etc/passwd' resolves to .* outside"):
+    with pytest.raises(PathEscapeError, match=r"'\.\./\.\./etc/passwd' is absolute or leaves"):
         instkit.read_coco(_write(tmp_path, doc), tmp_path / "images")
     doc = _broken(small_doc, ("images", 0, "file_name"), "/etc/passwd")
     with pytest.raises(PathEscapeError):

@@ -236,7 +236,61 @@ def d_no_annotations(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
     return f"images[{index}]", image_id, None
 
 
+def d_too_deep(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    ann = doc["annotations"][0]
+    deep: Any = []
+    for _ in range(150):
+        deep = [deep]
+    ann["attributes"] = deep
+    return "annotations[0].attributes", ann["image_id"], ann["id"]
+
+
+def d_annotations_missing(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    del doc["annotations"]
+    return "annotations", None, None
+
+
+def d_number_range(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    ann = doc["annotations"][2]
+    ann["id"] = 2**70
+    return "annotations[2].id", ann["image_id"], None
+
+
+def d_coordinate_range(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    return _poly(doc, lambda s: s[0].__setitem__(2, 1e9))
+
+
+def d_image_too_large(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    doc["images"][2]["width"] = doc["images"][2]["height"] = 100_000
+    return "images[2]", doc["images"][2]["id"], None
+
+
+def d_polygon_too_large(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    i, ann = _ann(doc)
+    ann["segmentation"].append([0, 0, 1e6, 0, 0, 1, 1e6, 1, 0, 2, 1e6, 2, 0, 3, 1e6, 3, 0, 4])
+    return f"annotations[{i}].segmentation", ann["image_id"], ann["id"]
+
+
+def d_file_name_invalid(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    doc["images"][2]["file_name"] = "a\x00b.jpg"
+    return "images[2].file_name", doc["images"][2]["id"], None
+
+
+def d_mask_missing(doc: Doc, tmp: Path) -> tuple[str, Any, Any]:
+    i, ann = _ann(doc)
+    del ann["segmentation"]
+    return f"annotations[{i}].segmentation", ann["image_id"], ann["id"]
+
+
 DEFECTS: list[tuple[str, str, Callable[[Doc, Path], tuple[str, Any, Any]]]] = [
+    ("json-too-deep", "coco", d_too_deep),
+    ("annotations-missing", "coco", d_annotations_missing),
+    ("number-out-of-range", "coco", d_number_range),
+    ("coordinate-out-of-range", "coco", d_coordinate_range),
+    ("image-too-large", "coco", d_image_too_large),
+    ("polygon-too-large", "coco", d_polygon_too_large),
+    ("file-name-invalid", "coco", d_file_name_invalid),
+    ("mask-missing", "coco", d_mask_missing),
     ("json-nonfinite", "coco", d_nonfinite),
     ("schema-type", "coco", d_schema_type),
     ("schema-missing", "coco", d_schema_missing),
