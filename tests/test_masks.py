@@ -174,12 +174,23 @@ def test_bad_polygons_raise_mask_error(parts, message):
 
 
 def test_bad_rles_raise_mask_error():
-    with pytest.raises(MaskError, match=r"differs from the image size"):
+    from instkit.errors import RLEError, SchemaError
+
+    with pytest.raises(RLEError) as info:
         rle_from_coco({"size": [4, 4], "counts": [16]}, (5, 5))
-    with pytest.raises(MaskError, match=r"sum to 15, expected H\*W"):
+    assert info.value.code == "rle-size-mismatch"
+    with pytest.raises(RLEError) as info:
         rle_from_coco({"size": [4, 4], "counts": [10, 5]}, (4, 4))
-    with pytest.raises(MaskError, match="alphabet"):
+    assert info.value.code == "rle-counts-sum"
+    with pytest.raises(RLEError) as info:
         rle_from_coco({"size": [4, 4], "counts": "\x01\x02"}, (4, 4))
+    assert info.value.code == "rle-invalid" and isinstance(info.value, MaskError)
+    for size in (["x", 4], [None, 4], ["4", "4"], [True, 4], [4]):  # issue 12, reproducer 5
+        with pytest.raises(SchemaError) as info:
+            rle_from_coco({"size": size, "counts": [16]}, (4, 4))
+        assert info.value.code == "schema-type"
+    with pytest.raises(RLEError):
+        rle_from_coco({"size": [4, 4], "counts": "\u00e9"}, (4, 4))
     with pytest.raises(MaskError, match="does not fit"):
         Masks([BitmapMask(np.ones((3, 3), bool), (8, 8))], (10, 10))
     with pytest.raises(TypeError, match="PolygonMask, RLEMask or BitmapMask"):
@@ -210,3 +221,40 @@ def test_tight_bitmap_matches_a_plain_reference():
     strided = np.zeros((10, 20), dtype=np.uint8)
     strided[3:5, 4:9] = 1
     assert tight_bitmap(strided[:, ::2]).bitmap.shape == (2, 3)  # non-contiguous columns
+
+
+def test_more_than_255_masks_have_an_area():
+    # Issue 12, reproducer 1: pycocotools' area() fails from 256 RLEs on (NumPy 2).
+    masks = Masks.from_polygons([[[0, 0, 4, 0, 4, 4]]] * 300, (10, 10))
+    areas = masks.area()
+    assert areas.shape == (300,) and (areas == areas[0]).all() and areas[0] > 0
+    expected = mask_utils.area(mask_utils.frPyObjects([[0, 0, 4, 0, 4, 4]], 10, 10))[0]
+    assert areas[0] == expected
+
+
+def test_rle_decoder_refuses_what_pycocotools_reads_differently():
+    # Issue 12, reproducer 7: 18 digits of one number; pycocotools' C shift wraps, numpy's not.
+    from instkit.masks import RLE_MAX_DIGITS, decode_rle_counts
+
+    with pytest.raises(MaskError, match="characters"):
+        decode_rle_counts("PPPPPPPPPPPPPPPPP?`<")
+    with pytest.raises(MaskError):
+        rle_from_coco({"size": [20, 20], "counts": "PPPPPPPPPPPPPPPPP?`<"}, (20, 20))
+    # Everything pycocotools' own encoder writes (up to RLE_MAX_DIGITS per number) decodes
+    # to pycocotools' runs, including long runs of big images.
+    rng = np.random.default_rng(0)
+    for h, w in ((20, 20), (4000, 3000), (46000, 46000)):
+        runs = rng.integers(1, h * w // 8, size=6).tolist()
+        runs.append(h * w - sum(runs))
+        counts = mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)["counts"]
+        assert max(len(n) for n in _numbers(counts)) <= RLE_MAX_DIGITS
+        assert decode_rle_counts(counts).tolist() == runs
+
+
+def _numbers(counts: bytes) -> list[bytes]:
+    out, start = [], 0
+    for i, c in enumerate(counts):
+        if not (c - 48) & 0x20:
+            out.append(counts[start : i + 1])
+            start = i + 1
+    return out
