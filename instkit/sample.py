@@ -124,6 +124,11 @@ class Sample:
         return self._slot.array
 
     @property
+    def image_loaded(self) -> bool:
+        """True once the image is in memory (given as an array, or loaded)."""
+        return self._slot.array is not None
+
+    @property
     def has_image(self) -> bool:
         return self._slot.array is not None or self.image_path is not None
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ from instkit.transforms.geometry import (
     solve_homography,
     visible_fraction,
     warp_item,
+    warp_polygons,
 )
 
 _SOURCE_EXTRAS = ("source_dataset", "source_image_id", "source_annotation_id")
@@ -175,6 +177,9 @@ class Augment:
             donor instances offered to CopyAndPaste.
         compact: False runs every geometric transform densely through albumentationsx (the
             reference the compact path is tested against).
+        partner_cache: how many decoded pool images to keep for reuse as Mosaic neighbours and
+            CopyAndPaste donors (least recently used first out; 0 decodes every time). Each
+            DataLoader worker keeps its own.
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class Augment:
         paste_donors: tuple[int, int] = (1, 3),
         stage: str = "augment",
         compact: bool = True,
+        partner_cache: int = 64,
     ) -> None:
         if binding not in _BINDINGS:
             raise ValueError(f"binding must be one of {_BINDINGS}, got {binding!r}")
@@ -235,6 +241,9 @@ class Augment:
         self.mosaic_partners = int(mosaic_partners)
         self._composes: dict[tuple[int, str], Any] = {}
         self._rng = np.random.default_rng(seed)
+        self.partner_cache = int(partner_cache)
+        self._partners: OrderedDict[int, Sample] = OrderedDict()
+        self._decoded: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     # mixing ---------------------------------------------------------------------------------
 
@@ -255,8 +264,42 @@ class Augment:
             getattr(pool, "annotation_file", None) or self.pool_name
         )
         bound._composes = {}
+        bound._partners = OrderedDict()
+        bound._decoded = OrderedDict()
         bound._rng = np.random.default_rng(self.seed)
         return bound
+
+    def _partner(self, rng: np.random.Generator) -> Sample:
+        """A random pool sample with its image decoded (kept in a small LRU cache)."""
+        assert self.pool is not None
+        index = int(rng.integers(len(self.pool)))
+        cached = self._partners.get(index)
+        if cached is not None:
+            self._partners.move_to_end(index)
+            return cached
+        partner = self.pool[index]
+        if self.partner_cache > 0:
+            partner = Sample.from_array(self._image(partner), partner.instances,
+                                        partner.image_id, partner.meta)
+            self._partners[index] = partner
+            while len(self._partners) > self.partner_cache:
+                self._partners.popitem(last=False)
+        return partner
+
+    def _image(self, sample: Sample) -> np.ndarray:
+        """A sample's image; a file decoded recently for the pool is not decoded again."""
+        if self.partner_cache > 0 and sample.image_path is not None and not sample.image_loaded:
+            key = ("file", sample.image_path)
+            image = self._decoded.get(key)
+            if image is None:
+                image = sample.image
+                self._decoded[key] = image
+                while len(self._decoded) > self.partner_cache:
+                    self._decoded.popitem(last=False)
+            else:
+                self._decoded.move_to_end(key)
+            return image
+        return sample.image
 
     def __repr__(self) -> str:
         names = ", ".join(type(t).__name__ for t in self.transforms)
@@ -269,6 +312,8 @@ class Augment:
         # Composes are rebuilt on first use (a DataLoader worker gets the recipe only).
         state = self.__dict__.copy()
         state["_composes"] = {}
+        state["_partners"] = OrderedDict()
+        state["_decoded"] = OrderedDict()
         return state
 
     # composes --------------------------------------------------------------------------------
@@ -300,7 +345,8 @@ class Augment:
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         use_masks = inst.masks is not None and self.binding != "keypoints"
         drops: list[Drop] = []
-        state = _State(np.ascontiguousarray(sample.image), [], [sample])
+        image = self._image(sample) if self.needs_pool else sample.image
+        state = _State(np.ascontiguousarray(image), [], [sample])
         state.rows = self._rows(sample, 0, use_masks, drops)
         unit_seeds = rng.integers(0, 2**31 - 1, size=len(self.transforms))
         applied = rng.random() < self.p
@@ -378,7 +424,7 @@ class Augment:
         out = self._compose(index, "boxes" if needs_boxes else "points")(
             **data, invocation_seed=unit_seed)
         image = np.ascontiguousarray(out["image"])
-        moved = np.asarray(out["keypoints"], np.float64).reshape(len(out["keypoints"]), -1)[:, :2]
+        moved = _points(out["keypoints"])
         homography = (solve_homography(points, moved, image.shape[:2])
                       if len(moved) == len(points) and min(h, w) > 1 else None)
         if homography is None:  # not projective after all: the same draw, densely
@@ -389,9 +435,15 @@ class Augment:
 
     def _move(self, state: _State, homography: Homography, what: str) -> None:
         size = homography.out_size
-        for row in state.alive():
+        alive = state.alive()
+        polygon_rows = [row for row in alive if isinstance(row.item, PolygonMask)]
+        moved = dict(zip(map(id, polygon_rows),
+                         warp_polygons([row.item for row in polygon_rows],  # type: ignore[misc]
+                                       homography)))
+        for row in alive:
             if row.item is not None:
-                item, extent = warp_item(row.item, homography)
+                item, extent = (moved[id(row)] if id(row) in moved
+                                else warp_item(row.item, homography))
                 if item is None:
                     row.dropped = ("cropped_out", f"{what} moved it out of the {size[0]}x"
                                                   f"{size[1]} frame")
@@ -454,7 +506,7 @@ class Augment:
         for row, box in zip(alive, np.asarray(out["bboxes"]).reshape(-1, 4)):
             if row.item is None:
                 row.box = box.astype(np.float64)
-        moved = np.asarray(out["keypoints"], np.float64).reshape(len(out["keypoints"]), -1)[:, :2]
+        moved = _points(out["keypoints"])
         start = 0
         for row in kp_rows:
             assert row.keypoints is not None
@@ -503,7 +555,7 @@ class Augment:
         items: list[tuple[np.ndarray, list[_Row]]] = [(state.image, state.alive())]
         for _ in range(len(others)):
             if self.pool is not None and len(self.pool) > 0:
-                partner = self.pool[int(rng.integers(len(self.pool)))]
+                partner = self._partner(rng)
                 source = len(state.sources)
                 state.sources.append(partner)
                 rows = self._rows(partner, source, use_masks, None)
@@ -536,15 +588,13 @@ class Augment:
             # item -> resized -> padded cell -> crop of the cell -> placement on the canvas
             sx, sy = rw / iw, rh / ih
             tx, ty = pad_x - crop_x, pad_y - crop_y
-            resized = cv2.resize(image, (rw, rh), interpolation=interpolation)
-            # paste the part of the resized item that falls inside the placement
-            src_x0, src_y0 = max(0, -tx), max(0, -ty)
-            dst_x0, dst_y0 = max(0, tx), max(0, ty)
-            cw_, ch_ = min(rw - src_x0, pw - dst_x0), min(rh - src_y0, ph - dst_y0)
-            if cw_ > 0 and ch_ > 0:
-                canvas[y1 + dst_y0 : y1 + dst_y0 + ch_, x1 + dst_x0 : x1 + dst_x0 + cw_] = \
-                    resized[src_y0 : src_y0 + ch_, src_x0 : src_x0 + cw_]
             into_cell = Homography.scale_translate(sx, tx, sy, ty, (ph, pw))
+            # Only the shown part of the item is resampled, straight into its placement (the
+            # same centre-aligned bilinear sampling as resizing it whole, then cropping).
+            if ph > 0 and pw > 0:
+                cv2.warpAffine(image, into_cell.centre_matrix[:2], (pw, ph),
+                               dst=canvas[y1:y2, x1:x2], flags=interpolation,
+                               borderMode=cv2.BORDER_TRANSPARENT)
             self._place(rows, into_cell, (x1, y1), (target_h, target_w), "Mosaic")
         state.image = canvas
 
@@ -582,7 +632,7 @@ class Augment:
         low, high = self.paste_donors
         h, w = state.size
         for _ in range(int(rng.integers(low, high + 1))):
-            donor = self.pool[int(rng.integers(len(self.pool)))]
+            donor = self._partner(rng)
             dinst = donor.instances
             if dinst.masks is None or len(dinst) == 0:
                 continue
@@ -847,6 +897,12 @@ class Augment:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _points(keypoints: Any) -> np.ndarray:
+    """albumentationsx's keypoints output as ``(P, 2)`` float64 x, y."""
+    array = np.asarray(keypoints, np.float64)
+    return array.reshape(len(array), -1)[:, :2] if len(array) else np.zeros((0, 2))
 
 
 def _within(item: MaskItem, window: tuple[int, int, int, int]) -> BitmapMask:

@@ -53,7 +53,8 @@ class Homography:
 
     @property
     def is_affine(self) -> bool:
-        return bool(np.allclose(self.matrix[2], (0.0, 0.0, 1.0), atol=1e-12))
+        m = self.matrix
+        return m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0
 
     @property
     def reflects(self) -> bool:
@@ -137,6 +138,8 @@ def _snap(matrix: np.ndarray, limit: int) -> np.ndarray:
     OpenCV's resize samples. Other maps are only cleared of near-zero entries."""
     out = matrix.copy()
     out[np.abs(out) < 1e-7] = 0.0
+    if abs(out[2, 0]) < 1e-9 and abs(out[2, 1]) < 1e-9 and abs(out[2, 2] - 1.0) < 1e-9:
+        out[2] = (0.0, 0.0, 1.0)
     if abs(out[0, 1]) > 1e-6 or abs(out[1, 0]) > 1e-6 or np.abs(out[2, :2]).max() > 1e-9:
         return out
     out[0, 1] = out[1, 0] = 0.0
@@ -158,7 +161,7 @@ def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     if pts.size == 0:
         return pts.copy()
     out = pts @ matrix[:2, :2].T + matrix[:2, 2]
-    if not np.allclose(matrix[2], (0.0, 0.0, 1.0), atol=1e-12):
+    if matrix[2, 0] != 0.0 or matrix[2, 1] != 0.0 or matrix[2, 2] != 1.0:
         w = pts @ matrix[2, :2] + matrix[2, 2]
         out = out / w[:, None]
     return out
@@ -203,6 +206,39 @@ def clip_part(points: np.ndarray, width: float, height: float) -> np.ndarray:
                 out.append(a + t * (b - a))
         pts = np.asarray(out)
     return pts
+
+
+def warp_polygons(items: list[PolygonMask], h: Homography
+                  ) -> list[tuple[PolygonMask | None, np.ndarray]]:
+    """``warp_polygon`` for many polygons with one matrix product for all their vertices."""
+    if not items:
+        return []
+    parts = [part for item in items for part in item.parts]
+    counts = np.array([part.size // 2 for part in parts])
+    mapped = map_points_edge(h, np.concatenate(parts).reshape(-1, 2))
+    out_h, out_w = h.out_size
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    lo = np.minimum.reduceat(mapped, starts, axis=0)
+    hi = np.maximum.reduceat(mapped, starts, axis=0)
+    inside = (lo[:, 0] >= 0) & (lo[:, 1] >= 0) & (hi[:, 0] <= out_w) & (hi[:, 1] <= out_h)
+    results: list[tuple[PolygonMask | None, np.ndarray]] = []
+    p = 0
+    for item in items:
+        n = len(item.parts)
+        extent = np.array([lo[p : p + n, 0].min(), lo[p : p + n, 1].min(),
+                           hi[p : p + n, 0].max(), hi[p : p + n, 1].max()])
+        kept: list[np.ndarray] = []
+        for q in range(p, p + n):
+            part = mapped[starts[q] : starts[q] + counts[q]]
+            if not inside[q]:
+                if hi[q, 0] <= 0 or hi[q, 1] <= 0 or lo[q, 0] >= out_w or lo[q, 1] >= out_h:
+                    continue
+                part = clip_part(part, out_w, out_h)
+            if len(part) >= 3 and _area(part) > 1e-9:
+                kept.append(np.ascontiguousarray(part.reshape(-1)))
+        results.append((PolygonMask._trusted(tuple(kept)) if kept else None, extent))
+        p += n
+    return results
 
 
 def warp_polygon(item: PolygonMask, h: Homography) -> tuple[PolygonMask | None, np.ndarray]:
@@ -341,4 +377,5 @@ __all__ = [
     "warp_bitmap",
     "warp_item",
     "warp_polygon",
+    "warp_polygons",
 ]
