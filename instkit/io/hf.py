@@ -308,8 +308,9 @@ class HFDataset(Sequence[Sample]):
         row = self._raw[index]
         image = row.get("image")
         file_name = None
-        if self._file_names is not None and self._file_names[index]:
-            file_name = _stored_file_name(self._file_names[index])
+        stored = self._file_names[index] if self._file_names is not None else None
+        if stored:
+            file_name = _stored_file_name(stored)
         elif isinstance(image, dict) and image.get("path"):
             file_name = _stored_file_name(image["path"])
         sample = hf_row_to_sample(row, self.categories, index=index,
