@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -45,7 +46,6 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 _TMP_SUFFIX = ".tmp"
 _LEGACY_TOKEN = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkstemp's names, before the PID was added
 _LEGACY_STALE_SECONDS = 3600.0
-_active: set[str] = set()  # this process's temporary files being written (other threads)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -61,11 +61,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[str]:
-    """Remove temporary files of ``atomic_write``'s naming for ``target`` whose writer is gone.
+    """Remove temporary files (and ``staged_folder``'s folders) of our naming for ``target``
+    whose writer is gone.
 
-    A name with a PID is stale when that process no longer runs (or is this process and not
-    writing it); an older name without a PID when it has not changed for an hour. Returns the
-    paths removed."""
+    A name with a PID is stale when that process no longer runs; an older file name without a
+    PID when it has not changed for an hour. Returns the paths removed."""
     path = Path(target)
     prefix = f".{path.name}."
     removed: list[str] = []
@@ -81,25 +81,66 @@ def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[str]:
         token = name[len(prefix):-len(_TMP_SUFFIX)]
         pid_text, dash, rest = token.partition("-")
         try:
-            if not entry.is_file(follow_symlinks=False):
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not (is_dir or entry.is_file(follow_symlinks=False)):
                 continue
             if dash and pid_text.isdigit() and rest:
                 pid = int(pid_text)
-                if pid == os.getpid():
-                    if entry.path in _active:
-                        continue
-                elif _pid_alive(pid):
+                if pid == os.getpid() or _pid_alive(pid):  # still writing it (or may be)
                     continue
-            elif _LEGACY_TOKEN.fullmatch(token):
+            elif _LEGACY_TOKEN.fullmatch(token) and not is_dir:
                 if now - entry.stat(follow_symlinks=False).st_mtime < _LEGACY_STALE_SECONDS:
                     continue
             else:
                 continue
-            os.unlink(entry.path)
+            if is_dir:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
             removed.append(entry.path)
         except OSError:
             continue
     return removed
+
+
+def _temporary_name(target: Path) -> Path:
+    return target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}"
+
+
+def make_temporary_dir(target: str | os.PathLike[str]) -> Path:
+    """A new folder beside ``target`` (made with mkdir: the umask applies), named so that
+    ``remove_stale_temporaries`` removes it once its process has gone; stale ones go first."""
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    for _ in range(100):
+        folder = _temporary_name(path)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to write an output folder into; on success it is
+    renamed to ``path`` (which must not exist, or be an empty folder), on failure removed, so a
+    failed writer leaves nothing half-written."""
+    target = Path(path)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InstkitError("output folder exists and is not empty; choose a new one",
+                           Location(file=str(target)))
+    folder = make_temporary_dir(target)
+    try:
+        yield folder
+        if target.is_dir():
+            target.rmdir()  # empty (checked above); a file or a full folder makes this fail
+        os.replace(folder, target)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _create_temporary(target: Path) -> tuple[int, str]:
@@ -110,7 +151,7 @@ def _create_temporary(target: Path) -> tuple[int, str]:
     except OSError:
         mode = None
     for _ in range(100):
-        tmp = str(target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}")
+        tmp = str(_temporary_name(target))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                          0o666)
@@ -135,7 +176,6 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     fd, tmp = _create_temporary(target)
-    _active.add(tmp)
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -145,8 +185,6 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    finally:
-        _active.discard(tmp)
 
 
 def refuse_overwrite(outputs: Iterable[str | os.PathLike[str] | None],

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -36,7 +35,7 @@ import numpy as np
 from instkit.categories import Categories, Category
 from instkit.errors import FormatError, ImageError, InstkitError, Location, MaskError, require
 from instkit.instances import Instances
-from instkit.io.files import same_file
+from instkit.io.files import make_temporary_dir, same_file
 from instkit.masks import MaskItem, Masks, PolygonMask, rle_from_coco
 from instkit.sample import Sample, SampleMeta
 
@@ -512,7 +511,7 @@ def write_hf(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
                                    counters=counters)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = make_temporary_dir(target)  # removed below, or by a later write if killed
     try:
         chunks = []
         chunk: list[dict[str, Any]] = []

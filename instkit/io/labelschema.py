@@ -26,16 +26,23 @@ from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location
 from instkit.instances import Instances
 from instkit.io.coco import sample_annotations
-from instkit.io.files import load_json, safe_join
+from instkit.io.files import load_json, safe_join, staged_folder
 from instkit.io.pngmasks import read_mask_png, write_mask_png
-from instkit.io.yolo import OutputNames, _new_dir, save_image
+from instkit.io.yolo import OutputNames, save_image
 from instkit.masks import MaskItem, Masks, PolygonMask, tight_bitmap
 from instkit.sample import Sample, SampleMeta, open_image
 
 
 def write_labelschema(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
                       categories: Categories | None = None) -> dict[str, int]:
-    out = _new_dir(out_dir)
+    """Write the label schema (labels, PNG masks, images, ``categories.json``); returns counts.
+
+    The folder is written beside ``out_dir`` and renamed in when complete."""
+    with staged_folder(out_dir) as out:
+        return _write_labelschema(samples, out, categories)
+
+
+def _write_labelschema(samples: Iterable[Sample], out: Path, categories: Categories | None) -> dict[str, int]:
     categories = categories or getattr(samples, "categories", None)
     counts = {"images": 0, "objects": 0}
     names = OutputNames()

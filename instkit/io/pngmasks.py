@@ -19,7 +19,8 @@ import numpy as np
 from instkit.categories import Categories
 from instkit.errors import FormatError, InstkitError, Location
 from instkit.instances import Instances
-from instkit.io.yolo import IMAGE_SUFFIXES, OutputNames, _new_dir, image_ids, save_image
+from instkit.io.files import staged_folder
+from instkit.io.yolo import IMAGE_SUFFIXES, OutputNames, image_ids, save_image
 from instkit.masks import Masks, tight_bitmap
 from instkit.sample import Sample, SampleMeta, open_image
 
@@ -49,7 +50,14 @@ def read_mask_png(path: Path, size: tuple[int, int], where: Location) -> np.ndar
 
 def write_pngmasks(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
                    categories: Categories | None = None) -> dict[str, int]:
-    out = _new_dir(out_dir)
+    """Write images, one PNG per instance mask and ``categories.json``; returns counts.
+
+    The folder is written beside ``out_dir`` and renamed in when complete."""
+    with staged_folder(out_dir) as out:
+        return _write_pngmasks(samples, out, categories)
+
+
+def _write_pngmasks(samples: Iterable[Sample], out: Path, categories: Categories | None) -> dict[str, int]:
     categories = categories or getattr(samples, "categories", None)
     counts = {"images": 0, "objects": 0, "keypoints_dropped": 0}
     names = OutputNames()

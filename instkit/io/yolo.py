@@ -24,6 +24,7 @@ from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location, MaskError, PathEscapeError
 from instkit.geometry import polygon_part_area
 from instkit.instances import Instances
+from instkit.io.files import staged_folder
 from instkit.masks import Masks, PolygonMask
 from instkit.sample import Sample, SampleMeta, open_image
 
@@ -40,14 +41,6 @@ def save_image(sample: Sample, destination: Path) -> None:
     from PIL import Image
 
     Image.fromarray(sample.image).save(destination)
-
-
-def _new_dir(path: str | os.PathLike[str]) -> Path:
-    target = Path(path)
-    if target.exists() and any(target.iterdir()):
-        raise InstkitError("output folder exists and is not empty; choose a new one", Location(file=str(target)))
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def image_name(sample: Sample) -> str:
@@ -95,10 +88,16 @@ def image_ids(images: Sequence[Path]) -> list[int]:
 
 def write_yolo(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
                categories: Categories | None = None) -> dict[str, int]:
-    """Write YOLO-seg labels, images and ``data.yaml``; returns counts of what was approximated."""
+    """Write YOLO-seg labels, images and ``data.yaml``; returns counts of what was approximated.
+
+    The folder is written beside ``out_dir`` and renamed in when complete."""
+    with staged_folder(out_dir) as out:
+        return _write_yolo(samples, out, categories)
+
+
+def _write_yolo(samples: Iterable[Sample], out: Path, categories: Categories | None) -> dict[str, int]:
     import yaml
 
-    out = _new_dir(out_dir)
     categories = categories or getattr(samples, "categories", None)
     counts = {"images": 0, "objects": 0, "parts_dropped": 0, "rle_as_polygons": 0,
               "keypoints_dropped": 0, "empty_masks_dropped": 0, "crowd": 0}

@@ -98,6 +98,8 @@ def test_two_images_that_one_layout_name_would_merge_are_refused(fmt: str, tmp_p
     result = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "out"), "--to", fmt])
     assert result.exit_code == 2, result.output
     assert "would be written under the same name" in result.output
+    # the writer stopped half-way: nothing of it is left (before: a half-written folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 def test_outputs_over_inputs_are_refused(tmp_path: Path) -> None:

@@ -116,3 +116,23 @@ def test_output_over_an_input_is_refused(tmp_path):
     with pytest.raises(InstkitError, match="holds the input"):
         refuse_overwrite([tmp_path], [data])
     refuse_overwrite([tmp_path / "plot.png", None], [data, folder, None])  # beside: fine
+
+
+def test_a_staged_folder_appears_whole_or_not_at_all(tmp_path):
+    from instkit.io.files import staged_folder
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f".out.{dead.pid}-0123abcd.tmp"  # what a killed writer left
+    (killed / "images").mkdir(parents=True)
+    with pytest.raises(RuntimeError), staged_folder(tmp_path / "out") as folder:
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("failed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "out").mkdir()  # an empty folder may be the target
+    with staged_folder(tmp_path / "out") as folder:
+        (folder / "whole.txt").write_text("whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (tmp_path / "out" / "whole.txt").read_text() == "whole"
+    with pytest.raises(InstkitError, match="not empty"), staged_folder(tmp_path / "out"):
+        pass
