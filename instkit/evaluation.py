@@ -6,9 +6,10 @@ Conventions:
   Prediction ``Instances`` carry ``scores`` (``(P,)`` float32); their ``labels`` are instkit labels
   ``0..C-1`` of that table. Predictions may also be given as COCO results (``list[dict]`` with
   ``image_id``, ``category_id``, ``score``, ``segmentation`` RLE and/or ``bbox`` ``xywh``).
-- mAP is computed by pycocotools' ``COCOeval`` itself, on a ground-truth ``COCO`` object built in
-  memory from the samples (the file's ``area`` and ``bbox`` reused while the instance is unchanged,
-  so small/medium/large follow the file) and on RLE-encoded results. As detectron2 does, the
+- mAP follows pycocotools' ``COCOeval`` to the bit (``instkit.cocoeval``: its rules, vectorised;
+  tested against ``COCOeval`` itself), on a ground-truth document built in memory from the
+  samples (the file's ``area`` and ``bbox`` reused while the instance is unchanged, so
+  small/medium/large follow the file) and on RLE-encoded results. As detectron2 does, the
   ``segm`` evaluation is given results without ``bbox`` (so a prediction's area is its mask area)
   and the ``bbox`` evaluation results without ``segmentation``.
 - Crowd ground truth (``iscrowd``) is handled as COCO does: a prediction overlapping a crowd region
@@ -20,8 +21,6 @@ Conventions:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,10 +29,9 @@ from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from instkit.categories import Categories
+from instkit.cocoeval import CocoEvalResult, evaluate_coco
 from instkit.errors import FormatError, InstkitError, Location, MaskError
 from instkit.instances import Instances
 from instkit.io.coco import CocoDataset, sample_annotations
@@ -575,19 +573,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _quiet() -> contextlib.AbstractContextManager[Any]:
-    """pycocotools prints its progress to stdout; keep it out of the user's output."""
-    return contextlib.redirect_stdout(io.StringIO())
-
-
-def _coco_from_dataset(dataset: dict[str, Any]) -> COCO:
-    coco = COCO()
-    coco.dataset = dataset
-    with _quiet():
-        coco.createIndex()
-    return coco
-
-
 def _nan_if_undefined(value: float) -> float:
     return math.nan if value < 0 else float(value)
 
@@ -625,55 +610,84 @@ def _gt_document(gt: _GroundTruth, need_masks: bool, bar: Any) -> dict[str, Any]
     return {"images": images, "annotations": annotations, "categories": gt.categories.to_coco()}
 
 
-def _load_results(coco_gt: COCO, results: list[dict[str, Any]], iou_type: str) -> COCO:
-    if not results:
-        return _coco_from_dataset({"images": list(coco_gt.dataset["images"]), "annotations": [],
-                                   "categories": list(coco_gt.dataset["categories"])})
-    if iou_type == "segm":
-        anns = [{"image_id": r["image_id"], "category_id": r["category_id"],
-                 "segmentation": dict(r["segmentation"]), "score": r["score"]} for r in results]
+def _regions(annotations: list[dict[str, Any]], iou_type: str,
+             sizes: Mapping[int, tuple[int, int]]) -> list[Any]:
+    """What ``COCOeval`` compares: RLE dicts (``annToRLE``'s conversions) or ``xywh`` boxes."""
+    if iou_type == "bbox":
+        return [a["bbox"] for a in annotations]
+    out = []
+    for a in annotations:
+        seg = a["segmentation"]
+        if isinstance(seg, list) or isinstance(seg.get("counts"), list):
+            h, w = sizes[a["image_id"]]
+            rles = mask_utils.frPyObjects(seg, h, w)
+            seg = mask_utils.merge(rles) if isinstance(rles, list) else rles
+        out.append(seg)
+    return out
+
+
+def _run_protocol(document: dict[str, Any], results: list[dict[str, Any]],
+                  iou_type: str) -> CocoEvalResult:
+    """COCOeval's numbers (``instkit.cocoeval``) for the ground-truth document and results."""
+    sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in document["images"]}
+    anns = document["annotations"]
+    gt_columns = {
+        "image_id": [a["image_id"] for a in anns], "category_id": [a["category_id"] for a in anns],
+        "area": [a["area"] for a in anns], "iscrowd": [a["iscrowd"] for a in anns],
+        "regions": _regions(anns, iou_type, sizes),
+    }
+    regions = _regions(results, iou_type, sizes)
+    if iou_type == "segm":  # COCO.loadRes: a result's area is its mask's, or its box's
+        # pycocotools' area() overflows on lists of more than 255 objects: chunks of 255
+        area = [float(v) for k in range(0, len(regions), 255)
+                for v in mask_utils.area(regions[k : k + 255])]
     else:
-        anns = [{"image_id": r["image_id"], "category_id": r["category_id"],
-                 "bbox": list(r["bbox"]), "score": r["score"]} for r in results]
-    with _quiet():
-        return coco_gt.loadRes(anns)
+        area = [b[2] * b[3] for b in regions]
+    dt_columns = {
+        "image_id": [r["image_id"] for r in results],
+        "category_id": [r["category_id"] for r in results],
+        "score": [r["score"] for r in results], "area": area, "regions": regions,
+    }
+    return evaluate_coco(iou_type, list(sizes), [c["id"] for c in document["categories"]],
+                         gt_columns, dt_columns)
 
 
-def _run_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str) -> COCOeval:
-    evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
-    with _quiet():
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
-
-
-def _per_image_counts(evaluator: COCOeval, score_threshold: float,
+def _per_image_counts(evaluated: CocoEvalResult, score_threshold: float,
                       image_ids: list[int]) -> dict[int, dict[str, int]]:
     counts = {int(i): {"tp": 0, "fp": 0, "fn": 0} for i in image_ids}
-    params = evaluator.params
-    t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
-    all_range = params.areaRng[0]
-    for entry in evaluator.evalImgs:
-        if entry is None or list(entry["aRng"]) != list(all_range):
-            continue
-        if entry["maxDet"] != params.maxDets[-1]:
-            continue
-        scores = np.asarray(entry["dtScores"], dtype=np.float64)
+    for image_id, (scores, matched, ignored, gt_ignored, found) in evaluated.per_image.items():
         confident = scores >= score_threshold
-        dt_matches = np.asarray(entry["dtMatches"])[t] if len(scores) else np.zeros(0)
-        dt_ignore = np.asarray(entry["dtIgnore"], dtype=bool)[t] if len(scores) \
-            else np.zeros(0, bool)
-        gt_ignore = np.asarray(entry["gtIgnore"], dtype=bool)
-        gt_matches = np.asarray(entry["gtMatches"])[t] if len(gt_ignore) else np.zeros(0)
-        score_of = dict(zip(entry["dtIds"], scores, strict=True))
-        found = np.asarray([m > 0 and score_of.get(int(m), -math.inf) >= score_threshold
-                            for m in gt_matches], dtype=bool)
-        row = counts[int(entry["image_id"])]
-        row["tp"] += int(((dt_matches > 0) & ~dt_ignore & confident).sum())
-        row["fp"] += int(((dt_matches == 0) & ~dt_ignore & confident).sum())
-        row["fn"] += int((~gt_ignore & ~found).sum()) if len(gt_ignore) else 0
+        row = counts[image_id]
+        row["tp"] += int((matched & ~ignored & confident).sum())
+        row["fp"] += int((~matched & ~ignored & confident).sum())
+        row["fn"] += int((~gt_ignored & ~(found >= score_threshold)).sum())
     return counts
+
+
+def _results_mean_iou(gt_samples: list[Sample], results: list[dict[str, Any]],
+                      score_threshold: float) -> float:
+    """:func:`union_mean_iou` over checked COCO results, without building prediction samples
+    (scores compared as float32, as prediction ``Instances`` store them)."""
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for r in results:
+        if np.float32(r["score"]) >= score_threshold:
+            by_image.setdefault(r["image_id"], []).append(r["segmentation"])
+    values = []
+    for sample in gt_samples:
+        if len(sample.instances) == 0:
+            continue
+        gt_union = _union_rle(sample.instances.masks)
+        assert gt_union is not None
+        rles = by_image.get(sample.image_id)
+        if not rles:
+            values.append(0.0)
+            continue
+        pred_union = rles[0] if len(rles) == 1 else mask_utils.merge(rles, intersect=False)
+        gt_area = float(mask_utils.area(gt_union))
+        pred_area = float(mask_utils.area(pred_union))
+        inter = float(mask_utils.area(mask_utils.merge([gt_union, pred_union], intersect=True)))
+        values.append(inter / max(gt_area + pred_area - inter, 1.0))
+    return float(np.mean(values)) if values else 0.0
 
 
 def evaluate(
@@ -730,16 +744,14 @@ def evaluate(
                 if r.get("bbox") is None:
                     r["bbox"] = [float(v) for v in mask_utils.toBbox(r["segmentation"])]
         document = _gt_document(gt, "segm" in iou_types, bar)
-        coco_gt = _coco_from_dataset(document)
 
         out = EvaluationResult(num_images=len(gt.samples), num_predictions=len(results),
                                score_threshold=float(score_threshold), iou_types=iou_types)
-        evaluators: dict[str, COCOeval] = {}
+        evaluators: dict[str, CocoEvalResult] = {}
         for iou_type in iou_types:
             bar.set_postfix_str(iou_type)
-            coco_dt = _load_results(coco_gt, results, iou_type)
             bar.update(1)
-            evaluators[iou_type] = _run_cocoeval(coco_gt, coco_dt, iou_type)
+            evaluators[iou_type] = _run_protocol(document, results, iou_type)
             bar.update(1)
 
     cat_ids = gt.categories.ids
@@ -756,7 +768,7 @@ def evaluate(
         stats = [float(v) for v in evaluator.stats]
         named = dict(zip(STAT_NAMES, stats, strict=True))
         # precision: (T, R, K, A, M); all areas, the last (largest) maxDets.
-        precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        precision = evaluator.precision[:, :, :, 0, -1]
         per_class_ap[iou_type] = (precision[0], precision)
         if iou_type == "segm":
             out.mask_stats = named
@@ -766,7 +778,7 @@ def evaluate(
             out.box_map, out.box_map50 = _nan_if_undefined(stats[0]), _nan_if_undefined(stats[1])
 
     curve_type = "segm" if "segm" in evaluators else "bbox"
-    eval_cat_ids = list(evaluators[curve_type].params.catIds)
+    eval_cat_ids = list(evaluators[curve_type].cat_ids)
     for label, category in enumerate(gt.categories):
         k = eval_cat_ids.index(category.id)
         row: dict[str, Any] = {"name": category.name, "category_id": category.id,
@@ -789,10 +801,8 @@ def evaluate(
 
     out.per_image = _per_image_counts(evaluators[curve_type], score_threshold, gt.order)
     if "segm" in iou_types:
-        if sample_predictions is None:
-            sample_predictions = read_coco_results(results, gt.samples, gt.categories)
-        out.mean_iou = union_mean_iou(gt.samples, sample_predictions,
-                                      score_threshold=score_threshold)
+        # straight from the checked results: each result's RLE is decoded once (by the check)
+        out.mean_iou = _results_mean_iou(gt.samples, results, score_threshold)
     return out
 
 
