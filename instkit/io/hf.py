@@ -33,11 +33,20 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from instkit.categories import Categories, Category
-from instkit.errors import FormatError, ImageError, InstkitError, Location, MaskError, require
+from instkit.errors import (
+    FormatError,
+    ImageError,
+    InstkitError,
+    Location,
+    MaskError,
+    require,
+    show_value,
+)
 from instkit.instances import Instances
 from instkit.io.files import make_temporary_dir, same_file
 from instkit.masks import MaskItem, Masks, PolygonMask, rle_from_coco
 from instkit.sample import Sample, SampleMeta
+from instkit.validate import rules
 
 CATEGORIES_FILE = "instkit_categories.json"
 FILE_NAMES_FILE = "instkit_file_names.json"
@@ -45,7 +54,7 @@ _OBJECT_FIELDS = ("id", "category", "bbox", "area", "segmentation", "iscrowd")
 
 
 def _is_number(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return rules.is_number(value)
 
 
 def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, list[str]]:
@@ -104,11 +113,12 @@ def _mask_item(seg: Any, rle: Any, size: tuple[int, int], where: Location) -> Ma
     if isinstance(seg, (list, tuple)) and seg:
         if all(_is_number(v) for v in seg):  # one flat part, as some exporters write it
             seg = [seg]
-        try:
-            return PolygonMask.from_coords(seg)
-        except MaskError as exc:
-            raise MaskError(exc.message, where) from None
-    raise MaskError(f"object has no usable segmentation (got {seg!r:.60})", where)
+        # The rulebook's polygon rules (types, counts, NaN, coordinate and outline limits).
+        parts = rules.polygon_parts([list(p) if isinstance(p, tuple) else p for p in seg],
+                                    where.json_path or "objects", where.image_id,
+                                    where.annotation_id, rules.Collector(where.file, strict=True))
+        return PolygonMask._trusted(tuple(parts))
+    raise MaskError(f"object has no usable segmentation (got {show_value(seg)})", where)
 
 
 def hf_row_to_sample(
@@ -129,9 +139,8 @@ def hf_row_to_sample(
     if not isinstance(row, dict):
         raise FormatError(f"a row must be a dict, got {type(row).__name__}", Location(sample_index=index))
     image_id = row.get("image_id")
-    if not _is_number(image_id) or int(image_id) != image_id:
-        raise FormatError(f"'image_id' must be an integer, got {image_id!r}",
-                          Location(sample_index=index, json_path="image_id"))
+    if not rules.check_id(image_id, "'image_id'", rules.raiser(sample_index=index), "image_id"):
+        raise AssertionError("unreachable: the report raised")  # narrows the type
     image_id = int(image_id)
     base = Location(sample_index=index, image_id=image_id)
     array, notes = _image_from_row(row.get("image"), base)
@@ -140,9 +149,12 @@ def hf_row_to_sample(
         if array is None:
             raise FormatError("row has neither an image nor 'width'/'height'", base)
         height, width = array.shape[:2]
-    if not (_is_number(width) and _is_number(height) and int(width) > 0 and int(height) > 0):
-        raise FormatError(f"'width' and 'height' must be positive integers, got "
-                          f"width={width!r} height={height!r}", base)
+    if not (rules.is_int(width) and rules.is_int(height) and width > 0 and height > 0):
+        raise rules.rule_error("schema-type", f"'width' and 'height' must be positive integers, "
+                               f"got width={show_value(width)} height={show_value(height)}", base)
+    if width * height > rules.DEFAULT_LIMITS.max_image_pixels:
+        raise rules.rule_error("image-too-large", f"image is {width}x{height} pixels, beyond the "
+                               f"limit {rules.DEFAULT_LIMITS.max_image_pixels}", base)
     size = (int(height), int(width))
     if array is not None and tuple(array.shape[:2]) != size:
         raise ImageError(
@@ -174,6 +186,8 @@ def hf_row_to_sample(
     raw_kp = objects.get("keypoints")
     kp_rows: list[np.ndarray] = []
     for i in range(n):
+        rules.check_id(ids[i], "object 'id'", rules.raiser(sample_index=index, image_id=image_id),
+                       f"objects[{i}].id")
         ann_id = int(ids[i])
         where = Location(sample_index=index, image_id=image_id, annotation_id=ann_id,
                          json_path=f"objects[{i}]")
@@ -184,23 +198,30 @@ def hf_row_to_sample(
             raise FormatError(f"unknown category {value!r}", where) from None
         if not 0 <= labels[i] < len(categories):
             raise FormatError(f"category {value!r} is outside 0..{len(categories) - 1}", where)
+        report = rules.raiser(sample_index=index, image_id=image_id, annotation_id=ann_id)
         bbox = (objects.get("bbox") or [None] * n)[i]
         if bbox is not None:
-            if len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-                raise FormatError(f"'bbox' must be [x, y, width, height], got {bbox!r}", where)
-            boxes[i] = bbox
+            checked = rules.check_bbox(list(bbox) if isinstance(bbox, (list, tuple)) else bbox,
+                                       report, f"objects[{i}].bbox")
+            if checked is None:  # only NaN/Infinity get here: the report raised otherwise
+                raise rules.rule_error("json-nonfinite", "'bbox' has NaN or Infinity", where)
+            boxes[i] = checked
         area = (objects.get("area") or [None] * n)[i]
         if area is not None:
+            if not rules.is_finite_number(area):
+                raise rules.rule_error("schema-type", f"'area' must be a finite number, got "
+                                       f"{show_value(area)}", where)
             areas[i] = float(area)
         crowd[i] = bool((objects.get("iscrowd") or [0] * n)[i])
         if segs is not None or rles is not None:
             items.append(_mask_item(segs[i] if segs is not None else None,
                                     rles[i] if rles is not None else None, size, where))
         if raw_kp is not None:
-            kp = np.asarray(raw_kp[i] or [], dtype=np.float32).reshape(-1)
-            if kp.size % 3:
-                raise FormatError(f"'keypoints' must be [x, y, v, ...], got {kp.size} numbers", where)
-            kp_rows.append(kp.reshape(-1, 3))
+            kp_values = rules.check_keypoints(list(raw_kp[i] or []), f"objects[{i}].keypoints",
+                                              None, None, report)
+            if kp_values is None:  # NaN/Infinity: the JSON rule's error
+                raise rules.rule_error("json-nonfinite", "'keypoints' has NaN or Infinity", where)
+            kp_rows.append(kp_values.astype(np.float32).reshape(-1, 3))
     masks = Masks(items, size) if (segs is not None or rles is not None) else None
     xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
     missing = np.isnan(xyxy).any(axis=1)

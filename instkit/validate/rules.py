@@ -225,6 +225,9 @@ def iter_nonfinite(value: Any, path: str = "") -> Iterator[tuple[str, float]]:
             stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
 
 
+Report = Callable[[str, str, str], None]  # (code, message, json path): how rules report
+
+
 # --- the collector -----------------------------------------------------------------------------
 
 
@@ -264,14 +267,27 @@ class Collector:
         self.findings.append(Finding(code, rule.severity, message, location))
 
 
+def raiser(file: str | None = None, *, image_id: Any = None, annotation_id: Any = None,
+           sample_index: int | None = None) -> Report:
+    """A ``Report`` that raises the rule's error at once: how the single-value rules are
+    applied by readers that stop at the first problem (Hugging Face rows, COCO results)."""
+
+    def report(code: str, message: str, where: str) -> None:
+        if RULES[code].severity != "error":
+            return
+        raise rule_error(code, message, Location(
+            file=file, json_path=where or None, sample_index=sample_index,
+            image_id=image_id if is_int(image_id) and in_int64(image_id) else None,
+            annotation_id=annotation_id if is_int(annotation_id) and in_int64(annotation_id) else None))
+
+    return report
+
+
 def _type_name(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
 # --- value rules (also used by the Hugging Face and results readers) ---------------------------
-
-Report = Callable[[str, str, str], None]  # (code, message, json path suffix)
-
 
 def check_id(value: Any, name: str, report: Report, where: str,
              present: bool = True) -> TypeGuard[int]:
@@ -914,4 +930,4 @@ def load_document(path: str) -> Any:
 __all__ = ["CHECKS", "DEFAULT_LIMITS", "RULES", "SEVERITIES", "Collector", "Context", "Finding",
            "Geometry", "Limits", "Rule", "check_bbox", "check_document", "check_file_name",
            "check_id", "check_keypoints", "is_finite_number", "is_int", "is_number",
-           "load_document", "polygon_parts", "rle_geometry", "rule_error", "too_deep"]
+           "load_document", "polygon_parts", "raiser", "rle_geometry", "rule_error", "too_deep"]
