@@ -32,13 +32,14 @@ import pycocotools.mask as mask_utils
 
 from instkit.categories import Categories
 from instkit.cocoeval import CocoEvalResult, evaluate_coco
-from instkit.errors import FormatError, InstkitError, Location, MaskError
+from instkit.errors import FormatError, InstkitError, Location, show_value
 from instkit.instances import Instances
 from instkit.io.coco import CocoDataset, sample_annotations
 from instkit.io.files import load_json
-from instkit.masks import Masks, RLEMask, rle_from_coco
+from instkit.masks import Masks, PolygonMask, RLEMask
 from instkit.sample import Sample, SampleMeta
 from instkit.sample import categories_of as sample_categories
+from instkit.validate import rules
 
 IOU_TYPES = ("segm", "bbox")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
@@ -341,76 +342,69 @@ class _GroundTruth:
     has_masks: bool
 
 
-def _finite_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def _normalise_results(
     results: Any, sizes: Mapping[int, tuple[int, int]], categories: Categories,
     file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Check COCO results and give each a compressed-RLE ``segmentation`` (or None) and an
-    ``xywh`` ``bbox`` (or None). Errors name the result index and image id."""
+    ``xywh`` ``bbox`` (or None). The value rules are the COCO rulebook's
+    (``instkit.validate.rules``: ids, polygon parts and limits, RLE, bbox with ``w, h >= 0``);
+    errors are its leaf classes and name the result index and image id."""
     if not isinstance(results, list):
-        raise FormatError(f"COCO results must be a JSON list, got {type(results).__name__}",
-                          Location(file=file, json_path="$"))
+        raise rules.rule_error("schema-type", f"COCO results must be a JSON list, got "
+                               f"{type(results).__name__}", Location(file=file, json_path="$"))
     out = []
     for k, result in enumerate(results):
         where = Location(file=file, json_path=f"[{k}]")
         if not isinstance(result, dict):
-            raise FormatError(f"a result must be an object, got {type(result).__name__}", where)
+            raise rules.rule_error("schema-type", f"a result must be an object, got "
+                                   f"{type(result).__name__}", where)
         image_id = result.get("image_id")
-        if not isinstance(image_id, int) or isinstance(image_id, bool):
-            raise FormatError(f"'image_id' must be an integer, got {image_id!r}",
-                              Location(file=file, json_path=f"[{k}].image_id"))
+        if not rules.check_id(image_id, "'image_id'", rules.raiser(file), f"[{k}].image_id",
+                              "image_id" in result):
+            raise AssertionError("unreachable: the report raised")  # narrows the type
+        report = rules.raiser(file, image_id=image_id)
         where = Location(file=file, json_path=f"[{k}]", image_id=image_id)
         if image_id not in sizes:
-            raise FormatError(f"unknown image id {image_id} (not in the ground truth)",
-                              Location(file=file, json_path=f"[{k}].image_id", image_id=image_id))
+            report("unknown-image", f"unknown image id {image_id} (not in the ground truth)",
+                   f"[{k}].image_id")
         category_id = result.get("category_id")
-        if not isinstance(category_id, int) or isinstance(category_id, bool) \
-                or not categories.has_id(category_id):
-            raise FormatError(f"unknown category id {category_id!r}",
-                              Location(file=file, json_path=f"[{k}].category_id",
-                                       image_id=image_id))
+        if not rules.check_id(category_id, "'category_id'", report, f"[{k}].category_id",
+                              "category_id" in result):
+            raise AssertionError("unreachable: the report raised")
+        if not categories.has_id(category_id):
+            report("unknown-category", f"unknown category id {category_id}", f"[{k}].category_id")
         score = result.get("score")
-        if not _finite_number(score):
-            raise FormatError(f"'score' must be a finite number, got {score!r}",
-                              Location(file=file, json_path=f"[{k}].score", image_id=image_id))
+        if not rules.is_finite_number(score):
+            report("schema-type" if "score" in result else "schema-missing",
+                   f"'score' must be a finite number, got {show_value(score)}", f"[{k}].score")
         size = sizes[image_id]
         segmentation = result.get("segmentation")
         rle: dict[str, Any] | None = None
-        seg_where = Location(file=file, json_path=f"[{k}].segmentation", image_id=image_id)
         if isinstance(segmentation, dict):
-            try:
-                counts = rle_from_coco(segmentation, size).counts
-            except MaskError as exc:
-                raise FormatError(exc.message, seg_where) from None
-            rle = {"size": [size[0], size[1]], "counts": counts.decode("ascii")}
+            checked = rules.rle_geometry(segmentation, size, f"[{k}]", image_id, None,
+                                         rules.Collector(file, strict=True))
+            if checked is None:
+                raise AssertionError("unreachable: the strict collector raised")
+            rle = {"size": [size[0], size[1]], "counts": checked[0]["counts"].decode("ascii")}
         elif isinstance(segmentation, list) and segmentation:
-            try:
-                polygon = Masks.from_polygons([segmentation], size)
-            except MaskError as exc:
-                raise FormatError(exc.message, seg_where) from None
+            parts = rules.polygon_parts(segmentation, f"[{k}]", image_id, None,
+                                        rules.Collector(file, strict=True))
+            polygon = Masks([PolygonMask._trusted(tuple(parts))], size)
             rle = {"size": [size[0], size[1]],
                    "counts": polygon.rle_counts()[0].decode("ascii")}
         elif segmentation is not None:
-            raise FormatError("'segmentation' must be an RLE object or a polygon list, got "
-                              f"{type(segmentation).__name__}", seg_where)
+            report("schema-type", "'segmentation' must be an RLE object or a polygon list, got "
+                   f"{type(segmentation).__name__}", f"[{k}].segmentation")
         bbox = result.get("bbox")
         box: list[float] | None = None
         if bbox is not None:
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_finite_number, bbox))):
-                raise FormatError(f"'bbox' must be [x, y, width, height] finite numbers, got "
-                                  f"{bbox!r}", Location(file=file, json_path=f"[{k}].bbox",
-                                                        image_id=image_id))
-            if bbox[2] < 0 or bbox[3] < 0:
-                raise FormatError(f"'bbox' has a negative width or height: {bbox!r}",
-                                  Location(file=file, json_path=f"[{k}].bbox", image_id=image_id))
-            box = [float(v) for v in bbox]
+            box = rules.check_bbox(bbox, report, f"[{k}].bbox", allow_empty=True)
+            if box is None:
+                report("json-nonfinite", f"'bbox' has NaN or Infinity: {show_value(bbox)}",
+                       f"[{k}].bbox")
         if rle is None and box is None:
-            raise FormatError("a result needs a 'segmentation' or a 'bbox'", where)
+            report("schema-missing", "a result needs a 'segmentation' or a 'bbox'", f"[{k}]")
         out.append({"image_id": image_id, "category_id": category_id, "score": float(score),  # type: ignore[arg-type]
                     "segmentation": rle, "bbox": box})
     return out

@@ -474,18 +474,25 @@ def test_bad_results_name_index_and_image(tinycoco: dict[str, Path], tmp_path: P
             "segmentation": {"size": [h, w], "counts": good_rle["counts"].decode()}}
     assert len(read_coco_results([good], dataset)[0].instances) == 1
 
+    # The results reader applies the COCO rulebook's value rules: matched by type and code.
+    from instkit import errors as E
+
     cases = [
-        ({**good, "image_id": 123456789}, r"\[1\]\.image_id.*image_id=123456789|unknown image id"),
-        ({**good, "category_id": 1000}, r"unknown category id 1000"),
+        ({**good, "image_id": 123456789}, E.UnknownReferenceError, "unknown-image"),
+        ({**good, "category_id": 1000}, E.UnknownReferenceError, "unknown-category"),
         ({**good, "segmentation": {"size": [h + 1, w], "counts": good_rle["counts"].decode()}},
-         r"RLE size"),
-        ({**good, "score": None}, r"'score' must be a finite number"),
-        ({**good, "bbox": [0, 0, -1, 2]}, r"negative width"),
+         E.RLEError, "rle-size-mismatch"),
+        ({**good, "score": None}, E.SchemaError, "schema-type"),
+        ({**good, "bbox": [0, 0, -1, 2]}, E.BoxError, "bbox-invalid"),
+        ({**good, "bbox": [10**400, 0, 1, 2]}, E.LimitError, "coordinate-out-of-range"),
+        ({**good, "segmentation": [[0, 0, 1e9, 0, 0, 1e9]]}, E.LimitError, "coordinate-out-of-range"),
+        ({**good, "segmentation": {"size": ["x", w], "counts": "a"}}, E.SchemaError, "schema-type"),
     ]
-    for bad, pattern in cases:
+    for bad, error, code in cases:
         path = _bad([good, bad], tmp_path)
-        with pytest.raises(FormatError, match=pattern) as info:
+        with pytest.raises(error) as info:
             read_coco_results(path, dataset)
+        assert info.value.code == code
         message = str(info.value)
         assert "[1]" in message and str(path) in message
         assert f"image_id={bad['image_id']}" in message
