@@ -8,7 +8,7 @@ albumentationsx's telemetry and update checks off for the whole process.
     from instkit.transforms.presets import train_default, yolo_seg, evaluation
 """
 
-from instkit.transforms._albu import Perspective
+from instkit.transforms._albu import HueSaturationValue, Perspective
 from instkit.transforms.augment import Augment
 
-__all__ = ["Augment", "Perspective"]
+__all__ = ["Augment", "HueSaturationValue", "Perspective"]

@@ -431,6 +431,8 @@ class Augment:
             self._dense(index, state, unit_seed, why=f"{name} (its draw was not projective)")
             return
         state.image = image
+        if homography.out_size == (h, w) and homography.is_identity:
+            return  # not applied this time (its probability), or an identity draw
         self._move(state, homography, f"{name}")
 
     def _move(self, state: _State, homography: Homography, what: str) -> None:
@@ -591,7 +593,14 @@ class Augment:
             into_cell = Homography.scale_translate(sx, tx, sy, ty, (ph, pw))
             # Only the shown part of the item is resampled, straight into its placement (the
             # same centre-aligned bilinear sampling as resizing it whole, then cropping).
-            if ph > 0 and pw > 0:
+            if ph > 0 and pw > 0 and (rw, rh) == (iw, ih):  # native size: a copy
+                src_x0, src_y0 = max(0, -tx), max(0, -ty)
+                dst_x0, dst_y0 = max(0, tx), max(0, ty)
+                cw_, ch_ = min(iw - src_x0, pw - dst_x0), min(ih - src_y0, ph - dst_y0)
+                if cw_ > 0 and ch_ > 0:
+                    canvas[y1 + dst_y0 : y1 + dst_y0 + ch_, x1 + dst_x0 : x1 + dst_x0 + cw_] = \
+                        image[src_y0 : src_y0 + ch_, src_x0 : src_x0 + cw_]
+            elif ph > 0 and pw > 0:
                 cv2.warpAffine(image, into_cell.centre_matrix[:2], (pw, ph),
                                dst=canvas[y1:y2, x1:x2], flags=interpolation,
                                borderMode=cv2.BORDER_TRANSPARENT)

@@ -57,6 +57,10 @@ class Homography:
         return m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0
 
     @property
+    def is_identity(self) -> bool:
+        return bool((self.matrix == np.eye(3)).all())
+
+    @property
     def reflects(self) -> bool:
         """True when the map mirrors the plane (an odd number of reflections)."""
         m = self.matrix

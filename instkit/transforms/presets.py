@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from instkit.sample import Sample
-from instkit.transforms._albu import A, Perspective
+from instkit.transforms._albu import A, HueSaturationValue, Perspective
 from instkit.transforms.augment import Augment
 
 
@@ -22,7 +22,7 @@ def _photometric() -> list[object]:
     return [
         A.RandomBrightnessContrast(brightness_range=(-0.125, 0.125), contrast_range=(-0.5, 0.5),
                                    p=0.5),
-        A.HueSaturationValue(hue_shift_range=(-18, 18), sat_shift_range=(-30, 30),
+        HueSaturationValue(hue_shift_range=(-18, 18), sat_shift_range=(-30, 30),
                              val_shift_range=(-20, 20), p=0.5),
     ]
 
@@ -46,14 +46,14 @@ def yolo_seg(
     instance masks over 256x256 px); ``perspective=False`` leaves it out.
     """
     transforms = [
-        A.Mosaic(grid_yx=(2, 2), target_size=size, cell_shape=size, fit_mode="cover", p=1.0),
+        A.Mosaic(grid_yx=(2, 2), target_size=size, cell_shape=size, fit_mode="contain", p=1.0),
         A.Affine(scale=(0.9, 1.1), rotate=(-10, 10), shear=(-2, 2),
                  translate_percent=(-0.05, 0.05), p=0.5),
         *([Perspective(scale=(0.02, 0.05), keep_size=True, p=0.3)] if perspective else []),
         A.CopyAndPaste(scale_range=(0.4, 1.0), blend_mode="gaussian",
                        blend_sigma_range=(1.0, 2.0), min_visibility_after_paste=0.1, p=0.7),
         A.HorizontalFlip(p=0.5),
-        A.HueSaturationValue(hue_shift_range=(-15, 15), sat_shift_range=(-40, 40),
+        HueSaturationValue(hue_shift_range=(-15, 15), sat_shift_range=(-40, 40),
                              val_shift_range=(-25, 25), p=1.0),
         A.RandomBrightnessContrast(brightness_range=(-0.2, 0.2), contrast_range=(-0.2, 0.2),
                                    p=0.5),
