@@ -143,6 +143,10 @@ def test_run_outputs_over_inputs_are_refused_before_any_work(tinycoco, tmp_path)
     result = _run("eval", "--model", str(tmp_path / "no-model"), "--data", str(ann),
                   "--out", str(ann))
     assert result.exit_code == EXIT_USAGE and "is the input" in result.output
+    (tmp_path / "run" / "last").mkdir(parents=True)
+    result = _run("eval", "--model", str(tmp_path / "run"), "--data", str(ann),
+                  "--out", str(tmp_path / "run" / "last" / "report.json"))
+    assert result.exit_code == EXIT_USAGE and "inside the input folder" in result.output
     result = _run("train", "maskrcnn", "--train", str(ann), "--train-images", str(tmp_path),
                   "--out", str(tmp_path), "--tiny")
     assert result.exit_code == EXIT_USAGE and "is one of the inputs" in result.output

@@ -34,7 +34,10 @@ def command(model_dir: Path, data_path: Path, images: Path | None, out_file: Pat
     """Mask mAP@0.5 (primary), mask mAP@.5:.95, box mAP, per-class AP and union mean IoU."""
     from instkit.io.files import atomic_write, refuse_overwrite
 
-    refuse_overwrite([out_file], [data_path, images, model_dir], what="--out")
+    # the report may go in the run folder, not into its checkpoints
+    checkpoints = [model_dir, model_dir / "last", model_dir / "best"] \
+        if (model_dir / "model.safetensors").is_file() else [model_dir / "last", model_dir / "best"]
+    refuse_overwrite([out_file], [data_path, images, *checkpoints], what="--out")
     from instkit.engine import evaluate_model, load_adapter, open_dataset
     from instkit.engine.distributed import pick_device
 
