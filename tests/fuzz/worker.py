@@ -69,7 +69,7 @@ def run_one(path: str, plant: str | None, workdir: str) -> dict[str, Any]:
         report = validate_file(path, progress=False)
         out["validate"] = {"errors": sorted({f.code for f in report.errors})}
     except InstkitError as exc:
-        out["validate"] = {"refused": type(exc).__name__, "code": exc.code}
+        out["validate"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
     except BaseException as exc:  # noqa: BLE001 - what the fuzzer is looking for
         out["validate"] = {"exception": _exception(exc)}
     # read_coco, strict
@@ -79,7 +79,7 @@ def run_one(path: str, plant: str | None, workdir: str) -> dict[str, Any]:
         if plant == "disagree":
             out["strict"] = {"refused": "Planted", "code": "planted"}
     except InstkitError as exc:
-        out["strict"] = {"refused": type(exc).__name__, "code": exc.code}
+        out["strict"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
     except BaseException as exc:  # noqa: BLE001
         out["strict"] = {"exception": _exception(exc)}
     # read_coco, lenient, then write_coco and read the result back strictly
@@ -91,12 +91,12 @@ def run_one(path: str, plant: str | None, workdir: str) -> dict[str, Any]:
             instkit.write_coco(lenient, target)
             out["write"] = {"reread": _touch(instkit.read_coco(target))}
         except InstkitError as exc:
-            out["write"] = {"refused": type(exc).__name__, "code": exc.code,
+            out["write"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None),
                             "message": str(exc)[:300]}
         except BaseException as exc:  # noqa: BLE001
             out["write"] = {"exception": _exception(exc)}
     except InstkitError as exc:
-        out["lenient"] = {"refused": type(exc).__name__, "code": exc.code}
+        out["lenient"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
     except BaseException as exc:  # noqa: BLE001
         out["lenient"] = {"exception": _exception(exc)}
     # --fix, then read_coco (strict) on the repaired file
@@ -112,10 +112,10 @@ def run_one(path: str, plant: str | None, workdir: str) -> dict[str, Any]:
                 out["fix"] = {"reread": _touch(instkit.read_coco(fixed)),
                               "changes": len(report.changes)}
             except InstkitError as exc:
-                out["fix"] = {"refused_after_fix": type(exc).__name__, "code": exc.code,
+                out["fix"] = {"refused_after_fix": type(exc).__name__, "code": getattr(exc, "code", None),
                               "message": str(exc)[:300]}
     except InstkitError as exc:
-        out["fix"] = {"refused": type(exc).__name__, "code": exc.code}
+        out["fix"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
     except BaseException as exc:  # noqa: BLE001
         out["fix"] = {"exception": _exception(exc)}
     return out
