@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.instkit-installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench fuzz clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/instkit bench
+
+# The long fuzz run of issue 12 (one worker process, about 30 min on 2 cores): FUZZ_DOCUMENTS=N.
+FUZZ_DOCUMENTS ?= 20000
+fuzz: $(STAMP)
+	nice -n 10 $(BIN)/python -m tests.fuzz.run --documents $(FUZZ_DOCUMENTS) --out fuzz-results/summary.json
 
 clean-venv:
 	rm -rf $(VENV)
