@@ -286,39 +286,52 @@ def _flip_partner(sample: Sample, label: int, k: int) -> int:
     return k
 
 
-def _orientation(book: Codebook, decoded: Decoded, key: int) -> int:
-    """+1 / -1 when the probe's markers show the source was mapped without / with a mirror,
-    0 when it cannot tell (fewer than 3 markers found, or degenerate)."""
+def _orientation(book: Codebook, decoded: Decoded, key: int, inst: Any,
+                 rows: Sequence[tuple[int, int]]) -> int:
+    """+1 / -1 when the probe's markers show source ``key`` was mapped without / with a mirror,
+    0 when it cannot tell.
+
+    Each output row ``(r, source row)`` of the source contributes its markers found near its own
+    box (a pool image drawn twice shows its codes twice); positions are centred per row, so the
+    fit is of the shared linear part (its determinant's sign is the mirror)."""
     painted = book.sources.get(key)
     if painted is None or painted.marker_codes.size == 0:
         return 0
-    inst = painted.sample.instances
-    assert inst.keypoints is not None
+    src_kp = painted.sample.instances.keypoints
+    assert src_kp is not None
     codes = decoded.codes
-    sel = decoded.clean & (codes >= 0)
-    flat = codes[sel]
-    if flat.size == 0:
-        return 0
-    ys, xs = np.nonzero(sel)
-    size = int(flat.max()) + 1
-    count = np.bincount(flat, minlength=size)
-    sx = np.bincount(flat, weights=xs, minlength=size)
-    sy = np.bincount(flat, weights=ys, minlength=size)
-    src, dst = [], []
-    for r, j in zip(*np.nonzero(painted.marker_codes >= 0), strict=True):
-        code = int(painted.marker_codes[r, j])
-        entity = book.entity(code)
-        if entity is None or not entity.intact or code >= size or count[code] == 0:
+    h, w = codes.shape
+    boxes = inst.boxes
+    stacked_a, stacked_b = [], []
+    for r, src_row in rows:
+        x0, y0, x1, y1 = (float(v) for v in boxes[r])
+        margin = max(4.0, 0.25 * max(x1 - x0, y1 - y0))
+        ya, yb = max(int(y0 - margin), 0), min(int(y1 + margin) + 1, h)
+        xa, xb = max(int(x0 - margin), 0), min(int(x1 + margin) + 1, w)
+        if ya >= yb or xa >= xb:
             continue
-        src.append(inst.keypoints[r, j, :2])
-        dst.append((sx[code] / count[code], sy[code] / count[code]))
-    if len(src) < 3:
+        window = codes[ya:yb, xa:xb]
+        pairs_a, pairs_b = [], []
+        for j in np.flatnonzero(painted.marker_codes[src_row] >= 0):
+            code = int(painted.marker_codes[src_row, j])
+            entity = book.entity(code)
+            if entity is None or not entity.intact:
+                continue
+            ys, xs = np.nonzero(window == code)
+            if len(ys) == 0:
+                continue
+            pairs_a.append(src_kp[src_row, j, :2])
+            pairs_b.append((xs.mean() + xa, ys.mean() + ya))
+        if len(pairs_a) >= 2:
+            a = np.asarray(pairs_a, np.float64)
+            b = np.asarray(pairs_b, np.float64)
+            stacked_a.append(a - a.mean(axis=0))
+            stacked_b.append(b - b.mean(axis=0))
+    if not stacked_a:
         return 0
-    a = np.asarray(src, np.float64)
-    b = np.asarray(dst, np.float64)
-    a -= a.mean(axis=0)
-    b -= b.mean(axis=0)
-    if np.linalg.svd(a, compute_uv=False)[-1] < 2.0:  # (nearly) collinear markers
+    a = np.concatenate(stacked_a)
+    b = np.concatenate(stacked_b)
+    if len(a) < 3 or np.linalg.svd(a, compute_uv=False)[-1] < 2.0:  # (nearly) collinear
         return 0
     m, *_ = np.linalg.lstsq(a, b, rcond=None)
     det = float(np.linalg.det(m))
@@ -481,15 +494,20 @@ def probe_violations(transform: Transform, sample: Sample, after: Sample, seed: 
                 bh, bw = bitmap.shape
                 source_map[y0:y0 + bh, x0:x0 + bw][bitmap] = book.entity(row_owner[r]).source  # type: ignore[union-attr]
     if inst.keypoints is not None and inst.keypoints.shape[1] and row_owner:
-        orientation: dict[int, int] = {}
+        by_source: dict[int, list[tuple[int, int]]] = {}
+        for r, top in enumerate(row_owner):
+            if top >= 0:
+                entity = book.entity(top)
+                assert entity is not None
+                by_source.setdefault(entity.source, []).append((r, entity.row))
+        orientation = {key: _orientation(book, decoded, key, inst, rows)
+                       for key, rows in by_source.items()}
         for r in range(len(inst)):
             top = row_owner[r] if r < len(row_owner) else -1
             if top < 0:
                 continue
             entity = book.entity(top)
             assert entity is not None
-            if entity.source not in orientation:
-                orientation[entity.source] = _orientation(book, decoded, entity.source)
             painted = book.sources[entity.source]
             if painted.marker_codes.shape[1] != inst.keypoints.shape[1]:
                 continue
@@ -582,14 +600,19 @@ def _offset_violations(book: Codebook, codes: np.ndarray, cover: np.ndarray,
     pad = 2
     padded = np.pad(decoded_owner, pad, constant_values=-9)
     expect = owner_map[valid]
-    ratios: dict[tuple[int, int], float] = {}
+    # the same pixels for every shift: those whose every shifted read lands on a probe pixel
+    # (else a shift towards padding would drop exactly the pixels that disagree)
+    seen_by_shift: dict[tuple[int, int], np.ndarray] = {}
+    common = np.ones(expect.shape, bool)
     for dy in range(-pad, pad + 1):
         for dx in range(-pad, pad + 1):
             seen = padded[pad + dy:pad + dy + h, pad + dx:pad + dx + w][valid]
-            known = seen != -9
-            if known.sum() < 50:
-                continue
-            ratios[(dy, dx)] = float((seen[known] != expect[known]).mean())
+            seen_by_shift[(dy, dx)] = seen
+            common &= seen != -9
+    if int(common.sum()) < 50:
+        return []
+    ratios = {shift: float((seen[common] != expect[common]).mean())
+              for shift, seen in seen_by_shift.items()}
     base = ratios.get((0, 0))
     if base is None:
         return []
@@ -597,7 +620,10 @@ def _offset_violations(book: Codebook, codes: np.ndarray, cover: np.ndarray,
     if not far:
         return []
     (dy, dx), best = min(far.items(), key=lambda item: item[1])
-    if best < 0.5 * base and base - best > 0.02:
+    # a real displacement of 2 px or more reads clearly better at 2 px than at every shift of
+    # 0 or 1 px (a half-pixel convention or a thin structure does not)
+    near = min(v for s, v in ratios.items() if max(abs(s[0]), abs(s[1])) < pad)
+    if best < 0.5 * near and near - best > 0.02:
         return [Violation("probe_offset", f"the image is displaced against the masks: codes "
                           f"disagree with {base:.0%} of the mask pixels, {best:.0%} when the image "
                           f"is read {dx:+d} px in x, {dy:+d} px in y", image_id, None, seed, sample)]
