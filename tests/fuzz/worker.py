@@ -64,14 +64,23 @@ def run_one(path: str, plant: str | None, workdir: str) -> dict[str, Any]:
     if plant == "exception":
         out["validate"] = {"exception": _exception(ValueError("planted"))}
         return out
-    # validate
+    # validate, writing the --fix output at once (its findings are those of the input)
+    fixed = os.path.join(workdir, "fixed.json")
+    if os.path.exists(fixed):
+        os.unlink(fixed)
+    fixed_file = None
     try:
-        report = validate_file(path, progress=False)
+        report = validate_file(path, progress=False, fix=fixed)
         out["validate"] = {"errors": sorted({f.code for f in report.errors})}
+        fixed_file = report.fixed_file
+        if fixed_file is None:
+            out["fix"] = {"skipped": sorted(report.codes())}
     except InstkitError as exc:
         out["validate"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
+        out["fix"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
     except BaseException as exc:  # noqa: BLE001 - what the fuzzer is looking for
         out["validate"] = {"exception": _exception(exc)}
+        out["fix"] = {"exception": _exception(exc)}
     # read_coco, strict
     try:
         dataset = instkit.read_coco(path)
@@ -99,25 +108,15 @@ def run_one(path: str, plant: str | None, workdir: str) -> dict[str, Any]:
         out["lenient"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
     except BaseException as exc:  # noqa: BLE001
         out["lenient"] = {"exception": _exception(exc)}
-    # --fix, then read_coco (strict) on the repaired file
-    fixed = os.path.join(workdir, "fixed.json")
-    if os.path.exists(fixed):
-        os.unlink(fixed)
-    try:
-        report = validate_file(path, progress=False, fix=fixed)
-        if report.fixed_file is None:
-            out["fix"] = {"skipped": sorted(report.codes())}
-        else:
-            try:
-                out["fix"] = {"reread": _touch(instkit.read_coco(fixed)),
-                              "changes": len(report.changes)}
-            except InstkitError as exc:
-                out["fix"] = {"refused_after_fix": type(exc).__name__, "code": getattr(exc, "code", None),
-                              "message": str(exc)[:300]}
-    except InstkitError as exc:
-        out["fix"] = {"refused": type(exc).__name__, "code": getattr(exc, "code", None)}
-    except BaseException as exc:  # noqa: BLE001
-        out["fix"] = {"exception": _exception(exc)}
+    # --fix output, read back strictly
+    if fixed_file is not None:
+        try:
+            out["fix"] = {"reread": _touch(instkit.read_coco(fixed_file))}
+        except InstkitError as exc:
+            out["fix"] = {"refused_after_fix": type(exc).__name__,
+                          "code": getattr(exc, "code", None), "message": str(exc)[:300]}
+        except BaseException as exc:  # noqa: BLE001
+            out["fix"] = {"exception": _exception(exc)}
     return out
 
 
