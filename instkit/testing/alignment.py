@@ -62,6 +62,8 @@ MIN_FRACTION = 0.9
 MIN_PIXELS = 4
 #: Chebyshev distance (px) around a keypoint searched for its marker
 KEYPOINT_RADIUS = 2
+#: fewest mask pixels (covered by one row, away from the border) for ``probe_offset`` to judge
+OFFSET_MIN_PIXELS = 300
 PROBE_INVARIANTS = ("probe_code", "probe_label", "probe_keypoint", "probe_offset")
 
 
@@ -592,7 +594,7 @@ def _offset_violations(book: Codebook, codes: np.ndarray, cover: np.ndarray,
                        image_id: int, seed: int, sample: Sample) -> list[Violation]:
     """Is the image displaced against the masks? Compare agreement under shifts up to 2 px."""
     valid = cover == 1
-    if int(valid.sum()) < 50:
+    if int(valid.sum()) < OFFSET_MIN_PIXELS:
         return []
     decoded_owner = owners(codes)
     decoded_owner[codes == UNKNOWN] = -9
@@ -609,7 +611,7 @@ def _offset_violations(book: Codebook, codes: np.ndarray, cover: np.ndarray,
             seen = padded[pad + dy:pad + dy + h, pad + dx:pad + dx + w][valid]
             seen_by_shift[(dy, dx)] = seen
             common &= seen != -9
-    if int(common.sum()) < 50:
+    if int(common.sum()) < OFFSET_MIN_PIXELS:
         return []
     ratios = {shift: float((seen[common] != expect[common]).mean())
               for shift, seen in seen_by_shift.items()}
