@@ -235,18 +235,6 @@ def _check_bitmap_fits(item: BitmapMask, size: ImageSize, index: int) -> None:
         )
 
 
-def _check_rle(counts: bytes, size: ImageSize, index: int) -> None:
-    runs = decode_rle_counts(counts)
-    total = int(runs.sum())
-    if (runs < 0).any():
-        raise MaskError(f"mask {index}: RLE has a negative run length")
-    if total != size[0] * size[1]:
-        raise MaskError(
-            f"mask {index}: RLE counts sum to {total}, expected H*W = "
-            f"{size[0]}*{size[1]} = {size[0] * size[1]}"
-        )
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 

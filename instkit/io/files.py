@@ -243,7 +243,15 @@ def load_json(path: str | os.PathLike[str], *, allow_nonfinite: bool = False) ->
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
             Location(file=path),
         ) from None
+    except RecursionError:  # Python's parser stops near 1000 levels: the rulebook's json-too-deep
+        from instkit.errors import JSONDepthError
+
+        raise JSONDepthError("JSON nested too deeply to parse (Python's parser stops near 1000 "
+                             "levels)", Location(file=path), code="json-too-deep") from None
     except ValueError as exc:
+        if not str(exc).startswith("non-standard JSON value"):  # e.g. an integer of 4300+ digits
+            raise JSONParseError(f"invalid JSON: {exc}", Location(file=path),
+                                 code="json-parse") from None
         line, column = _position_of_constant(text)
         raise JSONParseError(
             f"{exc} at line {line}, column {column} (JSON has no NaN or Infinity)",
