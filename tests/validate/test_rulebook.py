@@ -209,3 +209,20 @@ def test_results_and_hugging_face_readers_use_the_same_rules() -> None:
     row["height"] = 10**6
     with pytest.raises(E.LimitError):
         hf_row_to_sample(row)
+
+
+def test_json_too_deep_to_parse_is_a_documented_error_everywhere(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from instkit.io.files import load_json
+
+    path = _write(tmp_path, '{"images": ' + "[" * 1000 + "]" * 1000 + "}")
+    with pytest.raises(E.JSONDepthError) as info:
+        load_json(path)
+    assert info.value.code == "json-too-deep"
+    assert [f.code for f in validate_file(path, progress=False).findings] == ["json-too-deep"]
+    result = subprocess.run([sys.executable, "-m", "instkit", "stats", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "too deeply" in result.stderr
+    assert result.returncode == 2  # bad input (helper 12b's exit codes)
