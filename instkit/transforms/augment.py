@@ -954,10 +954,13 @@ def _item_box(item: MaskItem) -> np.ndarray:
 
 
 def _current_box(row: _Row, size: tuple[int, int]) -> np.ndarray:
+    """The row's box clipped to the frame, at least a pixel wide and high (albumentationsx
+    refuses boxes without area; these only steer box-dependent crops)."""
     h, w = size
     box = _item_box(row.item) if row.item is not None else row.box
-    return np.array([min(max(box[0], 0), w), min(max(box[1], 0), h), min(max(box[2], 0), w),
-                     min(max(box[3], 0), h)], np.float32)
+    x0, y0 = min(max(box[0], 0), max(w - 1, 0)), min(max(box[1], 0), max(h - 1, 0))
+    x1, y1 = min(max(box[2], x0 + 1), w), min(max(box[3], y0 + 1), h)
+    return np.array([x0, y0, x1, y1], np.float32)
 
 
 def _translate(item: MaskItem, dx: int, dy: int) -> MaskItem:

@@ -212,6 +212,26 @@ def clip_part(points: np.ndarray, width: float, height: float) -> np.ndarray:
     return pts
 
 
+def _mask_matrix(h: Homography) -> np.ndarray:
+    """The map polygons follow, so that they land on the pixels albumentationsx's dense masks do.
+
+    albumentationsx resizes masks with OpenCV's ``INTER_NEAREST``, which samples source pixel
+    ``floor(j * in / out)`` for output pixel ``j``: not centre-aligned. For an axis with a
+    positive scale ``s != 1`` (``1 / s = p / q`` in lowest terms) that puts the mask, on average,
+    ``0.5 - s / (2q)`` output pixels right of (below) the exact map. Polygons take the same
+    offset, so the two mask forms and albumentationsx's masks agree; every other map (flips,
+    crops, pads, rotations, affine, perspective: centre-aligned sampling) is used as it is."""
+    aligned = h.axis_aligned()
+    if aligned is None:
+        return h.matrix
+    matrix = h.matrix.copy()
+    for axis, scale in ((0, aligned[0]), (1, aligned[2])):
+        if scale > 0 and abs(scale - 1.0) > 1e-12:
+            q = (1 / Fraction(scale).limit_denominator(1 << 20)).denominator
+            matrix[axis, 2] += 0.5 - scale / (2 * q)
+    return matrix
+
+
 def warp_polygons(items: list[PolygonMask], h: Homography
                   ) -> list[tuple[PolygonMask | None, np.ndarray]]:
     """``warp_polygon`` for many polygons with one matrix product for all their vertices."""
@@ -219,7 +239,7 @@ def warp_polygons(items: list[PolygonMask], h: Homography
         return []
     parts = [part for item in items for part in item.parts]
     counts = np.array([part.size // 2 for part in parts])
-    mapped = map_points_edge(h, np.concatenate(parts).reshape(-1, 2))
+    mapped = _apply(_mask_matrix(h), np.concatenate(parts).reshape(-1, 2))
     out_h, out_w = h.out_size
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     lo = np.minimum.reduceat(mapped, starts, axis=0)
@@ -248,23 +268,7 @@ def warp_polygons(items: list[PolygonMask], h: Homography
 def warp_polygon(item: PolygonMask, h: Homography) -> tuple[PolygonMask | None, np.ndarray]:
     """Map and clip a polygon; returns the clipped polygon (None when nothing is left in the
     frame) and the unclipped ``xyxy`` extent of the mapped polygon (for visibility)."""
-    out_h, out_w = h.out_size
-    lengths = [part.size // 2 for part in item.parts]
-    mapped = map_points_edge(h, np.concatenate(item.parts).reshape(-1, 2))
-    extent = np.array([mapped[:, 0].min(), mapped[:, 1].min(), mapped[:, 0].max(),
-                       mapped[:, 1].max()]) if len(mapped) else np.zeros(4)
-    parts: list[np.ndarray] = []
-    start = 0
-    for n in lengths:
-        part = mapped[start : start + n]
-        start += n
-        if not ((part >= 0).all() and (part[:, 0] <= out_w).all() and (part[:, 1] <= out_h).all()):
-            part = clip_part(part, out_w, out_h)
-        if len(part) >= 3 and _area(part) > 1e-9:
-            parts.append(np.ascontiguousarray(part.reshape(-1), dtype=np.float64))
-    if not parts:
-        return None, extent
-    return PolygonMask._trusted(tuple(parts)), extent
+    return warp_polygons([item], h)[0]
 
 
 def _area(part: np.ndarray) -> float:
@@ -291,9 +295,9 @@ def _axis_sources(start: int, stop: int, scale: float, shift: float, length: int
     it; -1 where the output pixel falls outside the source."""
     j = np.arange(start, stop, dtype=np.float64)
     if scale > 0:
-        # cv2.resize(INTER_NEAREST) samples floor(j * (in / out)) of a source that starts at
-        # -shift / scale (a crop offset): the same double arithmetic, then the offset.
-        inverse = float(1 / Fraction(scale).limit_denominator(1 << 20))
+        # cv2.resize(INTER_NEAREST) samples floor(j * (1 / (out / in))) of a source that
+        # starts at -shift / scale (a crop offset): the same double arithmetic, then the offset.
+        inverse = 1.0 / float(Fraction(scale).limit_denominator(1 << 20))
         origin = -shift * inverse
         if abs(origin - round(origin)) < 1e-6:
             src = np.floor(j * inverse) + round(origin)
