@@ -54,6 +54,7 @@ from instkit.sample import Drop, Sample
 from instkit.transforms._albu import A
 from instkit.transforms.geometry import (
     Homography,
+    clip_part,
     control_points,
     map_points_centre,
     solve_homography,
@@ -149,6 +150,13 @@ class _State:
     sources: list[Sample]
     dense_units: list[str] = field(default_factory=list)
     offered: int = 0
+    owns_image: bool = False  # False while ``image`` may be the caller's (or a pool's) array
+
+    def writable_image(self) -> np.ndarray:
+        if not self.owns_image:
+            self.image = self.image.copy()
+            self.owns_image = True
+        return self.image
 
     @property
     def size(self) -> tuple[int, int]:
@@ -435,17 +443,20 @@ class Augment:
             return  # not applied this time (its probability), or an identity draw
         self._move(state, homography, f"{name}")
 
-    def _move(self, state: _State, homography: Homography, what: str) -> None:
+    def _move(self, state: _State, homography: Homography, what: str,
+              sampling: str = "opencv") -> None:
+        """Map every live row; ``sampling``: ``opencv`` (where albumentationsx's masks land)
+        or ``centre`` (exact; for instkit's own centre-aligned image resampling)."""
         size = homography.out_size
         alive = state.alive()
         polygon_rows = [row for row in alive if isinstance(row.item, PolygonMask)]
         moved = dict(zip(map(id, polygon_rows),
                          warp_polygons([row.item for row in polygon_rows],  # type: ignore[misc]
-                                       homography)))
+                                       homography, sampling)))
         for row in alive:
             if row.item is not None:
                 item, extent = (moved[id(row)] if id(row) in moved
-                                else warp_item(row.item, homography))
+                                else warp_item(row.item, homography, sampling))
                 if item is None:
                     row.dropped = ("cropped_out", f"{what} moved it out of the {size[0]}x"
                                                   f"{size[1]} frame")
@@ -552,7 +563,7 @@ class Augment:
                       for j in range(len(ys) - 1) for i in range(len(xs) - 1)]
         primary = max(placements, key=lambda c: (c[2] - c[0]) * (c[3] - c[1]))
         others = [c for c in placements if c != primary]
-        rng.shuffle(others)  # type: ignore[arg-type]
+        rng.shuffle(others)
         # partners: from the pool, else the sample itself again
         items: list[tuple[np.ndarray, list[_Row]]] = [(state.image, state.alive())]
         for _ in range(len(others)):
@@ -606,6 +617,7 @@ class Augment:
                                borderMode=cv2.BORDER_TRANSPARENT)
             self._place(rows, into_cell, (x1, y1), (target_h, target_w), "Mosaic")
         state.image = canvas
+        state.owns_image = True
 
     def _place(self, rows: list[_Row], homography: Homography, offset: tuple[int, int],
                canvas: tuple[int, int], what: str) -> None:
@@ -613,7 +625,7 @@ class Augment:
         dx, dy = offset
         inner = [row for row in rows if row.dropped is None]
         probe = _State(np.empty((*homography.out_size, 0), np.uint8), inner, [])
-        self._move(probe, homography, f"{what} (outside its cell)")
+        self._move(probe, homography, f"{what} (outside its cell)", sampling="centre")
         for row in inner:
             if row.dropped is not None:
                 continue
@@ -663,7 +675,10 @@ class Augment:
             py, px = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
             into = Homography.scale_translate(pw / bw, px - ox * pw / bw, ph / bh,
                                               py - oy * ph / bh, (h, w))
-            moved, _ = warp_item(item if isinstance(item, PolygonMask) else crop, into)
+            moved, _ = warp_item(item if isinstance(item, PolygonMask) else crop, into,
+                                 sampling="centre")
+            if isinstance(moved, PolygonMask):  # the object covers its placement, no more
+                moved = _clip_polygon(moved, (py, px, ph, pw))
             if moved is None:
                 continue
             footprint = _within(Masks([moved], (h, w)).to_bitmaps().items[0], (py, px, ph, pw))
@@ -692,20 +707,18 @@ class Augment:
         (oy, ox), (bh, bw) = crop.offset, crop.bitmap.shape
         piece = np.ascontiguousarray(donor_image[oy : oy + bh, ox : ox + bw])
         piece = cv2.resize(piece, (pw, ph), interpolation=cv2.INTER_LINEAR)
-        alpha = np.zeros((ph, pw), np.float32)
+        hard = np.zeros((ph, pw), np.float32)
         fy, fx = footprint.offset
         fh, fw = footprint.bitmap.shape
-        alpha[fy - py : fy - py + fh, fx - px : fx - px + fw] = footprint.bitmap
-        if sigma > 0:
-            alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
-        region = state.image[py : py + ph, px : px + pw]
+        hard[fy - py : fy - py + fh, fx - px : fx - px + fw] = footprint.bitmap
+        alpha = np.asarray(cv2.GaussianBlur(hard, (0, 0), sigma) if sigma > 0 else hard)
+        image = state.writable_image()
+        region = image[py : py + ph, px : px + pw]
         if piece.ndim == 2 and region.ndim == 3:
             piece = piece[:, :, None]
         weights = alpha[:, :, None] if region.ndim == 3 else alpha
         blended = region.astype(np.float32) * (1 - weights) + piece.astype(np.float32) * weights
-        state.image = state.image.copy() if not state.image.flags.writeable else state.image
-        state.image[py : py + ph, px : px + pw] = np.clip(blended + 0.5, 0, 255).astype(
-            state.image.dtype)
+        image[py : py + ph, px : px + pw] = np.clip(blended + 0.5, 0, 255).astype(image.dtype)
 
     def _occlude(self, state: _State, footprint: BitmapMask, transform: Any) -> None:
         (fy, fx), (fh, fw) = footprint.offset, footprint.bitmap.shape
@@ -912,6 +925,18 @@ def _points(keypoints: Any) -> np.ndarray:
     """albumentationsx's keypoints output as ``(P, 2)`` float64 x, y."""
     array = np.asarray(keypoints, np.float64)
     return array.reshape(len(array), -1)[:, :2] if len(array) else np.zeros((0, 2))
+
+
+def _clip_polygon(item: PolygonMask, window: tuple[int, int, int, int]) -> PolygonMask | None:
+    """The part of a polygon inside the window ``(y, x, h, w)``."""
+    wy, wx, wh, ww = window
+    parts = []
+    for part in item.parts:
+        local = part.reshape(-1, 2) - (wx, wy)
+        clipped = clip_part(local, float(ww), float(wh))
+        if len(clipped) >= 3:
+            parts.append(np.ascontiguousarray((clipped + (wx, wy)).reshape(-1)))
+    return PolygonMask._trusted(tuple(parts)) if parts else None
 
 
 def _within(item: MaskItem, window: tuple[int, int, int, int]) -> BitmapMask:

@@ -232,14 +232,19 @@ def _mask_matrix(h: Homography) -> np.ndarray:
     return matrix
 
 
-def warp_polygons(items: list[PolygonMask], h: Homography
+def warp_polygons(items: list[PolygonMask], h: Homography, sampling: str = "opencv"
                   ) -> list[tuple[PolygonMask | None, np.ndarray]]:
-    """``warp_polygon`` for many polygons with one matrix product for all their vertices."""
+    """``warp_polygon`` for many polygons with one matrix product for all their vertices.
+
+    ``sampling="opencv"`` places them where albumentationsx's masks land (``_mask_matrix``);
+    ``"centre"`` maps them exactly (instkit's own Mosaic and CopyAndPaste, whose images are
+    resampled centre-aligned)."""
     if not items:
         return []
     parts = [part for item in items for part in item.parts]
     counts = np.array([part.size // 2 for part in parts])
-    mapped = _apply(_mask_matrix(h), np.concatenate(parts).reshape(-1, 2))
+    matrix = _mask_matrix(h) if sampling == "opencv" else h.matrix
+    mapped = _apply(matrix, np.concatenate(parts).reshape(-1, 2))
     out_h, out_w = h.out_size
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     lo = np.minimum.reduceat(mapped, starts, axis=0)
@@ -265,10 +270,11 @@ def warp_polygons(items: list[PolygonMask], h: Homography
     return results
 
 
-def warp_polygon(item: PolygonMask, h: Homography) -> tuple[PolygonMask | None, np.ndarray]:
+def warp_polygon(item: PolygonMask, h: Homography, sampling: str = "opencv"
+                 ) -> tuple[PolygonMask | None, np.ndarray]:
     """Map and clip a polygon; returns the clipped polygon (None when nothing is left in the
     frame) and the unclipped ``xyxy`` extent of the mapped polygon (for visibility)."""
-    return warp_polygons([item], h)[0]
+    return warp_polygons([item], h, sampling)[0]
 
 
 def _area(part: np.ndarray) -> float:
@@ -289,12 +295,15 @@ def bitmap_extent(item: BitmapMask, h: Homography) -> np.ndarray:
                      mapped[:, 1].max()])
 
 
-def _axis_sources(start: int, stop: int, scale: float, shift: float, length: int) -> np.ndarray:
+def _axis_sources(start: int, stop: int, scale: float, shift: float, length: int,
+                  sampling: str = "opencv") -> np.ndarray:
     """Source index sampled for each output index in ``[start, stop)`` along one axis of the
     map ``x' = scale * x + shift`` (pixel edges), as OpenCV's nearest resize and a flip sample
     it; -1 where the output pixel falls outside the source."""
     j = np.arange(start, stop, dtype=np.float64)
-    if scale > 0:
+    if scale > 0 and sampling == "centre":
+        src = np.floor((j + 0.5 - shift) / scale + 1e-9)
+    elif scale > 0:
         # cv2.resize(INTER_NEAREST) samples floor(j * (1 / (out / in))) of a source that
         # starts at -shift / scale (a crop offset): the same double arithmetic, then the offset.
         inverse = 1.0 / float(Fraction(scale).limit_denominator(1 << 20))
@@ -310,8 +319,8 @@ def _axis_sources(start: int, stop: int, scale: float, shift: float, length: int
     return src
 
 
-def warp_bitmap(item: BitmapMask, h: Homography, interpolation: int = cv2.INTER_NEAREST
-                ) -> tuple[BitmapMask, np.ndarray]:
+def warp_bitmap(item: BitmapMask, h: Homography, interpolation: int = cv2.INTER_NEAREST,
+                sampling: str = "opencv") -> tuple[BitmapMask, np.ndarray]:
     """Resample a bitmap over the output window its box maps to; returns the tight result and
     the unclipped extent of its mapped box."""
     extent = bitmap_extent(item, h)
@@ -329,8 +338,8 @@ def warp_bitmap(item: BitmapMask, h: Homography, interpolation: int = cv2.INTER_
     aligned = h.axis_aligned()
     if aligned is not None and interpolation == cv2.INTER_NEAREST:
         sx, tx, sy, ty = aligned
-        cols = _axis_sources(x0, x1, sx, tx, ox + bw) - ox
-        rows = _axis_sources(y0, y1, sy, ty, oy + bh) - oy
+        cols = _axis_sources(x0, x1, sx, tx, ox + bw, sampling) - ox
+        rows = _axis_sources(y0, y1, sy, ty, oy + bh, sampling) - oy
         cols[(cols < 0) | (cols >= bw)] = -1
         rows[(rows < 0) | (rows >= bh)] = -1
         col_ok, row_ok = cols >= 0, rows >= 0
@@ -350,15 +359,16 @@ def warp_bitmap(item: BitmapMask, h: Homography, interpolation: int = cv2.INTER_
     return tight_bitmap(window, (y0, x0)), extent
 
 
-def warp_item(item: MaskItem, h: Homography) -> tuple[MaskItem | None, np.ndarray]:
+def warp_item(item: MaskItem, h: Homography, sampling: str = "opencv"
+              ) -> tuple[MaskItem | None, np.ndarray]:
     """Map one compact mask; polygons stay polygons, the rest become tight bitmaps.
 
     Returns ``(item or None when nothing is left in the frame, unclipped extent xyxy)``."""
     if isinstance(item, PolygonMask):
-        return warp_polygon(item, h)
+        return warp_polygon(item, h, sampling)
     if not isinstance(item, BitmapMask):
         raise TypeError(f"warp_item takes polygons and bitmaps, got {type(item).__name__}")
-    out, extent = warp_bitmap(item, h)
+    out, extent = warp_bitmap(item, h, sampling=sampling)
     return (None if out.bitmap.size == 0 else out), extent
 
 
