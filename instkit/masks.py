@@ -377,13 +377,8 @@ class Masks:
         masks = np.asarray(masks)
         if masks.ndim != 3:
             raise MaskError(f"dense masks must have shape (N, H, W), got {masks.shape}")
-        binary = masks.astype(bool, copy=False)
-        rows: np.ndarray = np.asarray(binary.any(axis=2))
-        cols: np.ndarray = np.asarray(binary.any(axis=1))
-        items: list[MaskItem] = []
-        for index in range(binary.shape[0]):
-            items.append(_tight_bitmap(binary[index], rows[index], cols[index]))
-        return cls(items, binary.shape[1:])
+        items: list[MaskItem] = [tight_bitmap(masks[index]) for index in range(masks.shape[0])]
+        return cls(items, masks.shape[1:])
 
     @classmethod
     def from_polygons(
@@ -514,7 +509,7 @@ class Masks:
         rle_rows = []
         for i, item in enumerate(self._items):
             if isinstance(item, BitmapMask):
-                out[i] = _bitmap_box(item)
+                out[i] = bitmap_box(item)
             else:
                 rle_rows.append(i)
         if rle_rows:
@@ -540,12 +535,8 @@ class Masks:
         todo = [i for i, item in enumerate(items) if not isinstance(item, BitmapMask)]
         if todo:
             counts = self.rle_counts()
-            boxes = np.asarray(
-                mask_utils.toBbox([_rle_dict(counts[i], self._size) for i in todo]),
-                dtype=np.int64,
-            ).reshape(-1, 4)
-            for j, i in enumerate(todo):
-                items[i] = _rle_to_tight_bitmap(counts[i], self._size, boxes[j])
+            for i in todo:
+                items[i] = rle_crop(counts[i], self._size)
         return Masks(items, self._size, _rles=self._rles)
 
     def to_dense(self) -> np.ndarray:
@@ -608,30 +599,30 @@ class Masks:
         return total
 
 
-def _rle_to_tight_bitmap(counts: bytes, size: ImageSize, box_xywh: np.ndarray) -> BitmapMask:
-    """Decode only the band of columns under the mask's box, then crop its rows."""
-    x, y, bw, bh = (int(v) for v in box_xywh)
-    if bw == 0 or bh == 0:
-        return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
-    h = size[0]
+def rle_crop(counts: bytes, size: ImageSize) -> BitmapMask:
+    """A compressed RLE -> its box-tight ``BitmapMask``, decoding only the columns it touches.
+
+    The one RLE-to-crop decoder: ``Masks.to_bitmaps``, the collator and the transforms use it.
+    Runs alternate starting with zeros over the column-major image, so the first and last
+    foreground runs bound the columns; only that band is expanded, then cut to its rows."""
+    h = int(size[0])
     runs = decode_rle_counts(counts)
     ends = np.cumsum(runs)
     starts = ends - runs
-    band_start, band_stop = x * h, (x + bw) * h
-    lengths = (np.minimum(np.maximum(ends, band_start), band_stop)
-               - np.minimum(np.maximum(starts, band_start), band_stop))
-    values = (np.arange(runs.size) % 2).astype(bool)
-    band = np.repeat(values, lengths).reshape(bw, h)
-    return BitmapMask(np.ascontiguousarray(band[:, y : y + bh].T), (y, x))
-
-
-def _tight_bitmap(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> BitmapMask:
-    ys = np.flatnonzero(rows)
-    if ys.size == 0:
+    ones = np.arange(runs.size) % 2 == 1
+    ones &= runs > 0
+    if not ones.any() or h == 0:
         return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
-    xs = np.flatnonzero(cols)
-    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-    return BitmapMask(np.ascontiguousarray(mask[y0:y1, x0:x1]), (y0, x0))
+    first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
+    xa, xb = first // h, last // h + 1
+    base = xa * h
+    diff = np.zeros((xb - xa) * h + 1, dtype=np.int32)
+    diff[starts[ones] - base] += 1  # foreground runs never share a start, nor an end
+    diff[ends[ones] - base] -= 1
+    band = np.cumsum(diff[:-1]).astype(bool).reshape(xb - xa, h).T
+    rows = np.flatnonzero(band.any(axis=1))
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    return BitmapMask(np.ascontiguousarray(band[y0:y1]), (y0, xa))
 
 
 def _row_any(mask: np.ndarray) -> np.ndarray:
@@ -666,7 +657,8 @@ def tight_bitmap(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> BitmapMa
     return BitmapMask(band[:, x0:x1].astype(bool), (y0 + offset[0], x0 + offset[1]))
 
 
-def _bitmap_box(item: BitmapMask) -> np.ndarray:
+def bitmap_box(item: BitmapMask) -> np.ndarray:
+    """Tight ``xyxy`` float32 box of a bitmap's set pixels (zeros when it has none)."""
     bitmap = item.bitmap
     if bitmap.size == 0:
         return np.zeros(4, dtype=np.float32)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from instkit.errors import ImageError, InstkitError, Location
-from instkit.masks import BitmapMask, decode_rle_counts
+from instkit.masks import BitmapMask, rle_crop
 from instkit.sample import Drop, Sample
 
 INT_COLUMNS = 8
@@ -93,28 +93,6 @@ def _as_rgb(image: Any, index: int, image_id: int) -> np.ndarray:
                        f"{array.shape}", Location(sample_index=index, image_id=image_id))
 
 
-def rle_crop(counts: bytes, size: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """Decode a compressed RLE over the columns it touches only: ``(crop, y0, x0)``."""
-    h, w = size
-    runs = decode_rle_counts(counts)
-    ends = np.cumsum(runs)
-    starts = ends - runs
-    ones = np.arange(runs.size) % 2 == 1
-    ones &= runs > 0
-    if not ones.any():
-        return np.zeros((0, 0), np.uint8), 0, 0
-    first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
-    xa, xb = first // h, last // h + 1
-    base = xa * h
-    diff = np.zeros((xb - xa) * h + 1, dtype=np.int32)
-    diff[starts[ones] - base] += 1  # ones runs never share a start, nor an end
-    diff[ends[ones] - base] -= 1
-    band = np.cumsum(diff[:-1]).astype(np.uint8).reshape(xb - xa, h).T
-    rows = np.flatnonzero(band.any(axis=1))
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    return np.ascontiguousarray(band[y0:y1]), y0, xa
-
-
 def mask_crop(item: Any, counts: bytes | None, size: tuple[int, int]
               ) -> tuple[np.ndarray, int, int]:
     """One mask as ``(crop uint8 (bh, bw), y0, x0)``: bitmaps as stored, the rest from RLE."""
@@ -125,7 +103,10 @@ def mask_crop(item: Any, counts: bytes | None, size: tuple[int, int]
         return bitmap.view(np.uint8), int(item.offset[0]), int(item.offset[1])
     if counts is None:
         raise TypeError(f"unknown mask item {type(item).__name__}")
-    return rle_crop(counts, size)
+    crop = rle_crop(counts, size)
+    if crop.bitmap.size == 0:
+        return np.zeros((0, 0), np.uint8), 0, 0
+    return crop.bitmap.view(np.uint8), int(crop.offset[0]), int(crop.offset[1])
 
 
 def pack_samples(

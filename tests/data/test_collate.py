@@ -17,10 +17,16 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from instkit.data import CollateError, Collator, resized_size  # noqa: E402
-from instkit.data.packing import mask_crop, rle_crop  # noqa: E402
+from instkit.data.packing import mask_crop  # noqa: E402
 from instkit.instances import Instances  # noqa: E402
 from instkit.io.coco import read_coco  # noqa: E402
-from instkit.masks import BitmapMask, Masks, PolygonMask, decode_rle_counts  # noqa: E402
+from instkit.masks import (  # noqa: E402
+    BitmapMask,
+    Masks,
+    PolygonMask,
+    decode_rle_counts,
+    rle_crop,
+)
 from instkit.sample import Sample  # noqa: E402
 from instkit.synthetic import make_samples  # noqa: E402
 from instkit.testing import strategies as ist  # noqa: E402
@@ -189,10 +195,13 @@ def test_rle_crop_equals_full_decode(data: st.DataObject) -> None:
     rle = data.draw(ist.rles(size, compressed=True))
     counts = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
     full = mask_utils.decode({"size": rle["size"], "counts": counts}).astype(bool)
-    crop, y0, x0 = rle_crop(counts, size)
+    item = rle_crop(counts, size)
+    crop, (y0, x0) = item.bitmap, item.offset
     placed = np.zeros(size, dtype=bool)
-    placed[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop.astype(bool)
+    placed[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
     assert np.array_equal(placed, full)
+    if crop.size:  # box-tight: every edge row and column has a pixel
+        assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
 
 
 # --- Mask R-CNN: torchvision reference semantics ------------------------------------------------
