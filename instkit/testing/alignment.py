@@ -441,10 +441,13 @@ def probe_violations(transform: Transform, sample: Sample, after: Sample, seed: 
                                                     for c in candidates]))
                 # a pixel agrees when its code is within 1 px (interpolation, half-pixel
                 # conventions); a 2 px displacement is probe_offset's
-                near = _dilate(_isin_window(codes, (y0, x0), bitmap.shape, allowed))[inner]
+                pure = inner & ~decoded.blend[window]
+                if pure.sum() < MIN_PIXELS:
+                    continue
+                near = _dilate(_isin_window(codes, (y0, x0), bitmap.shape, allowed))[pure]
                 fraction = float(near.mean())
                 if fraction < min_fraction:
-                    where = _window(codes, (y0, x0), bitmap.shape)[1:-1, 1:-1][inner][~near]
+                    where = _window(codes, (y0, x0), bitmap.shape)[1:-1, 1:-1][pure][~near]
                     values, counts = np.unique(where, return_counts=True)
                     most = int(values[np.argmax(counts)])
                     add("probe_code", f"{fraction:.0%} of the mask's {near.size} inner pixels carry "
@@ -468,7 +471,10 @@ def probe_violations(transform: Transform, sample: Sample, after: Sample, seed: 
             if entity is None:
                 continue
             if not candidates:
-                near = _dilate(_isin_window(codes, (y0, x0), bitmap.shape, entity.allowed))[inner]
+                pure = inner & ~decoded.blend[window]
+                if pure.sum() < MIN_PIXELS:
+                    continue
+                near = _dilate(_isin_window(codes, (y0, x0), bitmap.shape, entity.allowed))[pure]
                 if float(near.mean()) < min_fraction:
                     add("probe_code", f"the mask carries no one instance's code: "
                         f"{float(near.mean()):.0%} of it shows {_describe(book, top)} within 1 px "
@@ -484,7 +490,8 @@ def probe_violations(transform: Transform, sample: Sample, after: Sample, seed: 
             row_owner[r] = top
             cover[window] += bitmap
             owner_map[window][bitmap] = top
-    out.extend(_offset_violations(book, codes, cover, owner_map, owners, image_id, seed, sample))
+    out.extend(_offset_violations(book, codes, decoded.blend, cover, owner_map, owners, image_id,
+                                  seed, sample))
     # which source's output rows cover each pixel: a keypoint under an object mixed in from
     # another image is occluded, not misplaced
     source_map = np.full((h, w), -1, np.int64)
@@ -589,7 +596,7 @@ def _dilate(hit: np.ndarray) -> np.ndarray:
     return out
 
 
-def _offset_violations(book: Codebook, codes: np.ndarray, cover: np.ndarray,
+def _offset_violations(book: Codebook, codes: np.ndarray, blend: np.ndarray, cover: np.ndarray,
                        owner_map: np.ndarray, owners: Callable[[np.ndarray], np.ndarray],
                        image_id: int, seed: int, sample: Sample) -> list[Violation]:
     """Is the image displaced against the masks? Compare agreement under shifts up to 2 px."""
@@ -597,6 +604,7 @@ def _offset_violations(book: Codebook, codes: np.ndarray, cover: np.ndarray,
     if int(valid.sum()) < OFFSET_MIN_PIXELS:
         return []
     decoded_owner = owners(codes)
+    decoded_owner[blend] = -8  # a blend agrees with nothing, at every shift alike
     decoded_owner[codes == UNKNOWN] = -9
     h, w = codes.shape
     pad = 2

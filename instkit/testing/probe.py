@@ -12,9 +12,9 @@ bit per run, in grey (R = G = B), so that they survive photometric transforms:
 
 Any pixelwise monotone colour change applied alike in every run (brightness, contrast, gamma,
 hue / saturation / value shifts, RGB shifts, grayscale, additive noise drawn from the seed) keeps
-every bit; blends at edges (interpolation, paste blending) switch all bits at the same point, so a
-pixel decodes to one of the codes it blends. Edge pixels (a 3x3 neighbourhood with more than one
-code) are not judged.
+every bit, and a pure code pixel comes out exactly as the references do. A blend of codes
+(interpolation, paste blending) leaves some bit between the references: such pixels are marked
+``blend`` and not judged.
 
 Codes: 0 and 1 are the background (8 px tiles of both, which keeps each run's mean near grey for
 image-mean-dependent contrast), then one code per instance (painted by decreasing area, so small
@@ -237,6 +237,7 @@ class ProbePool(Sequence[Sample]):
 class Decoded:
     codes: np.ndarray  # (H, W) int64 code, UNKNOWN where no input pixel landed
     clean: np.ndarray  # (H, W) bool: the 3x3 neighbourhood shows one code
+    blend: np.ndarray  # (H, W) bool: some bit lies in the middle half between the references
 
 
 def decode(white: np.ndarray, black: np.ndarray, planes: Sequence[np.ndarray]) -> Decoded:
@@ -245,12 +246,18 @@ def decode(white: np.ndarray, black: np.ndarray, planes: Sequence[np.ndarray]) -
     b = black.astype(np.int32).sum(axis=2)
     known = (w - b) >= MIN_CONTRAST
     mid = w + b
+    span = w - b
     codes = np.zeros(w.shape, np.int64)
+    blend = np.zeros(w.shape, bool)
     for bit, plane in enumerate(planes):
-        value = plane.astype(np.int32).sum(axis=2)
-        codes |= ((2 * value > mid).astype(np.int64) << bit)
+        value = 2 * plane.astype(np.int32).sum(axis=2)
+        codes |= ((value > mid).astype(np.int64) << bit)
+        # a pure code pixel maps exactly like a reference; a blend of several codes
+        # (interpolation, paste blending) leaves some bit between them
+        blend |= np.abs(value - mid) < span // 2
     codes[~known] = UNKNOWN
-    return Decoded(codes, uniform_3x3(codes))
+    blend &= known
+    return Decoded(codes, uniform_3x3(codes), blend)
 
 
 def uniform_3x3(codes: np.ndarray) -> np.ndarray:
