@@ -6,6 +6,8 @@
   CopyAndPaste, horizontal flip, HSV and brightness/contrast. Bind a pool (``pool=`` or
   ``.with_pool(dataset)``) for the Mosaic neighbours and CopyAndPaste donors; without one, Mosaic
   tiles the sample with itself and nothing is pasted.
+- ``large_scale_jitter`` (``"lsj"``): the Simple Copy-Paste recipe: scale 0.1-2.0, pad and crop
+  to ``size``, flip, CopyAndPaste from the pool.
 - ``evaluation``: resize only.
 """
 
@@ -42,8 +44,10 @@ def yolo_seg(
 ) -> Augment:
     """Mosaic 2x2, Affine, Perspective, CopyAndPaste, flip, HSV, brightness/contrast.
 
-    Perspective is instkit's ``Perspective`` (albumentationsx's, with a mask path that works on
-    instance masks over 256x256 px); ``perspective=False`` leaves it out.
+    Mosaic fits each image into its ``size`` cell without cropping it (``contain``): objects
+    keep their scale, as in Ultralytics' mosaic, and an image already of the cell's size is
+    copied, not resampled. ``perspective=False`` leaves Perspective out. HSV is instkit's
+    ``HueSaturationValue`` (albumentationsx's draws and pixels, one lookup table).
     """
     transforms = [
         A.Mosaic(grid_yx=(2, 2), target_size=size, cell_shape=size, fit_mode="contain", p=1.0),
@@ -63,6 +67,29 @@ def yolo_seg(
     return augment.with_pool(pool) if pool is not None else augment
 
 
+def large_scale_jitter(
+    pool: Sequence[Sample] | None = None, size: tuple[int, int] = (640, 640),
+    seed: int | None = None, scale: tuple[float, float] = (0.1, 2.0),
+) -> Augment:
+    """The Simple Copy-Paste recipe (Ghiasi et al. 2021): large-scale jitter — resize by a
+    factor in ``scale``, pad to at least ``size``, random crop to ``size`` — a horizontal flip,
+    then CopyAndPaste of objects from the pool (bound with ``pool=`` / ``with_pool``)."""
+    h, w = size
+    longest = max(h, w)
+    transforms = [
+        A.LongestMaxSize(max_size=longest, p=1.0),
+        A.RandomScale(scale_range=(scale[0] - 1.0, scale[1] - 1.0), p=1.0),
+        A.PadIfNeeded(min_height=h, min_width=w, position="top_left", p=1.0),
+        A.RandomCrop(height=h, width=w, p=1.0),
+        A.HorizontalFlip(p=0.5),
+        A.CopyAndPaste(scale_range=(0.1, 1.0), blend_mode="gaussian",
+                       blend_sigma_range=(1.0, 2.0), min_visibility_after_paste=0.1, p=1.0),
+    ]
+    augment = Augment(transforms, min_area=4.0, seed=seed, stage="large_scale_jitter",
+                      paste_donors=(1, 8))
+    return augment.with_pool(pool) if pool is not None else augment
+
+
 def evaluation(size: tuple[int, int] = (800, 800)) -> Augment:
     """Resize to ``size`` (H, W) only; deterministic."""
     h, w = size
@@ -72,7 +99,8 @@ def evaluation(size: tuple[int, int] = (800, 800)) -> Augment:
 PRESETS: dict[str, Callable[..., Augment]] = {
     "train": train_default,
     "yolo-seg": yolo_seg,
+    "lsj": large_scale_jitter,
     "eval": evaluation,
 }
 
-__all__ = ["PRESETS", "evaluation", "train_default", "yolo_seg"]
+__all__ = ["PRESETS", "evaluation", "large_scale_jitter", "train_default", "yolo_seg"]
