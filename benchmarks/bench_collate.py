@@ -229,7 +229,9 @@ def memory(path: str, case_name: str, quick: bool) -> dict[str, float]:
 def run(quick: bool = False) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # INSTKIT_BENCH_THREADS: torch's intra-op threads (default: every CPU). On a loaded machine
+    # one thread is faster: two threads wait for each other on every op.
+    torch.set_num_threads(int(os.environ.get("INSTKIT_BENCH_THREADS", 0)) or os.cpu_count() or 1)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     all_agree = True
