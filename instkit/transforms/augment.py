@@ -697,6 +697,8 @@ class Augment:
             if kp is not None and kp.shape[1]:
                 keypoints = kp[local].astype(np.float32)
                 keypoints = _move_keypoints(keypoints, into, (h, w))
+                # only the object's own pixels are pasted: a keypoint off them is not shown
+                keypoints[~_on_bitmap(keypoints, footprint), 2] = 0
             state.rows.append(_Row(source, local, moved, np.zeros(4), keypoints))
             state.offered += 1
 
@@ -725,17 +727,11 @@ class Augment:
         threshold = float(transform.min_visibility_after_paste)
         for row in state.alive():
             if row.keypoints is not None:
-                kp = row.keypoints
-                xi = np.floor(kp[:, 0] + 0.5).astype(np.int64) - fx
-                yi = np.floor(kp[:, 1] + 0.5).astype(np.int64) - fy
-                inside = (xi >= 0) & (xi < fw) & (yi >= 0) & (yi < fh) & (kp[:, 2] > 0)
-                if inside.any():
-                    covered = np.zeros(len(kp), bool)
-                    covered[inside] = footprint.bitmap[yi[inside], xi[inside]]
-                    if covered.any():
-                        kp = kp.copy()
-                        kp[covered, 2] = 0
-                        row.keypoints = kp
+                covered = _on_bitmap(row.keypoints, footprint) & (row.keypoints[:, 2] > 0)
+                if covered.any():
+                    kp = row.keypoints.copy()
+                    kp[covered, 2] = 0
+                    row.keypoints = kp
             if row.item is None:
                 continue
             box = _item_box(row.item)
@@ -925,6 +921,17 @@ def _points(keypoints: Any) -> np.ndarray:
     """albumentationsx's keypoints output as ``(P, 2)`` float64 x, y."""
     array = np.asarray(keypoints, np.float64)
     return array.reshape(len(array), -1)[:, :2] if len(array) else np.zeros((0, 2))
+
+
+def _on_bitmap(keypoints: np.ndarray, item: BitmapMask) -> np.ndarray:
+    """``(K,)`` bool: the pixel under each pixel-centre keypoint is set in the bitmap."""
+    (y0, x0), (bh, bw) = item.offset, item.bitmap.shape
+    xi = np.floor(keypoints[:, 0] + 0.5).astype(np.int64) - x0
+    yi = np.floor(keypoints[:, 1] + 0.5).astype(np.int64) - y0
+    inside = (xi >= 0) & (xi < bw) & (yi >= 0) & (yi < bh)
+    out = np.zeros(len(keypoints), bool)
+    out[inside] = item.bitmap[yi[inside], xi[inside]]
+    return out
 
 
 def _clip_polygon(item: PolygonMask, window: tuple[int, int, int, int]) -> PolygonMask | None:
