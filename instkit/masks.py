@@ -615,11 +615,9 @@ def rle_crop(counts: bytes, size: ImageSize) -> BitmapMask:
         return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
     first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
     xa, xb = first // h, last // h + 1
-    base = xa * h
-    diff = np.zeros((xb - xa) * h + 1, dtype=np.int32)
-    diff[starts[ones] - base] += 1  # foreground runs never share a start, nor an end
-    diff[ends[ones] - base] -= 1
-    band = np.cumsum(diff[:-1]).astype(bool).reshape(xb - xa, h).T
+    base, top = xa * h, xb * h
+    lengths = np.clip(ends, base, top) - np.clip(starts, base, top)
+    band = np.repeat(ones, lengths).reshape(xb - xa, h).T
     rows = np.flatnonzero(band.any(axis=1))
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     return BitmapMask(np.ascontiguousarray(band[y0:y1]), (y0, xa))

@@ -252,6 +252,7 @@ class Augment:
         self.partner_cache = int(partner_cache)
         self._partners: OrderedDict[int, Sample] = OrderedDict()
         self._decoded: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._row_cache: OrderedDict[int, tuple[Sample, bool, list[_Row]]] = OrderedDict()
 
     # mixing ---------------------------------------------------------------------------------
 
@@ -274,6 +275,7 @@ class Augment:
         bound._composes = {}
         bound._partners = OrderedDict()
         bound._decoded = OrderedDict()
+        bound._row_cache = OrderedDict()
         bound._rng = np.random.default_rng(self.seed)
         return bound
 
@@ -293,6 +295,21 @@ class Augment:
             while len(self._partners) > self.partner_cache:
                 self._partners.popitem(last=False)
         return partner
+
+    def _partner_rows(self, partner: Sample, source: int, use_masks: bool) -> list[_Row]:
+        """``_rows`` of a pool sample, prepared once while it stays in the partner cache (its
+        RLE and bitmap masks are cut to tight crops once, not at every draw)."""
+        key = id(partner)
+        cached = self._row_cache.get(key)
+        if cached is None or cached[0] is not partner or cached[1] != use_masks:
+            cached = (partner, use_masks, self._rows(partner, -1, use_masks, None))
+            if self.partner_cache > 0 and any(p is partner for p in self._partners.values()):
+                self._row_cache[key] = cached
+                while len(self._row_cache) > self.partner_cache:
+                    self._row_cache.popitem(last=False)
+        return [_Row(source, r.local, r.item, r.box.copy(),
+                     None if r.keypoints is None else r.keypoints.copy())
+                for r in cached[2]]
 
     def _image(self, sample: Sample) -> np.ndarray:
         """A sample's image; a file decoded recently for the pool is not decoded again."""
@@ -322,6 +339,7 @@ class Augment:
         state["_composes"] = {}
         state["_partners"] = OrderedDict()
         state["_decoded"] = OrderedDict()
+        state["_row_cache"] = OrderedDict()
         return state
 
     # composes --------------------------------------------------------------------------------
@@ -571,7 +589,7 @@ class Augment:
                 partner = self._partner(rng)
                 source = len(state.sources)
                 state.sources.append(partner)
-                rows = self._rows(partner, source, use_masks, None)
+                rows = self._partner_rows(partner, source, use_masks)
                 state.offered += len(rows)
                 state.rows.extend(rows)
                 items.append((np.ascontiguousarray(partner.image), rows))

@@ -107,21 +107,10 @@ def solve_homography(src_centre: np.ndarray, dst_centre: np.ndarray,
     dst = np.asarray(dst_centre, np.float64)
     if len(src) < 4 or len(dst) != len(src) or not np.isfinite(dst).all():
         return None
-    span = max(1.0, float(np.abs(src).max()))
-    norm = np.diag([1 / span, 1 / span, 1.0])
-    a = norm @ np.c_[src, np.ones(len(src))].T
-    b_span = max(1.0, float(np.abs(dst).max()))
-    b_norm = np.diag([1 / b_span, 1 / b_span, 1.0])
-    b = b_norm @ np.c_[dst, np.ones(len(dst))].T
-    rows = []
-    for (x, y, _), (u, v, _) in zip(a.T, b.T, strict=True):
-        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y, -u])
-        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y, -v])
-    _, singular, vt = np.linalg.svd(np.asarray(rows))
-    if singular.size < 9 and len(rows) < 8:
-        return None
-    h_norm = vt[-1].reshape(3, 3)
-    centre = np.linalg.inv(b_norm) @ h_norm @ norm
+    if np.array_equal(src, dst):  # not applied this time: the identity, nothing to solve
+        return Homography.identity(out_size)
+    # four corners pin it (OpenCV's direct solve); the other points check it
+    centre = cv2.getPerspectiveTransform(src[:4].astype(np.float32), dst[:4].astype(np.float32))
     if abs(centre[2, 2]) < 1e-12:
         return None
     centre = centre / centre[2, 2]
@@ -187,10 +176,11 @@ def clip_part(points: np.ndarray, width: float, height: float) -> np.ndarray:
 
     The clip region is convex, so the result covers exactly the part's pixels inside the frame
     (a concave part may gain edges along the frame border, which enclose no area)."""
-    pts = points
+    pts = np.asarray(points, np.float64)
     for axis, limit, keep_low in ((0, 0.0, False), (0, width, True), (1, 0.0, False),
                                   (1, height, True)):
-        if len(pts) == 0:
+        n = len(pts)
+        if n == 0:
             break
         values = pts[:, axis]
         inside = values <= limit if keep_low else values >= limit
@@ -198,17 +188,19 @@ def clip_part(points: np.ndarray, width: float, height: float) -> np.ndarray:
             continue
         if not inside.any():
             return np.zeros((0, 2))
-        nxt = np.roll(pts, -1, axis=0)
-        nxt_inside = np.roll(inside, -1)
-        out: list[np.ndarray] = []
-        for i in range(len(pts)):
-            a, b = pts[i], nxt[i]
-            if inside[i]:
-                out.append(a)
-            if inside[i] != nxt_inside[i]:
-                t = (limit - a[axis]) / (b[axis] - a[axis])
-                out.append(a + t * (b - a))
-        pts = np.asarray(out)
+        nxt = np.empty_like(pts)
+        nxt[:-1], nxt[-1] = pts[1:], pts[0]
+        nxt_inside = np.empty_like(inside)
+        nxt_inside[:-1], nxt_inside[-1] = inside[1:], inside[0]
+        crossing = inside != nxt_inside
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (limit - values) / (nxt[:, axis] - values)
+            cut = pts + t[:, None] * (nxt - pts)
+        # each vertex emits itself (if inside), then the crossing of its edge (if any)
+        candidates = np.stack([pts, cut], axis=1).reshape(-1, 2)
+        keep = np.stack([inside, crossing], axis=1).reshape(-1)
+        pts = candidates[keep]
+        pts[np.flatnonzero(keep) % 2 == 1, axis] = limit  # crossings lie on the line exactly
     return pts
 
 
@@ -263,8 +255,9 @@ def warp_polygons(items: list[PolygonMask], h: Homography, sampling: str = "open
                 if hi[q, 0] <= 0 or hi[q, 1] <= 0 or lo[q, 0] >= out_w or lo[q, 1] >= out_h:
                     continue
                 part = clip_part(part, out_w, out_h)
-            if len(part) >= 3 and _area(part) > 1e-9:
-                kept.append(np.ascontiguousarray(part.reshape(-1)))
+                if len(part) < 3 or _area(part) <= 1e-9:
+                    continue
+            kept.append(part.reshape(-1))
         results.append((PolygonMask._trusted(tuple(kept)) if kept else None, extent))
         p += n
     return results
@@ -279,7 +272,8 @@ def warp_polygon(item: PolygonMask, h: Homography, sampling: str = "opencv"
 
 def _area(part: np.ndarray) -> float:
     x, y = part[:, 0], part[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    cross = float(np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]))
+    return 0.5 * abs(cross + float(x[-1] * y[0] - y[-1] * x[0]))
 
 
 # --- bitmaps ----------------------------------------------------------------------------------

@@ -40,13 +40,14 @@ def train_default(size: tuple[int, int] = (800, 800), seed: int | None = None) -
 
 def yolo_seg(
     pool: Sequence[Sample] | None = None, size: tuple[int, int] = (640, 640),
-    seed: int | None = None, perspective: bool = True,
+    seed: int | None = None, perspective: bool = False,
 ) -> Augment:
     """Mosaic 2x2, Affine, Perspective, CopyAndPaste, flip, HSV, brightness/contrast.
 
     Mosaic fits each image into its ``size`` cell without cropping it (``contain``): objects
     keep their scale, as in Ultralytics' mosaic, and an image already of the cell's size is
-    copied, not resampled. ``perspective=False`` leaves Perspective out. HSV is instkit's
+    copied, not resampled. Perspective is off by default, as in Ultralytics' recipe
+    (``perspective=0.0``); ``perspective=True`` adds it (p=0.3). HSV is instkit's
     ``HueSaturationValue`` (albumentationsx's draws and pixels, one lookup table).
     """
     transforms = [

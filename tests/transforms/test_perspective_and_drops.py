@@ -64,7 +64,7 @@ def test_perspective_on_every_tinycoco_image(tinycoco) -> None:
             out = augment(sample, seed=i)
             assert_aligned(sample, out)
     pool = read_coco(tinycoco["train_json"], tinycoco["train_images"])
-    preset = yolo_seg(pool=pool, size=(256, 256), seed=0)
+    preset = yolo_seg(pool=pool, size=(256, 256), seed=0, perspective=True)
     assert any(type(t) is Perspective for t in preset.transforms)
     report = check_alignment(preset, samples, generated=False)
     assert report.ok, report.to_text()
