@@ -727,18 +727,22 @@ class Augment:
         (oy, ox), (bh, bw) = crop.offset, crop.bitmap.shape
         piece = np.ascontiguousarray(donor_image[oy : oy + bh, ox : ox + bw])
         piece = cv2.resize(piece, (pw, ph), interpolation=cv2.INTER_LINEAR)
-        hard = np.zeros((ph, pw), np.float32)
         fy, fx = footprint.offset
         fh, fw = footprint.bitmap.shape
-        hard[fy - py : fy - py + fh, fx - px : fx - px + fw] = footprint.bitmap
-        alpha = np.asarray(cv2.GaussianBlur(hard, (0, 0), sigma) if sigma > 0 else hard)
         image = state.writable_image()
         region = image[py : py + ph, px : px + pw]
-        if piece.ndim == 2 and region.ndim == 3:
-            piece = piece[:, :, None]
-        weights = alpha[:, :, None] if region.ndim == 3 else alpha
-        blended = region.astype(np.float32) * (1 - weights) + piece.astype(np.float32) * weights
-        image[py : py + ph, px : px + pw] = np.clip(blended + 0.5, 0, 255).astype(image.dtype)
+        if piece.shape != region.shape:  # a grey donor on a colour image
+            piece = np.broadcast_to(piece.reshape(ph, pw, -1), region.shape)
+        if sigma <= 0:  # hard: the object's pixels replace what lies below
+            where = np.zeros((ph, pw), bool)
+            where[fy - py : fy - py + fh, fx - px : fx - px + fw] = footprint.bitmap
+            np.copyto(region, piece, where=where[:, :, None] if region.ndim == 3 else where)
+            return
+        hard = np.zeros((ph, pw), np.float32)
+        hard[fy - py : fy - py + fh, fx - px : fx - px + fw] = footprint.bitmap
+        alpha = np.ascontiguousarray(cv2.GaussianBlur(hard, (0, 0), sigma))
+        region[...] = cv2.blendLinear(np.ascontiguousarray(piece), np.ascontiguousarray(region),
+                                      alpha, 1.0 - alpha)
 
     def _occlude(self, state: _State, footprint: BitmapMask, transform: Any) -> None:
         (fy, fx), (fh, fw) = footprint.offset, footprint.bitmap.shape
