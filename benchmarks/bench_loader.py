@@ -16,9 +16,11 @@ torchvision-reference-style loader, on tinycoco train (real JPEGs, polygons, cro
   least; measured in the same run. ``share_of_limit`` = images/s per worker / that rate.
 
 Agreement first, with augmentation off on both sides (instkit's ``evaluation`` preset, the
-reference with Resize only): labels equal, boxes within 2 px, mask IoU >= 0.9 per instance (the two
-resize masks differently: nearest on the box-tight crop vs nearest on the dense mask), mean
-absolute image difference under 2/255 (cv2 vs torchvision bilinear). Timed interleaved per
+reference with Resize only), instances paired by annotation id (at most 5% unpaired): labels
+equal, boxes within 3 px of the original image (times the upscale factor: instkit's boxes follow
+the resized masks, the reference scales the file's boxes), pixel IoU of all paired masks >= 0.9
+(the two resize masks with different nearest-neighbour conventions), mean absolute image
+difference under 2/255 (cv2 vs torchvision bilinear). Timed interleaved per
 configuration, best of N epochs over the 32 images (4 batches).
 """
 
@@ -230,7 +232,13 @@ def check_agreement(target: str) -> bool:
             if not torch.equal(mine[label_key][r_mine] - offset, theirs[label_key][r_their]):
                 return False
             their_boxes = theirs["boxes"].as_subclass(torch.Tensor)[r_their] * scale
-            if (mine["boxes"][r_mine] * scale - their_boxes).abs().max() > 4.0:
+            # boxes: instkit's follow the resized masks, the reference scales the file's box;
+            # up to 3 px apart in the original image (COCO boxes are the polygons', masks are
+            # rasterised; resize conventions differ by half a pixel), times the upscale factor
+            image = ref_loader.dataset.coco.imgs[ours.info.image_ids[b]]
+            h0, w0 = image["height"], image["width"]
+            tolerance = 3.0 * max(SIZE[0] / h0, SIZE[1] / w0, 1.0)
+            if (mine["boxes"][r_mine] * scale - their_boxes).abs().max() > tolerance:
                 return False
             a_m = mine["masks"][r_mine].flatten(1).bool()
             b_m = theirs["masks"].as_subclass(torch.Tensor)[r_their].flatten(1).bool()
