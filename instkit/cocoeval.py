@@ -166,19 +166,18 @@ def evaluate_coco(
             ok = (iou >= thresholds[None, None, :, None]) & g_valid[:active, None, None, :]
             ok = ok & (~matched[:active] | crowd[:active, None, None, :])  # (k, A, T, G)
             ignored = g_ig[:active, :, None, :]
+            # the last best candidate: argmax (first maximum) over the reversed gt axis
             choice = np.full(ok.shape[:3], -1, dtype=np.int64)
             for candidates in (ok & ~ignored, ok & ignored):
-                value = np.where(candidates, iou, -2.0)
-                best = value.max(axis=3, keepdims=True)
-                last = n_g - 1 - np.argmax((value == best)[..., ::-1], axis=3)
-                free = (choice < 0) & candidates.any(axis=3)
+                reversed_values = np.where(candidates, iou, -2.0)[..., ::-1]
+                last = n_g - 1 - reversed_values.argmax(axis=3)
+                free = (choice < 0) & (reversed_values.max(axis=3) > -2.0)
                 choice = np.where(free, last, choice)
             hit = choice >= 0
-            safe = np.maximum(choice, 0)[..., None]
-            shape = (active, n_a, n_t, n_g)
-            gi = np.take_along_axis(np.broadcast_to(g_index[:active, None, None, :], shape), safe,
-                                    axis=3)[..., 0]
-            ig_hit = np.take_along_axis(np.broadcast_to(ignored, shape), safe, axis=3)[..., 0]
+            safe = np.maximum(choice, 0)
+            lane = np.arange(active)[:, None, None]
+            gi = g_index[lane, safe]
+            ig_hit = g_ig[lane, np.arange(n_a)[None, :, None], safe]
             det = d_start[members[:active]] + j  # kept-detection index of rank j
             d_match[det] = np.where(hit, gi, -1)
             d_ig_gt[det] = hit & ig_hit
