@@ -151,11 +151,11 @@ def find_violations(before: Sample, after: Sample, *, seed: int | None = None) -
     source_row = {int(i): r for r, i in enumerate(src.ids)}
     for r, i in enumerate(ids):
         if i in source_row:
-            s = source_row[i]
-            if int(src.labels[s]) != int(dst.labels[r]):
-                add("label", f"label changed from {int(src.labels[s])} to {int(dst.labels[r])}", i)
-            if bool(src.iscrowd[s]) != bool(dst.iscrowd[r]):
-                add("crowd", f"crowd flag changed from {bool(src.iscrowd[s])} to "
+            j = source_row[i]
+            if int(src.labels[j]) != int(dst.labels[r]):
+                add("label", f"label changed from {int(src.labels[j])} to {int(dst.labels[r])}", i)
+            if bool(src.iscrowd[j]) != bool(dst.iscrowd[r]):
+                add("crowd", f"crowd flag changed from {bool(src.iscrowd[j])} to "
                     f"{bool(dst.iscrowd[r])}", i)
     if dst.masks is not None and len(dst):
         tight = dst.masks.boxes()
@@ -163,7 +163,7 @@ def find_violations(before: Sample, after: Sample, *, seed: int | None = None) -
         src_tight = src.masks.boxes() if src.masks is not None else None
         src_area = src.masks.area() if src.masks is not None else None
         for r, i in enumerate(ids):
-            s = source_row.get(i)
+            s: int | None = source_row.get(i)
             unchanged = (s is not None and src_tight is not None
                          and np.array_equal(src_tight[s], tight[r]))
             if area[r] == 0:
@@ -312,7 +312,10 @@ def _orientation(book: Codebook, decoded: Decoded, key: int, inst: Any,
         xa, xb = max(int(x0 - margin), 0), min(int(x1 + margin) + 1, w)
         if ya >= yb or xa >= xb:
             continue
-        window = codes[ya:yb, xa:xb]
+        # only pure pixels inside a marker: a stray pixel decoded from a blend of other codes can
+        # carry any code
+        window = np.where(decoded.clean[ya:yb, xa:xb] & ~decoded.blend[ya:yb, xa:xb],
+                          codes[ya:yb, xa:xb], UNKNOWN)
         pairs_a, pairs_b = [], []
         for j in np.flatnonzero(painted.marker_codes[src_row] >= 0):
             code = int(painted.marker_codes[src_row, j])
@@ -336,10 +339,11 @@ def _orientation(book: Codebook, decoded: Decoded, key: int, inst: Any,
     if len(a) < 3 or np.linalg.svd(a, compute_uv=False)[-1] < 2.0:  # (nearly) collinear
         return 0
     m, *_ = np.linalg.lstsq(a, b, rcond=None)
+    residual = float(np.linalg.norm(a @ m - b)) / max(float(np.linalg.norm(b)), 1e-9)
     det = float(np.linalg.det(m))
     scale = float(np.abs(m).max()) ** 2
-    if scale == 0 or abs(det) < 0.05 * scale:
-        return 0
+    if residual > 0.25 or scale == 0 or abs(det) < 0.05 * scale:
+        return 0  # the markers do not agree on one linear map: do not guess
     return 1 if det > 0 else -1
 
 
@@ -369,10 +373,10 @@ def _expected_entities(book: Codebook, probe: _Probe, out: Sample) -> list[list[
         seen.add(i)
         if src_img is not None and src_ann is not None:
             try:
-                key = (int(src_img[r]), int(src_ann[r]))
+                origin = (int(src_img[r]), int(src_ann[r]))
             except (TypeError, ValueError):
-                key = (-1, -1)
-            result.append(pool_index.get(key, []))
+                origin = (-1, -1)
+            result.append(pool_index.get(origin, []))
         else:
             result.append([])
     return result

@@ -155,10 +155,10 @@ class Codebook:
                 entity.intact = bool(code_map[cy, cx] == entity.code)
                 entity.allowed = np.array([entity.code], np.int64)
         for r in range(n):  # what the input shows under each mask: the row and what covers it
-            if codes[r] < 0:
+            found = self.entity(int(codes[r])) if codes[r] >= 0 else None
+            if found is None:
                 continue
-            entity = self.entity(int(codes[r]))
-            assert entity is not None
+            entity = found
             region = regions[r]
             if region is None:
                 entity.allowed = np.array([entity.code], np.int64)
