@@ -258,3 +258,22 @@ def _numbers(counts: bytes) -> list[bytes]:
             out.append(counts[start : i + 1])
             start = i + 1
     return out
+
+
+def test_bitmap_rle_follows_the_box_not_the_image():
+    # Found by the fuzz harness (issue 12): a bitmap in a 1,000,000-pixel-high image was encoded
+    # through a full-height band, which pycocotools' encode allocates 4 bytes a pixel for.
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        bh, bw = int(rng.integers(1, h - y0 + 1)), int(rng.integers(1, w - x0 + 1))
+        if rng.random() < 0.3:
+            y0, bh = 0, h  # full-height crops: one column ends where the next begins
+        dense = np.zeros((h, w), bool)
+        dense[y0 : y0 + bh, x0 : x0 + bw] = rng.random((bh, bw)) < rng.random()
+        item = BitmapMask(dense[y0 : y0 + bh, x0 : x0 + bw].copy(), (y0, x0))
+        expected = mask_utils.encode(np.asfortranarray(dense.astype(np.uint8)))["counts"]
+        assert Masks([item], (h, w)).rle_counts()[0] == expected
+    tall = Masks([BitmapMask(np.ones((20, 30), bool), (999_000, 5))], (1_000_000, 640))
+    assert mask_utils.area(tall.to_rle()[0]) == 600
