@@ -69,6 +69,7 @@ REPRODUCERS: list[tuple[str, str, str | None]] = [
     ("5: non-ASCII counts", json.dumps(_doc([_ann(1, {"size": [20, 20], "counts": "é"})])), "rle-invalid"),
     ("6: NUL in file_name", json.dumps(_doc([_ann()], file_name="a\x00.jpg")), "file-name-invalid"),
     ("6: lone surrogate in file_name", json.dumps(_doc([_ann()], file_name="a\ud800.jpg")), "file-name-invalid"),
+    ("fuzz: RLE resized into a 640x1000000 image", json.dumps(_doc([_ann(1, {"size": [480, 640], "counts": [1000, 50, 480 * 640 - 1050]})], 640, 1_000_000)), "rle-size-mismatch"),
     ("7: counts pycocotools reads differently", json.dumps(_doc([_ann(1, {"size": [20, 20], "counts": "PPPPPPPPPPPPPPPPP?`<"})])), "rle-invalid"),
 ]
 
