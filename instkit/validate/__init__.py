@@ -2,7 +2,9 @@
 
 Every finding has a stable code (see ``CHECKS`` and docs/validate.md), a severity (error /
 warning / info), a one-line message and a ``Location`` (file, JSON path, image_id, annotation id).
-The checks walk the raw JSON, so they work on files that ``read_coco`` refuses.
+The checks walk the raw JSON, so they work on files that ``read_coco`` refuses. The rules (code,
+severity, error class, limits) live once in ``instkit.validate.rules``, which ``read_coco``, the
+results and Hugging Face readers and ``--fix`` use too.
 """
 
 from __future__ import annotations
