@@ -350,8 +350,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     targets: list[dict[str, Any]] = []
     agree_a, note_a = _race_ultralytics(quick, rows, targets)
     agree_b, curve = _race_counts(quick, rows, targets)
-    plot = Path(__file__).resolve().parent / "results" / (
-        "augment-curve-quick.png" if quick else "augment-curve.png")
+    # the full run's curve is kept beside its results; a quick run's goes to a temporary folder
+    plot = (Path(tempfile.mkdtemp(prefix="bench-augment-")) / "augment-curve-quick.png" if quick
+            else Path(__file__).resolve().parent / "results" / "augment-curve.png")
     _plot_curve(curve, plot)
     agree_c = _memory(quick, rows, targets)
     return result("augment", rows, agree=agree_a and agree_b and agree_c, quick=quick,
