@@ -6,24 +6,20 @@ Overlays use numpy, OpenCV and Pillow only; the pages are self-contained files t
 
 from instkit.viz.colors import class_color, instance_color, instance_colors
 from instkit.viz.overlay import (
-    EvalOutcome,
     draw_comparison,
     draw_evaluation,
     draw_instances,
     draw_sample,
-    evaluation_outcome,
     resize_to_fit,
     save_image,
 )
 
 __all__ = [
-    "EvalOutcome",
     "class_color",
     "draw_comparison",
     "draw_evaluation",
     "draw_instances",
     "draw_sample",
-    "evaluation_outcome",
     "instance_color",
     "instance_colors",
     "resize_to_fit",

@@ -29,6 +29,7 @@ import numpy as np
 
 from instkit.categories import Categories
 from instkit.errors import ImageError, InstkitError
+from instkit.evaluation import Match, match_image
 from instkit.instances import Instances
 from instkit.io.files import atomic_write
 from instkit.masks import BitmapMask
@@ -45,12 +46,10 @@ from instkit.viz.colors import (
 )
 
 __all__ = [
-    "EvalOutcome",
     "draw_comparison",
     "draw_evaluation",
     "draw_instances",
     "draw_sample",
-    "evaluation_outcome",
     "resize_to_fit",
     "save_image",
 ]
@@ -381,88 +380,6 @@ def draw_sample(sample: Sample, categories: Categories | None = None, **options:
                           **options)
 
 
-@dataclass(frozen=True)
-class EvalOutcome:
-    """How one image's predictions and ground truth matched at ``iou_threshold``.
-
-    ``predictions`` are those kept by the score threshold, highest score first, and the arrays
-    refer to them: ``pred_tp`` bool ``(P,)`` true positives; ``pred_ignored`` bool ``(P,)``
-    absorbed by a crowd region (COCO counts them neither way); ``pred_to_gt`` int64 ``(P,)``
-    (-1 when unmatched); ``pred_iou`` float32 ``(P,)`` IoU with the matched ground truth (the
-    best IoU with any ground truth otherwise); ``gt_found`` / ``gt_ignored`` bool ``(G,)``.
-    """
-
-    predictions: Instances
-    iou_threshold: float
-    pred_tp: np.ndarray
-    pred_ignored: np.ndarray
-    pred_to_gt: np.ndarray
-    pred_iou: np.ndarray
-    gt_found: np.ndarray
-    gt_ignored: np.ndarray
-
-    @property
-    def pred_fp(self) -> np.ndarray:
-        return ~self.pred_tp & ~self.pred_ignored
-
-    @property
-    def gt_missed(self) -> np.ndarray:
-        return ~self.gt_found & ~self.gt_ignored
-
-    @property
-    def tp(self) -> int:
-        return int(self.pred_tp.sum())
-
-    @property
-    def fp(self) -> int:
-        return int(self.pred_fp.sum())
-
-    @property
-    def fn(self) -> int:
-        return int(self.gt_missed.sum())
-
-
-def evaluation_outcome(
-    ground_truth: Instances,
-    predictions: Instances,
-    *,
-    iou_threshold: float = 0.5,
-    iou_type: str = "segm",
-    score_threshold: float = 0.0,
-) -> EvalOutcome:
-    """Match ``predictions`` to ``ground_truth`` with ``instkit.evaluation.match_instances``
-    (COCO's greedy matching). Predictions below ``score_threshold`` are left out first: the
-    overlay shows what a user of the model sees at that threshold.
-    """
-    from instkit.evaluation import match_instances
-
-    scores = predictions.scores
-    if scores is None:
-        kept = predictions
-    else:
-        keep = np.flatnonzero(scores >= score_threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")]
-        kept = predictions[keep]
-    match = match_instances(ground_truth, kept, iou_threshold=iou_threshold, iou_type=iou_type)
-    pred_to_gt = np.asarray(match.pred_to_gt, dtype=np.int64)
-    ious = np.asarray(match.ious, dtype=np.float64).reshape(len(kept), len(ground_truth))
-    pred_iou = np.zeros(len(kept), dtype=np.float32)
-    if ious.size:
-        pred_iou[:] = ious.max(axis=1)
-        matched = pred_to_gt >= 0
-        pred_iou[matched] = ious[np.flatnonzero(matched), pred_to_gt[matched]]
-    return EvalOutcome(
-        predictions=kept,
-        iou_threshold=float(iou_threshold),
-        pred_tp=np.asarray(match.pred_matched, dtype=bool),
-        pred_ignored=np.asarray(match.pred_ignored, dtype=bool),
-        pred_to_gt=pred_to_gt,
-        pred_iou=pred_iou,
-        gt_found=np.asarray(match.gt_matched, dtype=bool),
-        gt_ignored=np.asarray(match.gt_ignored, dtype=bool),
-    )
-
-
 def _legend(canvas: np.ndarray, items: list[tuple[str, RGB]], font_size: int) -> np.ndarray:
     """A strip under ``canvas`` with coloured swatches and their captions."""
     from PIL import Image, ImageDraw
@@ -489,7 +406,7 @@ def draw_evaluation(
     iou_threshold: float = 0.5,
     iou_type: str = "segm",
     score_threshold: float = 0.0,
-    outcome: EvalOutcome | None = None,
+    outcome: Match | None = None,
     max_side: int | None = None,
     alpha: float = 0.5,
     legend: bool = True,
@@ -502,7 +419,8 @@ def draw_evaluation(
     Predicted masks are filled in one solid colour per outcome (green TP, red FP), each labelled
     with its class and score; ground truth is drawn as dashed outlines (white when found, amber
     when missed, grey for crowd regions). ``legend`` adds a strip below with the counts.
-    ``outcome`` reuses a match computed by ``evaluation_outcome``.
+    ``outcome`` reuses a match made by ``instkit.evaluation.match_image`` (the one matcher;
+    its ``predictions`` are the ones drawn).
     """
     array = _check_image(image)
     if tuple(array.shape[:2]) != ground_truth.image_size:
@@ -516,14 +434,14 @@ def draw_evaluation(
             f"{ground_truth.image_size}"
         )
     if outcome is None:
-        outcome = evaluation_outcome(ground_truth, predictions, iou_threshold=iou_threshold,
-                                     iou_type=iou_type, score_threshold=score_threshold)
-    preds = outcome.predictions
+        outcome = match_image(ground_truth, predictions, iou_threshold=iou_threshold,
+                              iou_type=iou_type, score_threshold=score_threshold)
+    preds = outcome.predictions if outcome.predictions is not None else predictions
     scale = _scale_for(ground_truth.image_size, max_side)
     canvas = _resize(array, scale)
     lw, fs = _defaults(canvas.shape, line_width, font_size)
     pred_colors = [TP_COLOR if tp else IGNORED_COLOR if ignored else FP_COLOR
-                   for tp, ignored in zip(outcome.pred_tp, outcome.pred_ignored, strict=True)]
+                   for tp, ignored in zip(outcome.pred_matched, outcome.pred_ignored, strict=True)]
     pred_crops = _mask_crops(preds, scale, canvas.shape)
     # Low scores first, so the most confident predictions end on top.
     order = np.arange(len(preds))[::-1]
@@ -544,17 +462,17 @@ def draw_evaluation(
     for g in _area_order(ground_truth):
         if ground_truth.iscrowd[g]:
             color = IGNORED_COLOR
-        elif outcome.gt_found[g]:
+        elif outcome.gt_matched[g]:
             color = MATCHED_GT_COLOR
         else:
             color = FN_COLOR
         crop = gt_crops[g]
         if crop is not None and iou_type == "segm":
-            _dashed_outline(canvas, crop, color, lw + (0 if outcome.gt_found[g] else 1), dash,
+            _dashed_outline(canvas, crop, color, lw + (0 if outcome.gt_matched[g] else 1), dash,
                             gap)
         else:
             _dashed_box(canvas, ground_truth.boxes[g], scale, color, lw, dash)
-        if not outcome.gt_found[g] and not ground_truth.iscrowd[g]:
+        if not outcome.gt_matched[g] and not ground_truth.iscrowd[g]:
             x0, y1 = float(ground_truth.boxes[g][0]) * scale, float(ground_truth.boxes[g][3])
             name = _class_name(categories, int(ground_truth.labels[g]))
             texts.append(_Label(f"missed {name}", x0, y1 * scale + fs * 1.6, FN_COLOR))
@@ -570,7 +488,7 @@ def draw_evaluation(
             (f"TP {outcome.tp}", TP_COLOR),
             (f"FP {outcome.fp}", FP_COLOR),
             (f"FN {outcome.fn}", FN_COLOR),
-            (f"GT found {int((outcome.gt_found & ~outcome.gt_ignored).sum())}", MATCHED_GT_COLOR),
+            (f"GT found {int((outcome.gt_matched & ~outcome.gt_ignored).sum())}", MATCHED_GT_COLOR),
             (f"IoU {outcome.iou_threshold:g}", (32, 32, 36)),
         ], max(11, fs - 2))
     return canvas

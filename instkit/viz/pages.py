@@ -29,6 +29,7 @@ import numpy as np
 from instkit import __version__
 from instkit.categories import Categories
 from instkit.errors import InstkitError, Location
+from instkit.evaluation import Match, match_image
 from instkit.instances import Instances
 from instkit.io.coco import CocoDataset, read_coco
 from instkit.io.files import atomic_write, load_json
@@ -37,10 +38,8 @@ from instkit.viz import charts
 from instkit.viz.assets import CSS, JS, TEMPLATE
 from instkit.viz.colors import class_color, hex_color, instance_colors
 from instkit.viz.overlay import (
-    EvalOutcome,
     draw_evaluation,
     draw_instances,
-    evaluation_outcome,
     readable_by_all,
     save_image,
 )
@@ -585,13 +584,15 @@ def eval_report(
         g_inst, p_inst = sample.instances, pred.instances
         if p_inst.masks is None and iou_type == "segm":
             p_inst = _with_empty_masks(p_inst)
-        outcome = evaluation_outcome(g_inst, p_inst, iou_threshold=iou_threshold,
-                                     iou_type=iou_type, score_threshold=score_threshold)
+        outcome = match_image(g_inst, p_inst, iou_threshold=iou_threshold,
+                              iou_type=iou_type, score_threshold=score_threshold)
         kept = outcome.predictions
+        assert kept is not None  # match_image always sets it
         pred_rows = []
         for p in range(len(kept)):
             label = int(kept.labels[p])
-            status = "tp" if outcome.pred_tp[p] else "ignored" if outcome.pred_ignored[p] else "fp"
+            status = ("tp" if outcome.pred_matched[p] else "ignored" if outcome.pred_ignored[p]
+                      else "fp")
             per_class_errors[label][status] += 1
             g = int(outcome.pred_to_gt[p])
             pred_rows.append({
@@ -603,7 +604,7 @@ def eval_report(
         areas = g_inst.masks.area() if g_inst.masks is not None else np.zeros(len(g_inst))
         for g in range(len(g_inst)):
             status = ("ignored (crowd)" if outcome.gt_ignored[g]
-                      else "found" if outcome.gt_found[g] else "missed")
+                      else "found" if outcome.gt_matched[g] else "missed")
             if status == "missed":
                 per_class_errors[int(g_inst.labels[g])]["fn"] += 1
             gt_rows.append({"id": int(g_inst.ids[g]), "label": int(g_inst.labels[g]),
@@ -702,12 +703,15 @@ def _with_empty_masks(instances: Instances) -> Instances:
     return instances.replace(masks=Masks([empty] * len(instances), instances.image_size))
 
 
-def _eval_drawer(gt: CocoDataset, index: int, outcome: EvalOutcome, iou_type: str
+def _eval_drawer(gt: CocoDataset, index: int, outcome: Match, iou_type: str
                  ) -> Callable[[int], np.ndarray]:
+    predictions = outcome.predictions
+    assert predictions is not None  # made by match_image
+
     def draw(max_side: int) -> np.ndarray:
         sample = gt[index]
         small = max_side <= 400
-        return draw_evaluation(sample.image, sample.instances, outcome.predictions,
+        return draw_evaluation(sample.image, sample.instances, predictions,
                                gt.categories, outcome=outcome, iou_type=iou_type,
                                max_side=max_side, legend=not small,
                                font_size=10 if small else None)

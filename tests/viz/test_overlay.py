@@ -8,11 +8,11 @@ import pytest
 
 from instkit import Categories, Instances, Masks, Sample, read_coco
 from instkit.errors import InstkitError
+from instkit.evaluation import match_image
 from instkit.viz import (
     draw_comparison,
     draw_evaluation,
     draw_instances,
-    evaluation_outcome,
     instance_color,
     instance_colors,
     save_image,
@@ -141,7 +141,7 @@ def test_evaluation_colours_and_dashed_ground_truth() -> None:
     gt = _instances([found, missed], [0, 1], [1, 2])
     fp_mask = _square(35, 5, 15)
     pred = _instances([found, fp_mask], [0, 0], [0, 1], scores=[0.9, 0.8])
-    outcome = evaluation_outcome(gt, pred, iou_threshold=0.5)
+    outcome = match_image(gt, pred, iou_threshold=0.5)
     assert outcome.tp == 1 and outcome.fp == 1 and outcome.fn == 1
     out = draw_evaluation(image, gt, pred, CATS, outcome=outcome, legend=False, labels=False,
                           alpha=0.5, line_width=1)
@@ -162,8 +162,8 @@ def test_evaluation_legend_and_score_threshold() -> None:
     image = np.zeros((H, W, 3), np.uint8)
     gt = _instances([_square(5, 5, 20)], [0], [1])
     pred = _instances([_square(5, 5, 20)], [0], [0], scores=[0.3])
-    kept = evaluation_outcome(gt, pred, score_threshold=0.5)
-    assert len(kept.predictions) == 0 and kept.fn == 1
+    kept = match_image(gt, pred, score_threshold=0.5)
+    assert kept.predictions is not None and len(kept.predictions) == 0 and kept.fn == 1
     out = draw_evaluation(image, gt, pred, CATS, score_threshold=0.5)
     assert out.shape[0] > H and out.shape[1] == W  # legend strip below
 
