@@ -4,6 +4,9 @@ Output folder: ``predictions.json`` (a COCO results list: ``image_id``, ``catego
 ``score``, ``bbox`` xywh, ``segmentation`` compressed RLE; pycocotools' ``loadRes`` reads it),
 ``images.json`` (a COCO document with the ``images`` and ``categories`` those ids refer to, so
 the results can be evaluated or shown) and ``overlays/<name>.png``.
+
+``predict_coco`` predicts the images of a COCO file instead: results carry the file's own image
+and category ids, so ``instkit report eval`` / ``instkit.evaluation`` read them against it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,76 @@ def _overlay_name(path: Path, used: set[str]) -> str:
     return name
 
 
+def _write_overlays(items: Sequence[tuple[Path, Sample]], folder: Path, categories: Any,
+                    threshold: float, progress: bool) -> list[str]:
+    from instkit.viz import draw_instances, save_image
+
+    used: set[str] = set()
+    written: list[str] = []
+    for path, pred in tqdm(list(items), desc="overlays", unit="image", disable=not progress,
+                           leave=False):
+        inst = pred.instances
+        if inst.scores is not None:
+            inst = inst[inst.scores >= threshold]
+        image, _ = load_image(path)
+        target = folder / _overlay_name(path, used)
+        if same_file(target, path):
+            raise InstkitError("overlay would overwrite its input", Location(file=str(path)))
+        save_image(draw_instances(image, inst, categories), target)
+        written.append(str(target))
+    return written
+
+
+def predict_coco(
+    model: str | os.PathLike[str] | ModelAdapter,
+    annotation_file: str | os.PathLike[str],
+    images: str | os.PathLike[str] | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 2,
+    device: str | None = None,
+    overlays: bool = False,
+    overlay_threshold: float = 0.5,
+    progress: bool = True,
+    results_name: str = "predictions.json",
+) -> dict[str, Any]:
+    """Predict every image of the COCO file ``annotation_file`` (images under ``images``, default
+    beside it) and write ``out_dir/predictions.json`` keyed to the file's own image ids and
+    category ids (classes the file lacks are dropped), ready for ``instkit report eval`` or
+    ``instkit.evaluation.read_coco_results``. Returns counts and the paths written.
+    """
+    from instkit.engine.data import label_map
+    from instkit.engine.evaluate import to_data_labels
+    from instkit.evaluation import to_coco_results
+    from instkit.io.coco import read_coco
+
+    if images is not None and not Path(images).is_dir():
+        raise InstkitError("image folder not found", Location(file=os.fspath(images)))
+    out = Path(out_dir)
+    results_file = out / results_name
+    if same_file(annotation_file, results_file):
+        raise InstkitError("output would overwrite an input", Location(file=str(results_file)))
+    device = pick_device(device)
+    adapter = model if isinstance(model, ModelAdapter) else load_adapter(model, device=device)[0]
+    adapter.model.to(device)
+    data = read_coco(annotation_file, images)
+    label_map(adapter.categories, data.categories, os.fspath(annotation_file))
+    _, predictions = predict_dataset(adapter, data, batch_size=batch_size, device=device,
+                                     progress=progress)
+    predictions = to_data_labels(predictions, adapter.categories, data.categories)
+    out.mkdir(parents=True, exist_ok=True)
+    results = to_coco_results(predictions, data.categories)
+    with atomic_write(results_file) as handle:
+        json.dump(results, handle)
+    written: list[str] = []
+    if overlays:
+        paths = [Path(str(data.image_path(i))) for i in range(len(data))]
+        written = _write_overlays(list(zip(paths, predictions, strict=True)), out / "overlays",
+                                  data.categories, overlay_threshold, progress)
+    return {"images": len(data), "instances": len(results), "predictions": str(results_file),
+            "ground_truth": os.fspath(annotation_file), "overlays": written}
+
+
 def predict_paths(
     model: str | os.PathLike[str] | ModelAdapter,
     inputs: Sequence[str | os.PathLike[str]],
@@ -118,20 +191,7 @@ def predict_paths(
         json.dump(document, handle, indent=1)
     written: list[str] = []
     if overlays:
-        from instkit.viz import draw_instances, save_image
-
-        used: set[str] = set()
-        folder = out / "overlays"
-        for path, pred in tqdm(list(zip(paths, predictions, strict=True)), desc="overlays",
-                               unit="image", disable=not progress, leave=False):
-            inst = pred.instances
-            if inst.scores is not None:
-                inst = inst[inst.scores >= overlay_threshold]
-            image, _ = load_image(path)
-            target = folder / _overlay_name(path, used)
-            if same_file(target, path):
-                raise InstkitError("overlay would overwrite its input", Location(file=str(path)))
-            save_image(draw_instances(image, inst, adapter.categories), target)
-            written.append(str(target))
+        written = _write_overlays(list(zip(paths, predictions, strict=True)), out / "overlays",
+                                  adapter.categories, overlay_threshold, progress)
     return {"images": len(paths), "instances": len(results), "predictions": str(results_file),
             "images_file": str(out / "images.json"), "overlays": written}
