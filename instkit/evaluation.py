@@ -158,17 +158,22 @@ def match_instances(
     iou_type: str = "segm",
     *,
     class_aware: bool = True,
+    ious: np.ndarray | None = None,
 ) -> Match:
     """Match predictions to ground truth greedily by descending score, as ``COCOeval`` does.
 
     Each prediction (highest score first; given order when ``pred.scores`` is None, ties kept in
     order) takes the unmatched non-crowd ground truth of its label with the highest IoU
     ``>= iou_threshold``; failing that, a crowd region it overlaps that much, which makes it
-    ignored. With ``class_aware=False`` labels are not compared.
+    ignored. With ``class_aware=False`` labels are not compared. ``ious``: a precomputed
+    ``(P, G)`` matrix to match on instead of :func:`pairwise_iou` (e.g. Boundary IoU).
     """
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    ious = pairwise_iou(pred, gt, iou_type)
+    if ious is None:
+        ious = pairwise_iou(pred, gt, iou_type)
+    elif ious.shape != (len(pred), len(gt)):
+        raise ValueError(f"ious must have shape {(len(pred), len(gt))}, got {ious.shape}")
     p, g = ious.shape
     pred_matched = np.zeros(p, dtype=bool)
     pred_ignored = np.zeros(p, dtype=bool)
