@@ -38,6 +38,8 @@ TILE = 8
 #: least difference (summed over RGB) between the white and black reference runs at a pixel that
 #: came from the input image; below it the pixel is padding or fill
 MIN_CONTRAST = 60
+#: least share of inner pixels for an input mask to count as solid (judged by ``probe_code``)
+SOLID = 0.5
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Entity:
     keypoint: int = -1
     allowed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     intact: bool = True  # a marker whose centre still shows its own code in the probe
+    solid: bool = True  # most of the input mask is inner pixels (3x3 inside it)
+    area: int = 0  # input mask pixels
     owner: int = -1  # the instance code a marker belongs to (its own code for an instance)
 
 
@@ -166,8 +170,23 @@ class Codebook:
             bitmap, (y0, x0) = region
             bh, bw = bitmap.shape
             entity.allowed = np.unique(code_map[y0:y0 + bh, x0:x0 + bw][bitmap])
+            # a mask made of strands and specks a pixel or two wide has no shape a resampled
+            # image keeps: its output is not judged (relative to the input)
+            entity.solid = bool(erode(bitmap).sum() >= SOLID * bitmap.sum())
+            entity.area = int(bitmap.sum())
         self.samples[key] = sample
         return PaintedSource(sample, key, code_map, codes, markers)
+
+
+def erode(bitmap: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood lies inside ``bitmap``."""
+    padded = np.pad(bitmap, 1, constant_values=False)
+    h, w = bitmap.shape
+    out = bitmap.copy()
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            out &= padded[dy:dy + h, dx:dx + w]
+    return out
 
 
 def marker_radius(size: tuple[int, int]) -> int:
