@@ -34,6 +34,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ import pycocotools.mask as mask_utils
 from instkit.categories import Categories
 from instkit.evaluation import (
     EvaluationError,
+    EvaluationResult,
     _jsonable,
     evaluate,
     match_instances,
@@ -448,6 +450,18 @@ def analyze(
         delta_ap=delta, per_class=per_class, per_size=per_size)
 
 
+def add_analysis(result: EvaluationResult, ground_truth: Sequence[Sample] | CocoDataset,
+                 predictions: Sequence[Sample] | list[dict[str, Any]],
+                 categories: Categories | None = None, **options: Any) -> EvaluationResult:
+    """``result`` (of :func:`instkit.evaluation.evaluate` on the same data) with ``analysis`` set
+    to :func:`analyze`'s; by default at ``result.score_threshold`` and on mask IoU when the
+    result has mask figures. ``as_dict()`` then carries it under ``"analysis"``."""
+    options.setdefault("score_threshold", result.score_threshold)
+    options.setdefault("iou_type", "segm" if "segm" in result.iou_types else "bbox")
+    return dataclasses.replace(result, analysis=analyze(ground_truth, predictions, categories,
+                                                        **options))
+
+
 def _undefined(value: float) -> float:
     return math.nan if value < 0 else float(value)
 
@@ -507,6 +521,7 @@ def format_analysis(analysis: ErrorAnalysis, max_classes: int = 30) -> str:
 __all__ = [
     "ERROR_TYPES",
     "ErrorAnalysis",
+    "add_analysis",
     "analyze",
     "boundary_dilation",
     "boundary_iou",

@@ -570,6 +570,8 @@ class EvaluationResult:
     num_predictions: int = 0
     score_threshold: float = 0.5
     iou_types: tuple[str, ...] = IOU_TYPES
+    # instkit.analysis.ErrorAnalysis when asked for (instkit.analysis.add_analysis)
+    analysis: Any = None
 
     @property
     def primary(self) -> float:
@@ -594,6 +596,7 @@ class EvaluationResult:
             "per_class": self.per_class,
             "pr_curves": self.pr_curves,
             "per_image": [{"image_id": k, **v} for k, v in self.per_image.items()],
+            **({} if self.analysis is None else {"analysis": self.analysis.as_dict()}),
         })
 
     def __repr__(self) -> str:

@@ -37,11 +37,14 @@ def _fmt(value: float | None) -> str:
 @click.option("--workers", type=int, default=0, show_default=True)
 @score_threshold_option(0.5, "For the per-image counts and the union mean IoU (mAP uses every "
                              "prediction).", aliases=("--score", "--threshold"))
+@click.option("--errors", "errors", type=click.Choice(["off", "on", "boundary"]), default="off",
+              show_default=True, help="Error analysis (confusion matrix, TIDE-style breakdown, "
+              "per size); 'boundary' matches on min(mask IoU, Boundary IoU).")
 @progress_option
 @format_option
 def command(model_dir: Path, data_path: Path, images: Path | None, out_file: Path | None,
             batch_size: int, device: str | None, workers: int, score_threshold: float,
-            progress: bool, output_format: str) -> None:
+            errors: str, progress: bool, output_format: str) -> None:
     """Mask mAP@0.5 (primary), mask mAP@.5:.95, box mAP, per-class AP and union mean IoU."""
     from instkit.io.files import atomic_write, refuse_overwrite
 
@@ -56,9 +59,12 @@ def command(model_dir: Path, data_path: Path, images: Path | None, out_file: Pat
     adapter, meta = load_adapter(model_dir, device=device)
     data = open_dataset(data_path, images)
     adapter.model.to(device)
-    result, _, _ = evaluate_model(adapter, data, batch_size=batch_size, device=device,
-                                  num_workers=workers, progress=progress,
-                                  score_threshold=score_threshold)
+    result, truth, predicted = evaluate_model(adapter, data, batch_size=batch_size,
+                                              device=device, num_workers=workers,
+                                              progress=progress, score_threshold=score_threshold)
+    if errors != "off":
+        from instkit.analysis import add_analysis
+        result = add_analysis(result, truth, predicted, boundary=errors == "boundary")
     report = {"model": meta["path"], "data": str(data_path), "images": len(data),
               **result.as_dict()}
     if out_file is not None:
@@ -70,6 +76,9 @@ def command(model_dir: Path, data_path: Path, images: Path | None, out_file: Pat
     click.echo(f"model: {meta['path']} ({adapter.describe()})")
     click.echo(f"data:  {data_path} ({len(data)} images)")
     click.echo(format_table(result, score_threshold))
+    if result.analysis is not None:
+        from instkit.analysis import format_analysis
+        click.echo(format_analysis(result.analysis))
     if out_file is not None:
         click.echo(f"report: {out_file}")
 
