@@ -1,4 +1,5 @@
-"""Metrics as JSON lines (one record per step and per epoch) and a curve picture of a run."""
+"""Metrics as JSON lines (one record per step and per epoch), their CSV table, the console row
+of an epoch and a curve picture of a run."""
 
 from __future__ import annotations
 
@@ -52,8 +53,80 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+#: results.csv's leading columns, in order; the loss parts and anything else follow
+CSV_COLUMNS = ("epoch", "step", "train_loss", "lr", "mask_map50", "mask_map", "box_map50",
+               "box_map", "mean_iou", "best_mask_map50", "seconds", "images_per_second")
+
+
+def write_results_csv(metrics_file: str | os.PathLike[str],
+                      out_csv: str | os.PathLike[str]) -> Path:
+    """One row per epoch record of ``metrics_file`` (epochs counted from 1); rewritten whole,
+    atomically, so it is complete after every epoch."""
+    import csv
+    import io
+
+    from instkit.io.files import atomic_write
+
+    epochs = [r for r in read_metrics(metrics_file) if r.get("type") == "epoch"]
+    extra: list[str] = []
+    for record in epochs:
+        for key, value in record.items():
+            if key not in CSV_COLUMNS and key not in extra and key != "type" \
+                    and not isinstance(value, (dict, list)):
+                extra.append(key)
+    columns = [*CSV_COLUMNS, *extra]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for record in epochs:
+        row = []
+        for key in columns:
+            value = record.get(key)
+            if key == "epoch" and value is not None:
+                value = int(value) + 1
+            row.append("" if value is None else (f"{value:.6g}" if isinstance(value, float)
+                                                 else value))
+        writer.writerow(row)
+    out = Path(out_csv)
+    with atomic_write(out) as handle:
+        handle.write(buffer.getvalue())
+    return out
+
+
+def _cell(value: Any, width: int, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return f"{'-':>{width}}"
+    if isinstance(value, float):
+        return f"{value:>{width}.{digits}f}"
+    return f"{value!s:>{width}}"
+
+
+def epoch_row(record: dict[str, Any], epochs: int) -> tuple[str, str]:
+    """``(header, row)`` of an epoch record for the console table: losses, learning rate,
+    mask and box mAP@0.5 and @.5:.95 (``-`` where not evaluated) and time."""
+    parts = [k for k in record if k.startswith("train_") and k != "train_loss"
+             and isinstance(record[k], (int, float))]
+    names = [("epoch", 7), ("step", 6), ("loss", 8)]
+    names += [(k[len("train_"):][:10], max(8, len(k[len("train_"):][:10]))) for k in parts]
+    names += [("lr", 9), ("mask@.5", 7), ("mask@.5:.95", 11), ("box@.5", 7), ("box@.5:.95", 10),
+              ("time", 7)]
+    header = "  ".join(f"{name:>{width}}" for name, width in names)
+    values: list[str] = [f"{int(record['epoch']) + 1}/{epochs}".rjust(7),
+                         _cell(record.get("step"), 6), _cell(record.get("train_loss"), 8)]
+    values += [_cell(record.get(k), w) for k, (_, w) in zip(parts, names[3:3 + len(parts)],
+                                                              strict=True)]
+    lr = record.get("lr")
+    values.append(f"{lr:>9.2e}" if isinstance(lr, float) else _cell(lr, 9))
+    values += [_cell(record.get("mask_map50"), 7), _cell(record.get("mask_map"), 11),
+               _cell(record.get("box_map50"), 7), _cell(record.get("box_map"), 10)]
+    seconds = record.get("seconds")
+    values.append(f"{seconds:>6.1f}s" if isinstance(seconds, float) else _cell(seconds, 7))
+    return header, "  ".join(values)
+
+
 def plot_curves(metrics_file: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
-    """Training loss per step (and its epoch mean) beside the validation metrics per epoch."""
+    """Training loss per step (and its epoch mean), the learning rate per step, and the
+    validation metrics per epoch, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +137,7 @@ def plot_curves(metrics_file: str | os.PathLike[str], out_png: str | os.PathLike
     records = read_metrics(metrics_file)
     steps = [r for r in records if r.get("type") == "step" and r.get("loss") is not None]
     epochs = [r for r in records if r.get("type") == "epoch"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     if steps:
         left.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6,
                   label="step loss")
@@ -75,13 +148,21 @@ def plot_curves(metrics_file: str | os.PathLike[str], out_png: str | os.PathLike
     left.set_xlabel("step")
     left.set_ylabel("training loss")
     left.set_yscale("log" if steps and min(r["loss"] for r in steps) > 0 else "linear")
-    left.legend(loc="upper right")
+    if steps or means:
+        left.legend(loc="upper right")
     left.set_title("loss")
+    rates = [r for r in steps if r.get("lr") is not None]
+    if rates:
+        middle.plot([r["step"] for r in rates], [r["lr"] for r in rates], lw=1.0)
+    middle.set_xlabel("step")
+    middle.set_title("learning rate")
+    middle.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     names = (("mask_map50", "mask mAP@0.5"), ("mask_map", "mask mAP@.5:.95"),
-             ("box_map50", "box mAP@0.5"), ("mean_iou", "union mean IoU"))
+             ("box_map50", "box mAP@0.5"), ("box_map", "box mAP@.5:.95"),
+             ("mean_iou", "union mean IoU"))
     drawn = False
     for key, label in names:
-        points = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
+        points = [(r["epoch"] + 1, r[key]) for r in epochs if r.get(key) is not None]
         if points:
             xs, ys = zip(*points, strict=True)
             right.plot(xs, ys, "o-", label=label)
