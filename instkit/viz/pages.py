@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from instkit import __version__
+from instkit.analysis import ERROR_TYPES, ErrorAnalysis, analyze
 from instkit.categories import Categories
 from instkit.errors import InstkitError, Location
 from instkit.evaluation import Match, match_image
@@ -668,6 +669,12 @@ def eval_report(
                 [f"TP (score ≥ {score_threshold:g})", totals["tp"]], ["FP", totals["fp"]],
                 ["FN (missed)", totals["fn"]]]
     chart_list = [_pr_chart(result.pr_curves, per_class, iou_type)]
+    analysis = analyze(gt, preds, categories, iou_type=iou_type, iou_threshold=iou_threshold,
+                       score_threshold=score_threshold,
+                       background_iou=min(0.1, iou_threshold / 2))
+    chart_list += _analysis_charts(analysis)
+    summary.append(["errors (cls/loc/both/dupe/bkg/missed)",
+                    " / ".join(str(analysis.errors[name]) for name in ERROR_TYPES)])
     ap_key = "mask_ap50" if iou_type == "segm" else "box_ap50"
     ranked = [r for r in per_class if r[ap_key] is not None]
     ranked.sort(key=lambda r: -r[ap_key])
@@ -691,7 +698,7 @@ def eval_report(
         "iou_threshold": iou_threshold, "score_threshold": score_threshold,
         "iou_type": iou_type, "per_class": per_class,
         "categories": _categories_data(categories, instance_counts, image_counts),
-        "images": records, "drawn": drawn,
+        "images": records, "drawn": drawn, "analysis": analysis.as_dict(),
     }
     return _write_page(out, name, data)
 
@@ -717,6 +724,67 @@ def _eval_drawer(gt: CocoDataset, index: int, outcome: Match, iou_type: str
                                font_size=10 if small else None)
 
     return draw
+
+
+def _analysis_charts(analysis: ErrorAnalysis, max_classes: int = 30) -> list[dict[str, Any]]:
+    """The error breakdown (AP each fix adds) and the confusion matrix as SVG pictures."""
+    kind = "mask" if analysis.iou_type == "segm" else "box"
+    out: list[dict[str, Any]] = [{"title": "Error breakdown", "svg": charts.bar_chart(
+        [f"{name} ({analysis.errors[name]})" for name in ERROR_TYPES],
+        [max(0.0, analysis.delta_ap[name]) if math.isfinite(analysis.delta_ap[name]) else 0.0
+         for name in ERROR_TYPES],
+        value_format="{:.3f}",
+        title=f"AP@{analysis.iou_threshold:g} gained by fixing each error type ({kind})")}]
+    matrix = analysis.confusion
+    names = [*analysis.names, "background"]
+    used = np.flatnonzero((matrix.sum(axis=0) + matrix.sum(axis=1)) > 0)
+    used = np.union1d(used, [len(names) - 1])
+    if len(used) > max_classes + 1:  # keep the classes with the most ground truth
+        counts = matrix.sum(axis=1)[:-1]
+        top = np.argsort(-counts, kind="stable")[:max_classes]
+        used = np.union1d(np.sort(top), [len(names) - 1])
+    out.append({"title": "Confusion matrix", "tall": len(used) > 12,
+                "svg": _confusion_svg(matrix[np.ix_(used, used)], [names[k] for k in used],
+                                      f"Confusion matrix at {kind} IoU "
+                                      f"{analysis.iou_threshold:g}, score ≥ "
+                                      f"{analysis.score_threshold:g} (rows: ground truth)")})
+    return out
+
+
+def _confusion_svg(matrix: np.ndarray, names: list[str], title: str) -> str:
+    """A heat map: cell shade by the row's share, the count written in each non-zero cell."""
+    from html import escape
+
+    n = len(names)
+    cell = 26 if n <= 16 else 18
+    label = min(150, 12 + 7 * max(len(x) for x in names))
+    top = 22 + label
+    width, height = label + n * cell + label // 2 + 8, top + n * cell + 8  # rotated names
+    rows = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    parts = [f'<text x="0" y="14" font-weight="600" fill="#30343b">{escape(title)}</text>']
+    for k, name in enumerate(names):
+        y = top + k * cell + cell * 0.65
+        parts.append(f'<text x="{label - 4}" y="{y:.1f}" text-anchor="end" '
+                     f'fill="#30343b">{escape(name)}</text>')
+        x = label + k * cell + cell * 0.6
+        parts.append(f'<text x="{x:.1f}" y="{top - 4}" transform="rotate(-60 {x:.1f} {top - 4})"'
+                     f' fill="#30343b">{escape(name)}</text>')
+    for i in range(n):
+        for j in range(n):
+            value = int(matrix[i, j])
+            share = value / float(rows[i, 0])
+            color = "#2f7d4f" if i == j else "#c0392b"
+            x, y = label + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell - 1}" height="{cell - 1}" '
+                         f'fill="{color}" fill-opacity="{0.08 + 0.9 * share:.3f}">'
+                         f'<title>{escape(names[i])} → {escape(names[j])}: {value}</title></rect>')
+            if value:
+                parts.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell * 0.65:.1f}" '
+                             f'text-anchor="middle" fill="{"#fff" if share > 0.5 else "#111"}">'
+                             f'{value}</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" font-family="system-ui, sans-serif" '
+            f'font-size="10">{"".join(parts)}</svg>')
 
 
 def _pr_chart(curves: list[dict[str, Any]], per_class: list[dict[str, Any]], iou_type: str
