@@ -11,13 +11,6 @@ from instkit.transforms.presets import evaluation, train_default, yolo_seg
 
 SIZE = (256, 256)
 
-# Found by this checker in the transform (issue 13's report has the reproducer): Mosaic keeps a
-# partner's keypoints visible where they fall outside the part of its image the cell shows, so
-# they land on the neighbouring cell. Only that is tolerated, and only for yolo-seg on pose data.
-MOSAIC_KEYPOINTS = ("transform: Mosaic leaves keypoints that fall outside their cell's visible crop "
-                    "visible (probe_keypoint); see the report of issue 13")
-
-
 def _preset(name: str, pool):
     if name == "train":
         return train_default(SIZE, seed=0)
@@ -44,7 +37,5 @@ def test_every_preset_passes_on_every_pose_minicoco_image(pose_minicoco, name, s
     data = read_coco(pose_minicoco[f"{split}_json"], pose_minicoco[f"{split}_images"])
     report = check_alignment(_preset(name, data), [data[i] for i in range(len(data))],
                              generated=False)
-    if name == "yolo-seg" and report.invariants() == {"probe_keypoint"}:
-        pytest.xfail(MOSAIC_KEYPOINTS)
     assert report.ok, report.to_text()
     assert report.samples_checked == len(data)
