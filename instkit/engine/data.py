@@ -63,3 +63,22 @@ def label_map(model_categories: Categories, data_categories: Categories,
         if data_categories.has_id(category.id):
             mapping[label] = data_categories.label_of(category.id)
     return mapping
+
+
+def check_image_files(data: Any, flag: str, role: str) -> None:
+    """Raise before any model is built when the images of a COCO dataset are not where its
+    ``file_name``s point (the usual cause: the image folder is not beside the annotation file)."""
+    image_path = getattr(data, "image_path", None)
+    if image_path is None:  # a Hugging Face dataset carries its images
+        return
+    missing = []
+    for index in range(len(data)):
+        path = image_path(index)
+        if path is None or not os.path.isfile(path):
+            missing.append(str(path))
+    if missing:
+        root = getattr(data, "image_root", None)
+        raise InstkitError(
+            f"{len(missing)} of {len(data)} {role} images not found under {root} (first: "
+            f"{missing[0]}); pass the folder the file_names are relative to with {flag}",
+            Location(file=getattr(data, "file", None)))

@@ -90,3 +90,58 @@ def test_eval_prints_a_table_and_json(run):
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
     assert report["images"] == 4 and "mask_map50" in report and report["per_class"]
+
+
+def test_run_folder_has_config_results_csv_and_curves(run):
+    import csv
+
+    model, _, _ = run
+    for name in ("config.json", "metrics.jsonl", "results.csv", "curves.png", "summary.json"):
+        assert (model / name).is_file(), name
+    rows = list(csv.DictReader((model / "results.csv").open()))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    for key in ("train_loss", "lr", "mask_map50", "mask_map", "box_map50", "box_map"):
+        assert rows[0][key] != "", key
+    assert any(key.startswith("train_loss_") or key.startswith("train_") and key != "train_loss"
+               for key in rows[0])  # the loss parts
+    config = json.loads((model / "config.json").read_text())
+    assert config["batch_size"] == 2 and config["optimizer"] == "adamw"  # resolved defaults
+    summary = json.loads((model / "summary.json").read_text())
+    assert summary["files"]["results.csv"].endswith("results.csv")
+
+
+def test_console_prints_one_row_per_evaluation(tmp_path, run):
+    from instkit.engine.logging import epoch_row
+
+    header, row = epoch_row({"epoch": 0, "step": 2, "train_loss": 1.5, "train_loss_ce": 0.5,
+                             "lr": 1e-4, "mask_map50": 0.25, "mask_map": 0.1,
+                             "box_map50": None, "seconds": 3.0}, 10)
+    assert "mask@.5" in header and "loss_ce" in header
+    assert row.split()[:3] == ["1/10", "2", "1.5000"] and "0.2500" in row and "1.00e-04" in row
+
+
+def test_wrong_image_folder_stops_before_the_model_is_built(tmp_path, run):
+    _, coco, _ = run
+    (tmp_path / "empty").mkdir()
+    out = CliRunner().invoke(cli, ["train", "rfdetr", "--train", str(coco), "--train-images",
+                                   str(tmp_path / "empty"), "--out", str(tmp_path / "r"), "--tiny",
+                                   "--no-progress"])
+    assert out.exit_code == 2 and "4 of 4 training images not found" in out.output
+    assert "--train-images" in out.output and "RF-DETR" not in out.output  # nothing built
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_batch_that_cannot_fit_stops_with_a_hint(tmp_path, run):
+    from instkit.engine.memory import estimate_rfdetr
+
+    # the defaults that the kernel killed at 24 GB: 32.8M parameters, batch 16, 560x560, CPU
+    killed = estimate_rfdetr(32_800_000, (560, 560), 16, "cpu", amp=True, available=24e9)
+    assert not killed.fits and 1 <= killed.largest_batch < 16
+    assert estimate_rfdetr(32_800_000, (560, 560), killed.largest_batch, "cpu", amp=True,
+                           available=24e9).fits
+    _, coco, _ = run
+    out = CliRunner().invoke(cli, ["train", "rfdetr", "--train", str(coco), "--out",
+                                   str(tmp_path / "r"), "--tiny", "--batch-size", "1000000",
+                                   "--no-progress"])
+    assert out.exit_code == 2 and "--batch-size" in out.output and "--image-size" in out.output
+    assert not (tmp_path / "r" / "last").exists()

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-RUN_FILES = ("metrics.jsonl", "last", "best", "curves.png", "summary.json")
+from instkit.cli.commands._options import echo_json, format_option, progress_option
+
+RUN_FILES = ("metrics.jsonl", "results.csv", "config.json", "last", "best", "curves.png",
+             "summary.json")
+
+
+def _batch_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number or 'auto'") from None
+    if number < 1:
+        raise click.BadParameter("must be at least 1")
+    return number
 _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit convert --to hf)"
 
 
@@ -22,7 +38,8 @@ _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit co
 @click.option("--val-images", type=click.Path(path_type=Path), default=None,
               help="Image folder of a COCO validation file.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: metrics.jsonl, last/, best/, curves.png, summary.json.")
+              help="Run folder: config.json, metrics.jsonl, results.csv, curves.png, last/, "
+                   "best/, summary.json.")
 @click.option("--weights", default=None,
               help="Pretrained weights: a local file (Mask R-CNN) or folder / cached hub id "
                    "(RF-DETR). Default: cached weights if any, else random initialisation.")
@@ -34,11 +51,28 @@ _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit co
 @click.option("--preset", type=click.Choice(["train", "yolo-seg", "eval", "none"]), default="train",
               show_default=True, help="Training augmentation preset (instkit.transforms.presets).")
 @click.option("--epochs", type=int, default=None, help="Default: 50 (Mask R-CNN), 10 (RF-DETR).")
-@click.option("--batch-size", type=int, default=None, help="Default: 4 (Mask R-CNN), 16 (RF-DETR).")
+@click.option("--batch-size", default=None, callback=_batch_size,
+              help="Images per step, or 'auto': the largest that the memory estimate fits "
+                   "(RF-DETR). Default: 4 (Mask R-CNN), 16 (RF-DETR).")
 @click.option("--lr", type=float, default=None, help="Default: 0.005 SGD / 1e-4 AdamW.")
 @click.option("--weight-decay", type=float, default=None)
+@click.option("--momentum", type=float, default=None, help="SGD momentum (default 0.9).")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None)
 @click.option("--scheduler", type=click.Choice(["step", "cosine", "constant"]), default=None)
+@click.option("--step-size", type=click.IntRange(1), default=None,
+              help="step scheduler: epochs between learning-rate drops.")
+@click.option("--gamma", type=float, default=None,
+              help="step scheduler: learning-rate factor at each drop.")
+@click.option("--warmup-iters", type=click.IntRange(0), default=None,
+              help="step scheduler: linear warm-up steps (in the first epoch).")
+@click.option("--warmup-ratio", type=click.FloatRange(0, 1), default=None,
+              help="cosine scheduler: share of all steps spent warming up.")
+@click.option("--grad-clip", type=click.FloatRange(0), default=None,
+              help="Clip the gradient norm to this (0: off). Default: 0.1 RF-DETR, off Mask R-CNN.")
+@click.option("--eval-batch-size", type=click.IntRange(1), default=None,
+              help="Validation batch size (default: --batch-size).")
+@click.option("--log-every", type=click.IntRange(1), default=1, show_default=True,
+              help="Write every N-th step to metrics.jsonl.")
 @click.option("--patience", type=int, default=None,
               help="Early stopping after this many epochs without a better mask mAP@0.5.")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps.")
@@ -50,15 +84,21 @@ _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit co
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last/ checkpoint.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--memory-check/--no-memory-check", default=True, show_default=True,
+              help="Stop before training when the batch is estimated not to fit in memory.")
+@progress_option
+@format_option
 def command(model_kind: str, train_path: Path, train_images: Path | None, val_path: Path | None,
             val_images: Path | None, out_dir: Path, weights: str | None, backbone: str | None,
             tiny: bool, image_size: int | None, preset: str, epochs: int | None,
-            batch_size: int | None, lr: float | None, weight_decay: float | None,
-            optimizer: str | None, scheduler: str | None, patience: int | None,
-            max_steps: int | None, save_every_steps: int | None, eval_every: int,
-            amp: bool | None, device: str | None, workers: int, seed: int, resume: bool,
-            progress: bool) -> None:
+            batch_size: int | str | None, lr: float | None, weight_decay: float | None,
+            momentum: float | None, optimizer: str | None, scheduler: str | None,
+            step_size: int | None, gamma: float | None, warmup_iters: int | None,
+            warmup_ratio: float | None, grad_clip: float | None, eval_batch_size: int | None,
+            log_every: int, patience: int | None, max_steps: int | None,
+            save_every_steps: int | None, eval_every: int, amp: bool | None,
+            device: str | None, workers: int, seed: int, resume: bool, memory_check: bool,
+            progress: bool, output_format: str) -> None:
     """Train Mask R-CNN or RF-DETR-Seg; evaluates on --val each epoch, keeps best/ by mask mAP@0.5.
 
     Multi-GPU or multi-node: run under torchrun, e.g.
@@ -72,11 +112,15 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
     refuse_overwrite([out_dir / name for name in RUN_FILES], inputs, what="--out")
 
     from instkit.engine import TrainConfig, load_adapter, open_dataset, train
-    from instkit.engine.data import categories_of
+    from instkit.engine.data import categories_of, check_image_files
     from instkit.models import build_model
 
     train_data = open_dataset(train_path, train_images)
     val_data = open_dataset(val_path, val_images) if val_path is not None else None
+    # before the model is built: a wrong image folder is the usual first mistake
+    check_image_files(train_data, "--train-images", "training")
+    if val_data is not None:
+        check_image_files(val_data, "--val-images", "validation")
     categories = categories_of(train_data)
     if resume:
         adapter, meta = load_adapter(out_dir / "last")
@@ -92,18 +136,62 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
             options["tiny"] = tiny
         adapter = build_model(model_kind, categories, **options)
     click.echo(f"instkit train: {adapter.describe()}", err=True)
+    batch = _check_memory(adapter, batch_size, amp, device, memory_check)
     transform = _preset(preset, adapter, train_data, seed)
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        optimizer=optimizer, scheduler=scheduler, patience=patience, amp=amp, seed=seed,
-        device=device, num_workers=workers, eval_every=eval_every, max_steps=max_steps,
-        save_every_steps=save_every_steps, progress=progress)
+        epochs=epochs, batch_size=batch, lr=lr, weight_decay=weight_decay, momentum=momentum,
+        optimizer=optimizer, scheduler=scheduler, step_size=step_size, gamma=gamma,
+        warmup_ratio=warmup_ratio, warmup_iters=warmup_iters, grad_clip=grad_clip,
+        patience=patience, amp=amp, seed=seed, device=device, num_workers=workers,
+        eval_batch_size=eval_batch_size, eval_every=eval_every, log_every=log_every,
+        max_steps=max_steps, save_every_steps=save_every_steps, progress=progress)
     result = train(adapter, train_data, val_data, out_dir, config, transform=transform,
                    resume=resume)
+    if output_format == "json":
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+        echo_json({**summary, "run_dir": str(out_dir), "history": result.history})
+        return
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
     click.echo(f"instkit train: {result.epochs_run} epoch(s), {result.steps} steps; best mask "
-               f"mAP@0.5 {best} (epoch {result.best_epoch}); "
+               f"mAP@0.5 {best} (epoch {None if result.best_epoch is None else result.best_epoch + 1}); "
                f"{'stopped early; ' if result.stopped_early else ''}run folder {out_dir}/")
+    for name in ("results.csv", "curves.png", "best", "last", "summary.json"):
+        if (out_dir / name).exists():
+            click.echo(f"  {out_dir / name}")
+
+
+def _check_memory(adapter: Any, batch_size: int | str | None, amp: bool | None,
+                  device: str | None, enabled: bool) -> int | None:
+    """The batch size to train with; stops (exit 2) when it is estimated not to fit."""
+    if adapter.kind != "rfdetr" or not (enabled or batch_size == "auto"):
+        return batch_size if isinstance(batch_size, int) else None
+    from instkit.engine.distributed import pick_device
+    from instkit.engine.memory import estimate_rfdetr, gigabytes
+    from instkit.errors import InstkitError
+
+    where = pick_device(device)
+    requested = adapter.defaults.batch_size if batch_size in (None, "auto") else int(batch_size)
+    use_amp = adapter.defaults.amp if amp is None else amp
+    params = sum(p.numel() for p in adapter.model.parameters())
+    size = tuple(int(v) for v in adapter.config["image_size"])
+    estimate = estimate_rfdetr(params, (size[0], size[1]), int(requested), where, bool(use_amp))
+    if batch_size == "auto":
+        if estimate.largest_batch < 1:
+            raise InstkitError(f"not even batch 1 fits: about {gigabytes(estimate.needed)} "
+                               f"needed on {where}; lower --image-size or use --tiny")
+        chosen = min(estimate.largest_batch, 64)
+        click.echo(f"instkit train: --batch-size auto: {chosen} (estimated to fit "
+                   f"{gigabytes(estimate.available or 0)} free on {where})", err=True)
+        return chosen
+    if not estimate.fits:
+        hint = (f"--batch-size {estimate.largest_batch} fits" if estimate.largest_batch >= 1
+                else "not even --batch-size 1 fits")
+        raise InstkitError(
+            f"batch {requested} of {size[0]}x{size[1]} images needs about "
+            f"{gigabytes(estimate.needed)}, {gigabytes(estimate.available or 0)} free on {where}"
+            f"; {hint}: lower --batch-size (or 'auto') or --image-size, or train --tiny "
+            "(--no-memory-check to try anyway)")
+    return None if batch_size is None else int(batch_size)
 
 
 def _input_size(adapter: Any) -> tuple[int, int]:
