@@ -46,9 +46,18 @@ def progress_option(function: _F) -> _F:
                         help="Progress bars on stderr (shown only when it is a terminal).")(function)
 
 
+class _FormatChoice(click.Choice):
+    """``text`` / ``json``; an old value (``table``) is read as ``text``."""
+
+    legacy = {"table": "text"}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return super().convert(self.legacy.get(value, value), param, ctx)
+
+
 def format_option(function: _F) -> _F:
     """``--format text|json``: json writes one JSON document to stdout (nothing else on it)."""
-    return click.option("--format", "output_format", type=click.Choice(["text", "json"]),
+    return click.option("--format", "output_format", type=_FormatChoice(["text", "json"]),
                         default="text", show_default=True,
                         help="Report as text, or as one JSON document on stdout.")(function)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from instkit.cli.commands._options import echo_json, format_option, progress_option
 from instkit.errors import InstkitError, Location
 
 FORMATS = ("coco", "hf", "yolo", "labelschema", "pngmasks")
@@ -71,7 +72,10 @@ def _distinct_names(samples: Any) -> Iterator[Any]:
               help="Source format (default: detected).")
 @click.option("--images", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Image folder of a COCO source (default: beside the JSON).")
-def command(src: Path, out: Path, to: str, src_format: str | None, images: Path | None) -> None:
+@progress_option
+@format_option
+def command(src: Path, out: Path, to: str, src_format: str | None, images: Path | None,
+            progress: bool, output_format: str) -> None:
     """Convert SRC to FORMAT at OUT (a folder; a .json file for --to coco)."""
     from instkit.io.files import refuse_overwrite
 
@@ -101,7 +105,7 @@ def command(src: Path, out: Path, to: str, src_format: str | None, images: Path 
     elif to == "hf":
         from instkit.io.hf import write_hf
 
-        counts = write_hf(samples, out, categories, progress=True)
+        counts = write_hf(samples, out, categories, progress=progress)
     elif to == "yolo":
         from instkit.io.yolo import write_yolo
 
@@ -114,6 +118,10 @@ def command(src: Path, out: Path, to: str, src_format: str | None, images: Path 
         from instkit.io.pngmasks import write_pngmasks
 
         counts = write_pngmasks(samples, out, categories)
+    if output_format == "json":
+        echo_json({"from": src_format, "to": to, "source": str(src), "out": str(out),
+                   "counts": counts})
+        return
     click.echo(f"converted {src_format} -> {to}: {out}")
     notes = {
         "rle_as_polygons": "masks that were not polygons traced as polygons (holes filled)",

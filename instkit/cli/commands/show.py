@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from instkit.cli.commands._options import score_threshold_option
 from instkit.errors import InstkitError
 
 
@@ -23,8 +24,8 @@ from instkit.errors import InstkitError
               default=None, help="COCO results file: draw predictions against the ground truth.")
 @click.option("--iou", "iou_threshold", type=click.FloatRange(0, 1), default=0.5,
               show_default=True, help="IoU at which a prediction matches (with --pred).")
-@click.option("--score", "score_threshold", type=click.FloatRange(0, 1), default=0.5,
-              show_default=True, help="Predictions below this score are not drawn (with --pred).")
+@score_threshold_option(0.5, "Predictions below this score are not drawn (with --pred).",
+                        aliases=("--score",))
 @click.option("--max-side", type=click.IntRange(16), default=None,
               help="Longest side of the picture (default: the image's own size).")
 @click.option("--no-labels", is_flag=True, help="Leave out class names and scores.")

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from instkit.cli.commands._options import format_option
+
 if TYPE_CHECKING:
     from instkit.io.coco import CocoDataset
     from instkit.io.hf import HFDataset
@@ -14,10 +16,10 @@ if TYPE_CHECKING:
 
 @click.command("stats")
 @click.argument("annotations", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option
 @click.option("--plot", "plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of histograms here.")
-def command(annotations: Path, fmt: str, plot: Path | None) -> None:
+def command(annotations: Path, output_format: str, plot: Path | None) -> None:
     """Statistics of ANNOTATIONS (a COCO JSON file, or a folder saved by `instkit convert --to hf`)."""
     import json
 
@@ -36,7 +38,8 @@ def command(annotations: Path, fmt: str, plot: Path | None) -> None:
 
         dataset = read_coco(annotations, strict=False)
     stats = compute_stats(dataset, dataset.categories)
-    click.echo(json.dumps(stats.as_dict(), indent=2) if fmt == "json" else stats.to_text())
+    click.echo(json.dumps(stats.as_dict(), indent=2) if output_format == "json"
+               else stats.to_text())
     if plot is not None:
         stats.plot(plot)
         click.echo(f"histograms written to {plot}", err=True)
