@@ -179,6 +179,8 @@ def _train_model(kind: str, settings: DemoSettings, train: Sequence[Sample],
         "results": results_file,
     }
     figures = summary.models[kind]
+    if (run_dir / "curves.png").is_file():
+        summary.pictures[f"curves {kind}"] = run_dir / "curves.png"
     say(f"  {kind}: {result.steps} steps, mask mAP@0.5 {figures['mask_map50']:.3f}, "
         f"mask mAP {figures['mask_map']:.3f}, box mAP@0.5 {figures['box_map50']:.3f}, "
         f"union IoU {figures['mean_iou']:.3f}")
