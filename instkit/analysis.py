@@ -63,6 +63,7 @@ ERROR_TYPES = ("classification", "localisation", "both", "duplicate", "backgroun
 SIZES = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("large", 96.0**2, math.inf))
 MAX_DETS = 100
 _RECALL = np.linspace(0.0, 1.0, 101)
+COCO_IOUS = np.linspace(0.5, 0.95, 10)
 
 IouFunction = Callable[[Instances, Instances], np.ndarray]
 
@@ -197,7 +198,8 @@ class ErrorAnalysis:
     """What :func:`analyze` found; see the module docstring for the definitions.
 
     - ``names``: class names, label order; ``confusion``: int64 ``(C + 1, C + 1)``.
-    - ``ap``: AP at ``iou_threshold`` (mean over classes with ground truth).
+    - ``ap``: AP at ``iou_threshold`` (mean over classes with ground truth); ``ap_coco``: AP
+      over IoU .5:.95 the same way (COCO's AP; Boundary AP with ``boundary=True``).
     - ``errors``: count per error type; ``delta_ap``: AP gained when that type is fixed.
     - ``per_class``: one dict per class: ``label``, ``name``, ``num_gt``, ``ap``, ``tp``/``fp``/
       ``fn`` (at ``score_threshold``) and the count of each error type.
@@ -214,6 +216,7 @@ class ErrorAnalysis:
     background_iou: float
     confusion: np.ndarray
     ap: float
+    ap_coco: float = math.nan
     errors: dict[str, int] = field(default_factory=dict)
     delta_ap: dict[str, float] = field(default_factory=dict)
     per_class: list[dict[str, Any]] = field(default_factory=list)
@@ -224,7 +227,7 @@ class ErrorAnalysis:
         return _jsonable({
             "iou_type": self.iou_type, "boundary": self.boundary,
             "iou_threshold": self.iou_threshold, "score_threshold": self.score_threshold,
-            "background_iou": self.background_iou, "ap": self.ap,
+            "background_iou": self.background_iou, "ap": self.ap, "ap_coco": self.ap_coco,
             "classes": self.names + ["background"], "confusion": self.confusion,
             "errors": self.errors, "delta_ap": self.delta_ap,
             "per_class": self.per_class, "per_size": self.per_size,
@@ -417,6 +420,9 @@ def analyze(
             size_all[s] += int(inside.sum())
             size_found[s] += int((inside & found).sum())
     ap = _mean(base)
+    # COCO's AP over .5:.95, flattened (T, R, K) as COCOeval averages it
+    ap_coco = _mean(np.stack([base if t == iou_threshold else
+                              _average_precision(images, c, float(t)) for t in COCO_IOUS]))
     delta = {name: _mean(_average_precision(fixed[name], c, iou_threshold)) - ap
              for name in ERROR_TYPES}
 
@@ -446,7 +452,8 @@ def analyze(
     return ErrorAnalysis(
         names=list(cats.names), iou_type=iou_type, boundary=boundary,
         iou_threshold=float(iou_threshold), score_threshold=float(score_threshold),
-        background_iou=float(background_iou), confusion=matrix, ap=ap, errors=errors,
+        background_iou=float(background_iou), confusion=matrix, ap=ap, ap_coco=ap_coco,
+        errors=errors,
         delta_ap=delta, per_class=per_class, per_size=per_size)
 
 
@@ -481,7 +488,8 @@ def format_analysis(analysis: ErrorAnalysis, max_classes: int = 30) -> str:
     kind = "boundary" if analysis.boundary else {"segm": "mask", "bbox": "box"}.get(
         analysis.iou_type, analysis.iou_type)
     lines = [f"Error analysis at {kind} IoU {analysis.iou_threshold:g} "
-             f"(AP {_fmt(analysis.ap)}; background below IoU {analysis.background_iou:g})",
+             f"(AP {_fmt(analysis.ap)}, AP@[.5:.95] {_fmt(analysis.ap_coco)}; background below "
+             f"IoU {analysis.background_iou:g})",
              f"  {'error':<16}{'count':>8}{'dAP':>9}"]
     for name in ERROR_TYPES:
         lines.append(f"  {name:<16}{analysis.errors[name]:>8}"

@@ -58,8 +58,9 @@ def test_ap_from_the_matcher_equals_cocoeval(perturbed: tuple[list[Sample], list
     key = "mask_ap50" if iou_type == "segm" else "box_ap50"
     for mine, theirs in zip(analysis.per_class, coco.per_class, strict=True):
         assert (math.isnan(mine["ap"]) and math.isnan(theirs[key])) or mine["ap"] == theirs[key]
-    # a 0.75 threshold is COCOeval's AP75 too
+    # a 0.75 threshold is COCOeval's AP75 too, and the .5:.95 average its AP
     assert analyze(gt, preds, iou_type=iou_type, iou_threshold=0.75).ap == stats["AP75"]
+    assert analysis.ap_coco == stats["AP"]
 
 
 def test_confusion_matrix_invariants(perturbed: tuple[list[Sample], list[Sample]]) -> None:
@@ -193,5 +194,9 @@ def test_boundary_option_matches_on_the_smaller_iou() -> None:
     assert analyze([_sample(gt)], [_sample(pred)], CATS, iou_threshold=0.75).ap == pytest.approx(1.0)
     strict = analyze([_sample(gt)], [_sample(pred)], CATS, iou_threshold=0.75, boundary=True)
     assert strict.ap == 0.0 and strict.errors["localisation"] == 1
+    # Boundary AP over .5:.95: min(mask, boundary) IoU 0.21 reaches no threshold
+    assert strict.ap_coco == 0.0
+    # by mask IoU (0.89) it is found at 8 of the 10 thresholds
+    assert analyze([_sample(gt)], [_sample(pred)], CATS).ap_coco == pytest.approx(0.8)
     with pytest.raises(ValueError, match="segm"):
         analyze([_sample(gt)], [_sample(pred)], CATS, iou_type="bbox", boundary=True)
