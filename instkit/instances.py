@@ -58,7 +58,9 @@ def _extra_column(name: str, value: Any, n: int) -> np.ndarray:
 
 
 class Instances:
-    """Equal-length columns describing N object instances of one image of size ``(H, W)``."""
+    """Equal-length columns describing N object instances of one image of size ``(H, W)``.
+
+    ``image_size`` may be left out when ``masks`` are given: they carry it."""
 
     __slots__ = ("_boxes", "_labels", "_masks", "_keypoints", "_iscrowd", "_ids", "_scores",
                  "_extras", "_size")
@@ -66,7 +68,7 @@ class Instances:
     def __init__(
         self,
         *,
-        image_size: ImageSize,
+        image_size: ImageSize | None = None,
         boxes: Any = None,
         labels: Any = None,
         masks: Masks | None = None,
@@ -76,6 +78,10 @@ class Instances:
         scores: Any = None,
         extras: Mapping[str, Any] | None = None,
     ) -> None:
+        if image_size is None:  # masks carry their image size
+            if not isinstance(masks, Masks):
+                raise InstancesError("image_size is required when there are no masks")
+            image_size = masks.image_size
         size = (int(image_size[0]), int(image_size[1]))
         if masks is not None:
             if not isinstance(masks, Masks):

@@ -179,3 +179,18 @@ def test_torchmetrics_map_equals_instkits(val: list[Sample], predicted: list[Sam
     assert max(gaps.values()) < 3e-3
     assert max(gaps[name] for name in names.values() if name.startswith("AR")) < 1e-7
     assert max(gaps.values()) > 1e-5  # the thresholds are what made the difference
+
+
+def test_instances_take_the_size_from_their_masks(val: list[Sample]) -> None:
+    inst = val[0].instances
+    dense = inst.masks.to_dense()
+    from instkit import Masks
+    from instkit.errors import InstancesError
+
+    made = Instances(masks=Masks.from_dense(dense), labels=inst.labels)
+    assert made.image_size == inst.image_size
+    _same_masks(made, inst)
+    with pytest.raises(InstancesError, match="image_size"):
+        Instances(boxes=inst.boxes, labels=inst.labels)
+    with pytest.raises(InstancesError, match="expected image size"):
+        Instances(image_size=(1, 1), masks=Masks.from_dense(dense), labels=inst.labels)
