@@ -174,6 +174,17 @@ def to_tv_tensors(instances: Instances) -> dict[str, Any]:
     return out
 
 
+_ROW_KEYS = ("labels", "iscrowd", "ids", "scores")
+
+
+def tv_labels_getter(inputs: Any) -> tuple[Any, ...]:
+    """``labels_getter`` for ``v2.SanitizeBoundingBoxes`` that keeps every per-object column of
+    a :func:`to_tv_tensors` target in step when it drops boxes (its default keeps only
+    ``labels``, so ``iscrowd``, ``ids`` and ``scores`` would no longer line up)."""
+    target = inputs[1] if isinstance(inputs, (tuple, list)) and len(inputs) > 1 else inputs
+    return tuple(target[k] for k in _ROW_KEYS if k in target)
+
+
 def from_tv_tensors(target: Mapping[str, Any], image_size: tuple[int, int] | None = None,
                     ) -> Instances:
     """A target dict of ``tv_tensors`` -> ``Instances``; the size comes from the boxes'

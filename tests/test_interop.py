@@ -24,6 +24,7 @@ from instkit.interop import (
     to_torchmetrics,
     to_tv_tensors,
     torchmetrics_coco_thresholds,
+    tv_labels_getter,
 )
 from tests.test_evaluation import _perturbed_results, _samples_from_results
 
@@ -139,6 +140,24 @@ def test_tv_tensors_both_ways_and_a_v2_pipeline(val: list[Sample]) -> None:
     # flip + pad keep instkit's pixel-edge boxes exact: the boxes of the moved masks
     flipped = inst.boxes[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [w + 7, 3, w + 7, 3]
     assert np.allclose(moved.boxes, flipped, atol=1e-4)
+    # a crop that drops objects: SanitizeBoundingBoxes with tv_labels_getter keeps ids,
+    # crowd flags and labels in step with the kept masks
+    crop = v2.Compose([v2.CenterCrop((160, 160)),
+                       v2.SanitizeBoundingBoxes(labels_getter=tv_labels_getter)])
+    _, cropped = crop(image, to_tv_tensors(inst))
+    kept = from_tv_tensors(cropped)
+    assert 0 < len(kept) < len(inst)
+    top, left = int(round((h - 160) / 2.0)), int(round((w - 160) / 2.0))
+    window = inst.masks.to_dense()[:, top : top + 160, left : left + 160]
+    for row, object_id in enumerate(kept.ids.tolist()):
+        source = int(np.flatnonzero(inst.ids == object_id)[0])
+        assert kept.labels[row] == inst.labels[source]
+        assert kept.iscrowd[row] == inst.iscrowd[source]
+        assert np.array_equal(kept.masks.to_dense()[row], window[source])
+    # torchvision's default getter drops only labels: the columns disagree and instkit says so
+    plain = v2.Compose([v2.CenterCrop((160, 160)), v2.SanitizeBoundingBoxes()])
+    with pytest.raises(ValueError, match="iscrowd|ids"):
+        from_tv_tensors(plain(image, to_tv_tensors(inst))[1])
     # another box format comes back as xyxy
     xywh = v2.ConvertBoundingBoxFormat("XYWH")(target["boxes"])
     assert np.allclose(from_tv_tensors({**target, "boxes": xywh}).boxes, inst.boxes, atol=1e-4)
@@ -194,3 +213,4 @@ def test_instances_take_the_size_from_their_masks(val: list[Sample]) -> None:
         Instances(boxes=inst.boxes, labels=inst.labels)
     with pytest.raises(InstancesError, match="expected image size"):
         Instances(image_size=(1, 1), masks=Masks.from_dense(dense), labels=inst.labels)
+
