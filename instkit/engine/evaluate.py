@@ -85,7 +85,7 @@ def predict_dataset(
     position = 0
     try:
         bar = tqdm(loader, desc="predict", unit="batch", leave=False,
-                   disable=not progress or not info.is_main)
+                   disable=True if not progress or not info.is_main else None)
         for packed, light in bar:
             batch = collator.finish(packed)
             sizes = [s.image_size for s in light]

@@ -83,8 +83,8 @@ def _write_overlays(items: Sequence[tuple[Path, Sample]], folder: Path, categori
 
     used: set[str] = set()
     written: list[str] = []
-    for path, pred in tqdm(list(items), desc="overlays", unit="image", disable=not progress,
-                           leave=False):
+    for path, pred in tqdm(list(items), desc="overlays", unit="image",
+                           disable=True if not progress else None, leave=False):
         inst = pred.instances
         if inst.scores is not None:
             inst = inst[inst.scores >= threshold]

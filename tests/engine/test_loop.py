@@ -145,3 +145,25 @@ def test_a_batch_that_cannot_fit_stops_with_a_hint(tmp_path, run):
                                    "--no-progress"])
     assert out.exit_code == 2 and "--batch-size" in out.output and "--image-size" in out.output
     assert not (tmp_path / "r" / "last").exists()
+
+
+def test_train_format_json_prints_the_summary_alone_on_stdout(tmp_path, run):
+    _, coco, _ = run
+    out = CliRunner().invoke(cli, ["train", "rfdetr", "--train", str(coco), "--out",
+                                   str(tmp_path / "r"), "--tiny", "--max-steps", "1",
+                                   "--batch-size", "2", "--preset", "none", "--momentum", "0.8",
+                                   "--warmup-ratio", "0.5", "--grad-clip", "0", "--format",
+                                   "json", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["steps"] == 1 and summary["history"]
+    assert summary["config"]["momentum"] == 0.8 and summary["config"]["warmup_ratio"] == 0.5
+    assert summary["config"]["grad_clip"] == 0.0
+    # the reuse message names the flag
+    again = CliRunner().invoke(cli, ["train", "rfdetr", "--train", str(coco), "--out",
+                                     str(tmp_path / "r2"), "--tiny", "--max-steps", "1",
+                                     "--batch-size", "2", "--preset", "none", "--no-progress"])
+    assert again.exit_code == 0
+    reused = CliRunner().invoke(cli, ["train", "rfdetr", "--train", str(coco), "--out",
+                                      str(tmp_path / "r2"), "--tiny", "--no-progress"])
+    assert reused.exit_code == 2 and "--resume" in reused.output, reused.output
