@@ -673,6 +673,10 @@ def eval_report(
                        score_threshold=score_threshold,
                        background_iou=min(0.1, iou_threshold / 2))
     chart_list += _analysis_charts(analysis)
+    errors_by_label = {row["label"]: {name: row[name] for name in ERROR_TYPES}
+                       for row in analysis.per_class}
+    for row in per_class:
+        row["errors"] = errors_by_label.get(row["label"], {})
     summary.append(["errors (cls/loc/both/dupe/bkg/missed)",
                     " / ".join(str(analysis.errors[name]) for name in ERROR_TYPES)])
     ap_key = "mask_ap50" if iou_type == "segm" else "box_ap50"
@@ -735,6 +739,13 @@ def _analysis_charts(analysis: ErrorAnalysis, max_classes: int = 30) -> list[dic
          for name in ERROR_TYPES],
         value_format="{:.3f}",
         title=f"AP@{analysis.iou_threshold:g} gained by fixing each error type ({kind})")}]
+    sizes = [row for row in analysis.per_size if row["num_gt"]]
+    if sizes:
+        out.append({"title": "Found by object size", "svg": charts.bar_chart(
+            [f"{row['size']} ({row['num_gt']})" for row in sizes],
+            [row["recall"] for row in sizes], max_value=1.0, value_format="{:.3f}",
+            title=f"Share of objects found at {kind} IoU {analysis.iou_threshold:g} by size "
+                  "(COCO areas)")})
     matrix = analysis.confusion
     names = [*analysis.names, "background"]
     used = np.flatnonzero((matrix.sum(axis=0) + matrix.sum(axis=1)) > 0)

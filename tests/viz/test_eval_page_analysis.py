@@ -32,5 +32,9 @@ def test_eval_page_has_the_confusion_matrix_and_error_breakdown(tinycoco: dict, 
     assert set(analysis["errors"]) == set(ERROR_TYPES)
     titles = [chart["title"] for chart in data["charts"]]
     assert "Confusion matrix" in titles and "Error breakdown" in titles
+    assert "Found by object size" in titles
+    # per-class error counts sum to the breakdown's
+    for name in ERROR_TYPES:
+        assert sum(r["errors"].get(name, 0) for r in data["per_class"]) == analysis["errors"][name]
     svg = next(chart["svg"] for chart in data["charts"] if chart["title"] == "Confusion matrix")
     assert svg.startswith("<svg") and "background" in svg and "person" in svg
