@@ -534,14 +534,29 @@ def probe_violations(transform: Transform, sample: Sample, after: Sample, seed: 
             painted = book.sources[entity.source]
             if painted.marker_codes.shape[1] != inst.keypoints.shape[1]:
                 continue
+            near_mask = None
+            if inst.masks is not None:
+                item = inst.masks.to_bitmaps().items[r]
+
+                def near_mask(cy: int, cx: int, item: Any = item) -> bool:
+                    """The keypoint's whole search window lies inside the row's mask."""
+                    y0, x0 = item.offset
+                    bh, bw = item.bitmap.shape
+                    ya, xa = cy - KEYPOINT_RADIUS - y0, cx - KEYPOINT_RADIUS - x0
+                    yb, xb = cy + KEYPOINT_RADIUS + 1 - y0, cx + KEYPOINT_RADIUS + 1 - x0
+                    if ya < 0 or xa < 0 or yb > bh or xb > bw:
+                        return False
+                    return bool(item.bitmap[ya:yb, xa:xb].all())
             out.extend(_keypoint_violations(book, codes, inst, r, entity.row, painted,
-                                            orientation[entity.source], add, source_map))
+                                            orientation[entity.source], add, source_map,
+                                            near_mask))
     return out
 
 
 def _keypoint_violations(book: Codebook, codes: np.ndarray, inst: Any, r: int, src_row: int,
                          painted: Any, orientation: int, add: Callable[..., None],
-                         source_map: np.ndarray) -> list[Violation]:
+                         source_map: np.ndarray,
+                         near_mask: Callable[[int, int], bool] | None = None) -> list[Violation]:
     h, w = inst.image_size
     kp = inst.keypoints[r]
     label = int(painted.sample.instances.labels[src_row])
@@ -552,6 +567,8 @@ def _keypoint_violations(book: Codebook, codes: np.ndarray, inst: Any, r: int, s
             continue
         if source_map[cy, cx] not in (-1, painted.key):
             continue  # covered by an object from another image (a paste, a Mosaic neighbour)
+        if painted.key != 0 and near_mask is not None and not near_mask(cy, cx):
+            continue  # a pasted object brings only its mask's pixels (blended at the edge)
         partner = _flip_partner(painted.sample, label, k)
         options = [k] if orientation > 0 else [partner] if orientation < 0 else [k, partner]
         wanted = [int(painted.marker_codes[src_row, j]) for j in options]
