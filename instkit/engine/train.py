@@ -259,6 +259,7 @@ class _Loop:
     total_steps: int
     use_amp: bool
     settings: dict[str, Any]
+    last_plot: float = field(default_factory=time.monotonic)
 
     @property
     def device(self) -> str:
@@ -445,17 +446,24 @@ def _validate(loop: _Loop, adapter: ModelAdapter, val_data: Sequence[Sample],
     return result, False
 
 
-def _report_epoch(loop: _Loop, records: list[dict[str, Any]], first_row: bool) -> None:
-    """The console row of the epoch, ``results.csv`` and ``curves.png`` rewritten (so an
-    interrupted run has them)."""
+#: without an evaluation, curves.png is redrawn at most this often (a plot costs ~0.5 s)
+_PLOT_EVERY_SECONDS = 60.0
+
+
+def _report_epoch(loop: _Loop, records: list[dict[str, Any]], evaluated: bool) -> None:
+    """The console row of the epoch and ``results.csv``; ``curves.png`` redrawn after each
+    evaluation (and once a minute otherwise), so an interrupted run has them."""
     if not loop.dist_info.is_main:
         return
     header, row = epoch_row(records[-1], loop.cfg.epochs)
-    if first_row:
+    if len(records) == 1:
         tqdm.write(header, file=sys.stderr)
     tqdm.write(row, file=sys.stderr)
     write_results_csv(loop.run_dir / "metrics.jsonl", loop.run_dir / "results.csv")
-    plot_curves(loop.run_dir / "metrics.jsonl", loop.run_dir / "curves.png")
+    now = time.monotonic()
+    if evaluated or now - loop.last_plot >= _PLOT_EVERY_SECONDS:
+        plot_curves(loop.run_dir / "metrics.jsonl", loop.run_dir / "curves.png")
+        loop.last_plot = now
 
 
 def _write_summary(loop: _Loop, adapter: ModelAdapter, result: TrainResult) -> None:
@@ -532,7 +540,10 @@ def train(
         }
         last_epoch = epoch + 1 >= cfg.epochs or loop.stop_for_steps(progress.step)
         improved = False
-        if val_data is not None and ((epoch + 1) % max(1, cfg.eval_every) == 0 or last_epoch):
+        evaluate = val_data is not None and ((epoch + 1) % max(1, cfg.eval_every) == 0
+                                             or last_epoch)
+        if evaluate:
+            assert val_data is not None
             last_eval, improved = _validate(loop, adapter, val_data, val_transform, record,
                                             progress)
         elif val_data is None:
@@ -546,7 +557,7 @@ def train(
             loop.save("last", adapter, state)
             if improved:
                 loop.save("best", adapter, state, with_optimizer=False)
-        _report_epoch(loop, history, first_row=len(history) == 1)
+        _report_epoch(loop, history, evaluated=evaluate)
         distributed.barrier()
         if cfg.patience is not None and progress.bad_epochs >= int(cfg.patience):
             stopped_early = True
