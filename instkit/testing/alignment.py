@@ -65,6 +65,8 @@ MIN_PIXELS = 4
 KEYPOINT_RADIUS = 2
 #: fewest mask pixels (covered by one row, away from the border) for ``probe_offset`` to judge
 OFFSET_MIN_PIXELS = 300
+#: mask pixels (evenly subsampled) that ``probe_offset`` compares under each shift
+OFFSET_SAMPLE = 20000
 #: ``probe_offset`` is judged only where no mask was enlarged more than this
 MAX_OFFSET_SCALE = 1.5
 PROBE_INVARIANTS = ("probe_code", "probe_label", "probe_keypoint", "probe_offset")
@@ -623,23 +625,34 @@ def _offset_violations(book: Codebook, codes: np.ndarray, blend: np.ndarray, cov
     valid = cover == 1
     if int(valid.sum()) < OFFSET_MIN_PIXELS:
         return []
+    pad = 2
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    ya, yb = max(int(rows[0]) - pad, 0), int(rows[-1]) + pad + 1
+    xa, xb = max(int(cols[0]) - pad, 0), int(cols[-1]) + pad + 1
+    codes, blend, valid = codes[ya:yb, xa:xb], blend[ya:yb, xa:xb], valid[ya:yb, xa:xb]
+    owner_map = owner_map[ya:yb, xa:xb]
     decoded_owner = owners(codes)
     decoded_owner[blend] = -8  # a blend agrees with nothing, at every shift alike
     decoded_owner[codes == UNKNOWN] = -9
     h, w = codes.shape
-    pad = 2
     padded = np.pad(decoded_owner, pad, constant_values=-9)
-    expect = owner_map[valid]
+    width = w + 2 * pad
+    ys, xs = np.nonzero(valid)
+    step = max(1, len(ys) // OFFSET_SAMPLE)  # an even subsample keeps the ratios, costs less
+    ys, xs = ys[::step], xs[::step]
+    expect = owner_map[ys, xs]
+    flat = padded.ravel()
+    base_index = (ys + pad) * width + (xs + pad)
     # the same pixels for every shift: those whose every shifted read lands on a probe pixel
     # (else a shift towards padding would drop exactly the pixels that disagree)
     seen_by_shift: dict[tuple[int, int], np.ndarray] = {}
     common = np.ones(expect.shape, bool)
     for dy in range(-pad, pad + 1):
         for dx in range(-pad, pad + 1):
-            seen = padded[pad + dy:pad + dy + h, pad + dx:pad + dx + w][valid]
+            seen = flat[base_index + dy * width + dx]
             seen_by_shift[(dy, dx)] = seen
             common &= seen != -9
-    if int(common.sum()) < OFFSET_MIN_PIXELS:
+    if int(common.sum()) < min(OFFSET_MIN_PIXELS, len(common)):
         return []
     ratios = {shift: float((seen[common] != expect[common]).mean())
               for shift, seen in seen_by_shift.items()}

@@ -261,15 +261,15 @@ class Decoded:
 
 def decode(white: np.ndarray, black: np.ndarray, planes: Sequence[np.ndarray]) -> Decoded:
     """Per-pixel codes from the reference runs and one output image per bit."""
-    w = white.astype(np.int32).sum(axis=2)
-    b = black.astype(np.int32).sum(axis=2)
+    w = _rgb_sum(white)
+    b = _rgb_sum(black)
     known = (w - b) >= MIN_CONTRAST
     mid = w + b
     span = w - b
     codes = np.zeros(w.shape, np.int64)
     blend = np.zeros(w.shape, bool)
     for bit, plane in enumerate(planes):
-        value = 2 * plane.astype(np.int32).sum(axis=2)
+        value = 2 * _rgb_sum(plane)
         codes |= ((value > mid).astype(np.int64) << bit)
         # a pure code pixel maps exactly like a reference; a blend of several codes
         # (interpolation, paste blending) leaves some bit between them
@@ -277,6 +277,13 @@ def decode(white: np.ndarray, black: np.ndarray, planes: Sequence[np.ndarray]) -
     codes[~known] = UNKNOWN
     blend &= known
     return Decoded(codes, uniform_3x3(codes), blend)
+
+
+def _rgb_sum(image: np.ndarray) -> np.ndarray:
+    """R + G + B as int32 (two adds: a reduction over a 3-long last axis is slow)."""
+    out = np.add(image[..., 0], image[..., 1], dtype=np.int32)
+    out += image[..., 2]
+    return out
 
 
 def uniform_3x3(codes: np.ndarray) -> np.ndarray:
