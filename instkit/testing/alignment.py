@@ -682,7 +682,7 @@ def check_sample(transform: Transform, sample: Sample, seed: int, *,
     """Run ``transform`` twice on ``sample`` with ``seed``, then on its probe images; check every
     invariant. ``pool`` (or the transform's own) feeds mixing transforms."""
     mixing = getattr(transform, "needs_pool", False)
-    if pool is not None and mixing:
+    if pool is not None and mixing and _pool_of(transform) is not pool:
         transform = transform.with_pool(pool)  # type: ignore[attr-defined]
     probe_pool = (pool if pool is not None else _pool_of(transform)) if mixing else None
     first = transform(sample, seed=seed)

@@ -104,8 +104,8 @@ class Codebook:
     def _paint(self, key: int, sample: Sample) -> PaintedSource:
         inst = sample.instances
         h, w = inst.image_size
-        yy, xx = np.mgrid[0:h, 0:w]
-        code_map = (((yy // TILE) + (xx // TILE)) % 2).astype(np.int64)
+        code_map = ((np.arange(h)[:, None] // TILE + np.arange(w)[None, :] // TILE) % 2
+                    ).astype(np.int64)
         n = len(inst)
         codes = np.full(n, -1, np.int64)
         regions: list[tuple[np.ndarray, tuple[int, int]] | None] = [None] * n
@@ -200,8 +200,11 @@ def render(source: PaintedSource, run: str | int) -> np.ndarray:
         return np.full((h, w, 3), 255, np.uint8)
     if run == "black":
         return np.zeros((h, w, 3), np.uint8)
-    plane = (((source.code_map >> int(run)) & 1) * 255).astype(np.uint8)
-    return np.repeat(plane[:, :, None], 3, axis=2)
+    plane = ((source.code_map >> int(run)) & 1).astype(np.uint8)
+    plane *= 255
+    out = np.empty((h, w, 3), np.uint8)
+    out[...] = plane[:, :, None]
+    return out
 
 
 def blank(sample: Sample, run: str | int) -> np.ndarray:
