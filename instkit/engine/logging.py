@@ -180,3 +180,38 @@ def plot_curves(metrics_file: str | os.PathLike[str], out_png: str | os.PathLike
         fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_confusion(matrix: Any, names: list[str], out_png: str | os.PathLike[str],
+                   title: str = "") -> Path:
+    """A confusion matrix (rows: ground truth, columns: prediction; counts in the cells)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from instkit.io.files import atomic_write
+
+    counts = np.asarray(matrix)
+    side = max(4.0, 0.45 * len(names) + 2.0)
+    fig, axis = plt.subplots(figsize=(side + 1.0, side))
+    shown = axis.imshow(counts, cmap="Blues")
+    fig.colorbar(shown, ax=axis, fraction=0.046)
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("ground truth")
+    axis.set_title(f"confusion matrix ({title})" if title else "confusion matrix")
+    if len(names) <= 30:
+        top = counts.max() if counts.size else 0
+        for (row, col), value in np.ndenumerate(counts):
+            if value:
+                axis.text(col, row, str(int(value)), ha="center", va="center", fontsize=7,
+                          color="white" if value > top / 2 else "black")
+    fig.tight_layout()
+    out = Path(out_png)
+    with atomic_write(out, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+    return out

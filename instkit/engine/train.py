@@ -8,7 +8,8 @@ saved every epoch and ``best/`` whenever mask mAP@0.5 improves; early stopping a
 ``patience`` epochs without improvement.
 
 Run folder: ``config.json`` (the resolved settings), ``metrics.jsonl``, ``results.csv``,
-``curves.png``, ``last/``, ``best/``, ``summary.json``.
+``curves.png``, ``confusion.json`` / ``confusion.png`` (the last evaluation's), ``last/``,
+``best/``, ``summary.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from instkit.engine.checkpoint import (
 )
 from instkit.engine.data import categories_of
 from instkit.engine.evaluate import autocast_for, evaluate_model, is_better, per_class_ap
-from instkit.engine.logging import MetricsLog, epoch_row, plot_curves, write_results_csv
+from instkit.engine.logging import (
+    MetricsLog,
+    epoch_row,
+    plot_confusion,
+    plot_curves,
+    write_results_csv,
+)
 from instkit.errors import InstkitError, Location
 from instkit.io.files import atomic_write
 from instkit.models import ModelAdapter
@@ -429,21 +436,42 @@ def _train_epoch(loop: _Loop, adapter: ModelAdapter, progress: _Progress,
 
 
 def _validate(loop: _Loop, adapter: ModelAdapter, val_data: Sequence[Sample],
-              val_transform: Any, record: dict[str, Any], progress: _Progress) -> tuple[Any, bool]:
-    """Evaluate, add the metrics to ``record``, update best / patience; ``(result, improved)``."""
+              val_transform: Any, record: dict[str, Any], progress: _Progress,
+              final: bool = False) -> tuple[Any, bool]:
+    """Evaluate, add the metrics to ``record``, update best / patience; ``(result, improved)``.
+    ``final``: also the error analysis, written as ``confusion.json`` / ``confusion.png``."""
     cfg = loop.cfg
-    result, _, _ = evaluate_model(
+    result, truth, predicted = evaluate_model(
         adapter, val_data, model=loop.model, batch_size=cfg.eval_batch_size or cfg.batch_size,
         device=loop.device, num_workers=cfg.num_workers, transform=val_transform,
         amp=loop.use_amp, progress=cfg.progress)
     record.update(result.summary())
     record["per_class_mask_ap"] = per_class_ap(result)
+    if final and loop.dist_info.is_main:
+        result = _write_confusion(loop.run_dir, result, truth, predicted)
     if is_better(result.primary, progress.best):
         progress.best, progress.best_epoch, progress.bad_epochs = \
             float(result.primary), progress.epoch, 0
         return result, True
     progress.bad_epochs += 1
     return result, False
+
+
+def _write_confusion(run_dir: Path, result: Any, truth: Sequence[Sample],
+                     predicted: Sequence[Sample]) -> Any:
+    """The last evaluation's confusion matrix (with a background row and column) and error
+    analysis (``instkit.analysis``): ``confusion.json`` and ``confusion.png``."""
+    from instkit.analysis import add_analysis
+
+    result = add_analysis(result, truth, predicted, categories_of(truth))
+    analysis = result.analysis
+    with atomic_write(run_dir / "confusion.json") as handle:
+        json.dump(analysis.as_dict(), handle, indent=1, default=str)
+    plot_confusion(analysis.confusion, [*analysis.names, "background"],
+                   run_dir / "confusion.png",
+                   title=f"{analysis.iou_type} IoU >= {analysis.iou_threshold}, score >= "
+                         f"{analysis.score_threshold}")
+    return result
 
 
 #: without an evaluation, curves.png is redrawn at most this often (a plot costs ~0.5 s)
@@ -469,7 +497,8 @@ def _report_epoch(loop: _Loop, records: list[dict[str, Any]], evaluated: bool) -
 def _write_summary(loop: _Loop, adapter: ModelAdapter, result: TrainResult) -> None:
     run_dir = loop.run_dir
     files = {name: str(run_dir / name) for name in
-             ("config.json", "metrics.jsonl", "results.csv", "curves.png", "last", "best")
+             ("config.json", "metrics.jsonl", "results.csv", "curves.png", "confusion.json",
+              "confusion.png", "last", "best")
              if (run_dir / name).exists()}
     summary = {"best_mask_map50": result.best_metric, "best_epoch": result.best_epoch,
                "steps": result.steps, "epochs_run": result.epochs_run,
@@ -545,7 +574,7 @@ def train(
         if evaluate:
             assert val_data is not None
             last_eval, improved = _validate(loop, adapter, val_data, val_transform, record,
-                                            progress)
+                                            progress, final=last_epoch)
         elif val_data is None:
             improved = True  # without validation data the latest weights are the best known
             progress.best_epoch = epoch

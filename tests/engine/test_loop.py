@@ -108,6 +108,12 @@ def test_run_folder_has_config_results_csv_and_curves(run):
     assert config["batch_size"] == 2 and config["optimizer"] == "adamw"  # resolved defaults
     summary = json.loads((model / "summary.json").read_text())
     assert summary["files"]["results.csv"].endswith("results.csv")
+    confusion = json.loads((model / "confusion.json").read_text())
+    classes = confusion["classes"]
+    assert classes[-1] == "background" and len(classes) == len(summary["last_eval"]["per_class"]) + 1
+    assert len(confusion["confusion"]) == len(classes)
+    assert all(len(row) == len(classes) for row in confusion["confusion"])
+    assert (model / "confusion.png").stat().st_size > 0
 
 
 def test_console_prints_one_row_per_evaluation(tmp_path, run):

@@ -11,7 +11,7 @@ import click
 from instkit.cli.commands._options import echo_json, format_option, progress_option
 
 RUN_FILES = ("metrics.jsonl", "results.csv", "config.json", "last", "best", "curves.png",
-             "summary.json")
+             "confusion.json", "confusion.png", "summary.json")
 
 
 def _batch_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
@@ -155,7 +155,7 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
     click.echo(f"instkit train: {result.epochs_run} epoch(s), {result.steps} steps; best mask "
                f"mAP@0.5 {best} (epoch {None if result.best_epoch is None else result.best_epoch + 1}); "
                f"{'stopped early; ' if result.stopped_early else ''}run folder {out_dir}/")
-    for name in ("results.csv", "curves.png", "best", "last", "summary.json"):
+    for name in ("results.csv", "curves.png", "confusion.png", "best", "last", "summary.json"):
         if (out_dir / name).exists():
             click.echo(f"  {out_dir / name}")
 
