@@ -372,7 +372,7 @@ class Augment:
         use_masks = inst.masks is not None and self.binding != "keypoints"
         drops: list[Drop] = []
         image = self._image(sample) if self.needs_pool else sample.image
-        state = _State(np.ascontiguousarray(image), [], [sample])
+        state = _State(_contiguous(image), [], [sample])
         state.rows = self._rows(sample, 0, use_masks, drops)
         unit_seeds = rng.integers(0, 2**31 - 1, size=len(self.transforms))
         applied = rng.random() < self.p
@@ -382,7 +382,7 @@ class Augment:
                 if kind == "pixel":
                     out = self._compose(index, "image")(image=state.image,
                                                         invocation_seed=unit_seed)
-                    state.image = np.ascontiguousarray(out["image"])
+                    state.image = _contiguous(out["image"])
                 elif kind == "projective":
                     self._projective(index, state, unit_seed)
                 elif kind == "dense":
@@ -449,7 +449,7 @@ class Augment:
                               if alive else np.zeros((0, 4), np.float32))
         out = self._compose(index, "boxes" if needs_boxes else "points")(
             **data, invocation_seed=unit_seed)
-        image = np.ascontiguousarray(out["image"])
+        image = _contiguous(out["image"])
         moved = _points(out["keypoints"])
         homography = (solve_homography(points, moved, image.shape[:2])
                       if len(moved) == len(points) and min(h, w) > 1 else None)
@@ -523,7 +523,7 @@ class Augment:
         data["bboxes"] = (np.stack([_current_box(row, (h, w)) for row in alive])
                           if alive else np.zeros((0, 4), np.float32))
         out = self._compose(index, "dense")(**data, invocation_seed=unit_seed)
-        state.image = np.ascontiguousarray(out["image"])
+        state.image = _contiguous(out["image"])
         nh, nw = state.size
         reflected = _reflection_parity(out.get("applied_transforms", []))
         if with_masks:
@@ -937,6 +937,19 @@ class Augment:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _contiguous(image: Any) -> np.ndarray:
+    """A C-contiguous image. A flipped view (what albumentationsx's flips return) is copied
+    with ``cv2.flip`` from its base, several times faster than numpy's strided copy."""
+    array = np.asarray(image)
+    if array.flags.c_contiguous:
+        return array
+    if array.ndim >= 2 and array.strides[1] < 0 and array[:, ::-1].flags.c_contiguous:
+        return np.asarray(cv2.flip(array[:, ::-1], 1)).reshape(array.shape)
+    if array.strides[0] < 0 and array[::-1].flags.c_contiguous:
+        return np.asarray(cv2.flip(array[::-1], 0)).reshape(array.shape)
+    return np.ascontiguousarray(array)
 
 
 def _points(keypoints: Any) -> np.ndarray:

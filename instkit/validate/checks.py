@@ -38,18 +38,22 @@ from instkit.validate.rules import (  # noqa: F401 - the names the repair and ol
 
 def _open_image(path: str) -> tuple[str, str | None, tuple[int, int] | None]:
     """Worker: ``(status, message, (H, W) after EXIF orientation)``."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from instkit.sample import ImageTooLargeError, open_image
 
     if not os.path.isfile(path):
         return "missing", None, None
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:  # the pixel limit is checked before decoding
             orientation = image.getexif().get(0x0112, 1)
             width, height = image.size
             image.load()
         if orientation in (5, 6, 7, 8):
             width, height = height, width
         return "ok", None, (height, width)
+    except ImageTooLargeError as exc:
+        return "unreadable", exc.message, None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return "unreadable", str(exc), None
 

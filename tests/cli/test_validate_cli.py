@@ -42,3 +42,13 @@ def test_usage_problems_exit_2(tmp_path: Path, tinycoco: dict[str, Path]) -> Non
     assert runner.invoke(cli, ["validate", str(tinycoco["val_json"]), "--format", "xml"]).exit_code == 2
     assert runner.invoke(cli, ["validate", str(tinycoco["val_json"]), "--fix",
                                str(tinycoco["val_json"])]).exit_code == 2
+
+
+def test_fix_of_an_unparseable_file_is_a_finding_not_a_missing_output(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"images": [')
+    fixed = tmp_path / "fixed.json"
+    result = CliRunner().invoke(cli, ["validate", str(broken), "--fix", str(fixed)])
+    assert result.exit_code == 1, result.output
+    assert "json-parse" in result.output and "no repaired file written" in result.output
+    assert not fixed.exists()

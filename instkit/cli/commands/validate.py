@@ -33,7 +33,10 @@ def command(annotations: Path, images: Path | None, fmt: str, fix: Path | None,
     report = validate_file(annotations, images, workers=workers, progress=sys.stderr.isatty(),
                            fix=fix)
     click.echo(report.to_json() if fmt == "json" else report.to_text(max_per_code=max_per_check))
-    if fix is not None and fmt == "text":
+    if fix is not None and report.fixed_file is None:  # nothing to repair from (unparseable)
+        click.echo(f"no repaired file written: {annotations} could not be read as COCO",
+                   err=True)
+    elif fix is not None and fmt == "text":
         from instkit.validate import validate_file as again
 
         after = again(fix, images, workers=workers, progress=False)
