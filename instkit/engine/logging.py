@@ -101,13 +101,19 @@ def _cell(value: Any, width: int, digits: int = 4) -> str:
     return f"{value!s:>{width}}"
 
 
+def _part_label(key: str) -> str:
+    """``train_loss_mask_dice`` -> ``mask_dice``: short, and still distinct from its siblings."""
+    name = key[len("train_"):]
+    return (name[len("loss_"):] if name.startswith("loss_") else name)[:12]
+
+
 def epoch_row(record: dict[str, Any], epochs: int) -> tuple[str, str]:
     """``(header, row)`` of an epoch record for the console table: losses, learning rate,
     mask and box mAP@0.5 and @.5:.95 (``-`` where not evaluated) and time."""
     parts = [k for k in record if k.startswith("train_") and k != "train_loss"
              and isinstance(record[k], (int, float))]
     names = [("epoch", 7), ("step", 6), ("loss", 8)]
-    names += [(k[len("train_"):][:10], max(8, len(k[len("train_"):][:10]))) for k in parts]
+    names += [(label, max(8, len(label))) for label in (_part_label(k) for k in parts)]
     names += [("lr", 9), ("mask@.5", 7), ("mask@.5:.95", 11), ("box@.5", 7), ("box@.5:.95", 10),
               ("time", 7)]
     header = "  ".join(f"{name:>{width}}" for name, width in names)

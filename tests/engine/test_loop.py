@@ -116,13 +116,16 @@ def test_run_folder_has_config_results_csv_and_curves(run):
     assert (model / "confusion.png").stat().st_size > 0
 
 
-def test_console_prints_one_row_per_evaluation(tmp_path, run):
+def test_console_prints_one_row_per_evaluation():
     from instkit.engine.logging import epoch_row
 
     header, row = epoch_row({"epoch": 0, "step": 2, "train_loss": 1.5, "train_loss_ce": 0.5,
+                             "train_loss_mask_ce": 0.1, "train_loss_mask_dice": 0.2,
                              "lr": 1e-4, "mask_map50": 0.25, "mask_map": 0.1,
                              "box_map50": None, "seconds": 3.0}, 10)
-    assert "mask@.5" in header and "loss_ce" in header
+    assert "mask@.5" in header and " ce " in f"{header} "
+    assert "mask_ce" in header and "mask_dice" in header
+    assert len(header) == len(row)  # columns line up
     assert row.split()[:3] == ["1/10", "2", "1.5000"] and "0.2500" in row and "1.00e-04" in row
 
 
