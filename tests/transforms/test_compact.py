@@ -34,7 +34,7 @@ COVERED = {
     "VerticalFlip": lambda: A.VerticalFlip(p=1.0),
     "Transpose": lambda: A.Transpose(p=1.0),
     "RandomRotate90": lambda: A.RandomRotate90(p=1.0),
-    "Rotate": lambda: A.Rotate(limit=(-30, 30), p=1.0),
+    "Rotate": lambda: A.Rotate(angle_range=(-30, 30), p=1.0),
     "Affine": lambda: A.Affine(rotate=(-20, 20), scale=(0.8, 1.2), shear=(-6, 6),
                                translate_percent=(-0.1, 0.1), p=1.0),
     "ShiftScaleRotate": lambda: A.ShiftScaleRotate(p=1.0),
@@ -186,7 +186,7 @@ def test_compose_seed_reproducible_across_processes(tmp_path) -> None:
 
 def test_unknown_geometric_transform_runs_dense_for_itself_only(real_samples) -> None:
     sample = real_samples[1]
-    aug = Augment([A.HorizontalFlip(p=1.0), A.ElasticTransform(p=1.0), A.Rotate(limit=(10, 10),
+    aug = Augment([A.HorizontalFlip(p=1.0), A.ElasticTransform(p=1.0), A.Rotate(angle_range=(10, 10),
                                                                           p=1.0)], seed=0)
     assert aug.dense_transforms == ["ElasticTransform"]
     assert "dense=[ElasticTransform]" in repr(aug)
