@@ -513,23 +513,32 @@ class Augment:
         state.dense_units.append(why or name)
         with_masks = [row for row in alive if row.item is not None]
         data: dict[str, Any] = {"image": state.image}
-        if with_masks:
-            dense = Masks([row.item for row in with_masks], (h, w)).to_dense()  # type: ignore[misc]
-            data["mask"] = np.ascontiguousarray(np.moveaxis(dense, 0, 2).view(np.uint8))
+        masks = Masks([row.item for row in with_masks], (h, w))  # type: ignore[misc]
+        # OpenCV takes at most 128 channels here: more masks go through in groups, each with
+        # the same seed (so the same draw) as the first
+        groups = [list(range(start, min(start + _MASK_GROUP, len(with_masks))))
+                  for start in range(0, len(with_masks), _MASK_GROUP)]
+        if groups:
+            data["mask"] = _planes(masks[np.asarray(groups[0])])
         kp_rows = [row for row in alive if row.keypoints is not None]
         flat = (np.concatenate([row.keypoints[:, :2] for row in kp_rows])  # type: ignore[index]
                 if kp_rows else np.zeros((0, 2), np.float32))
         data["keypoints"] = np.clip(flat, -0.5, [w - 0.5, h - 0.5]) if len(flat) else flat
         data["bboxes"] = (np.stack([_current_box(row, (h, w)) for row in alive])
                           if alive else np.zeros((0, 4), np.float32))
-        out = self._compose(index, "dense")(**data, invocation_seed=unit_seed)
+        compose = self._compose(index, "dense")
+        out = compose(**data, invocation_seed=unit_seed)
         state.image = _contiguous(out["image"])
         nh, nw = state.size
         reflected = _reflection_parity(out.get("applied_transforms", []))
         if with_masks:
-            planes = np.asarray(out["mask"]).reshape(nh, nw, -1)
+            planes = [np.asarray(out["mask"]).reshape(nh, nw, -1)]
+            for group in groups[1:]:
+                again = compose(**{**data, "mask": _planes(masks[np.asarray(group)])},
+                                invocation_seed=unit_seed)
+                planes.append(np.asarray(again["mask"]).reshape(nh, nw, -1))
             for k, row in enumerate(with_masks):
-                item = tight_bitmap(planes[:, :, k])
+                item = tight_bitmap(planes[k // _MASK_GROUP][:, :, k % _MASK_GROUP])
                 if item.bitmap.size == 0:
                     row.dropped = ("cropped_out", f"{name} left it no pixels in the frame")
                 else:
@@ -937,6 +946,14 @@ class Augment:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+_MASK_GROUP = 128  # OpenCV's channel limit (CV_CN_MAX) in the builds instkit runs on
+
+
+def _planes(masks: Masks) -> np.ndarray:
+    """``(H, W, N)`` uint8 planes of a mask column (the dense path's input)."""
+    return np.ascontiguousarray(np.moveaxis(masks.to_dense(), 0, 2).view(np.uint8))
 
 
 def _contiguous(image: Any) -> np.ndarray:

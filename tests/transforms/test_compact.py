@@ -245,3 +245,18 @@ def test_crowded_image_never_densifies(monkeypatch) -> None:
     out = Augment([A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), p=1.0),
                    A.RandomCrop(900, 900, p=1.0)], seed=0)(sample, seed=0)
     assert len(out.instances) + len(out.meta.drops) == n
+
+
+def test_dense_path_takes_more_masks_than_opencv_has_channels() -> None:
+    rng = np.random.default_rng(3)
+    n, size = 600, (120, 160)
+    xy = rng.uniform(0, 140, size=(n, 2))
+    polys = [[np.array([x, y, x + 9, y, x + 9, y + 7, x, y + 7])] for x, y in xy]
+    inst = Instances(image_size=size, labels=np.zeros(n, np.int64),
+                     masks=Masks.from_polygons(polys, size))
+    sample = Sample.from_array(rng.integers(0, 255, (*size, 3), dtype=np.uint8), inst, 1)
+    crop = [A.RandomResizedCrop((96, 96), scale=(0.6, 1.0), p=1.0)]
+    dense = Augment(crop, seed=0, compact=False)(sample, seed=4)
+    compact = Augment(crop, seed=0)(sample, seed=4)
+    assert len(dense.instances) > 300  # rows past the first groups of 128 came through
+    _compare(compact, dense, sample, "RandomResizedCrop, 600 masks")
