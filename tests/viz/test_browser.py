@@ -48,7 +48,8 @@ def _load(browser: Browser, index: Path) -> None:
     browser.events.clear()
     browser.open(index.as_uri())
     browser.wait_until("document.body.getAttribute('data-ready') === '1'")
-    browser.wait_until("Array.from(document.images).every(i => i.complete)")
+    # lazy thumbnails below the fold load when scrolled to; every other image must be loaded
+    browser.wait_until("Array.from(document.images).every(i => i.complete || i.loading === 'lazy')")
 
 
 def test_dataset_page(browser: Browser, dataset_page: Path, artifacts: Path) -> None:
