@@ -233,14 +233,20 @@ def test_bitmap_warp_touches_only_its_window() -> None:
     np.testing.assert_allclose(extent, [5000, 3, 5007, 8])
 
 
-def test_crowded_image_never_densifies(monkeypatch) -> None:
-    rng = np.random.default_rng(0)
-    n, size = 1500, (1024, 1024)
-    xy = rng.uniform(0, 1000, size=(n, 2))
-    polys = [[np.array([x, y, x + 12, y, x + 12, y + 9, x, y + 9])] for x, y in xy]
+def _boxes_sample(n: int, size: tuple[int, int], box: tuple[int, int], seed: int) -> Sample:
+    """``n`` rectangles of ``box`` (w, h) px as polygons, at random places."""
+    rng = np.random.default_rng(seed)
+    bw, bh = box
+    xy = rng.uniform(0, min(size) - max(box), size=(n, 2))
+    polys = [[np.array([x, y, x + bw, y, x + bw, y + bh, x, y + bh])] for x, y in xy]
     inst = Instances(image_size=size, labels=np.zeros(n, np.int64),
                      masks=Masks.from_polygons(polys, size))
-    sample = Sample.from_array(np.zeros((*size, 3), np.uint8), inst, 1)
+    return Sample.from_array(rng.integers(0, 255, (*size, 3), dtype=np.uint8), inst, 1)
+
+
+def test_crowded_image_never_densifies(monkeypatch) -> None:
+    n = 1500
+    sample = _boxes_sample(n, (1024, 1024), (12, 9), seed=0)
     monkeypatch.setattr(Masks, "to_dense", lambda self: pytest.fail("densified"))
     out = Augment([A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), p=1.0),
                    A.RandomCrop(900, 900, p=1.0)], seed=0)(sample, seed=0)
@@ -248,13 +254,7 @@ def test_crowded_image_never_densifies(monkeypatch) -> None:
 
 
 def test_dense_path_takes_more_masks_than_opencv_has_channels() -> None:
-    rng = np.random.default_rng(3)
-    n, size = 600, (120, 160)
-    xy = rng.uniform(0, 140, size=(n, 2))
-    polys = [[np.array([x, y, x + 9, y, x + 9, y + 7, x, y + 7])] for x, y in xy]
-    inst = Instances(image_size=size, labels=np.zeros(n, np.int64),
-                     masks=Masks.from_polygons(polys, size))
-    sample = Sample.from_array(rng.integers(0, 255, (*size, 3), dtype=np.uint8), inst, 1)
+    sample = _boxes_sample(600, (120, 160), (9, 7), seed=3)
     crop = [A.RandomResizedCrop((96, 96), scale=(0.6, 1.0), p=1.0)]
     dense = Augment(crop, seed=0, compact=False)(sample, seed=4)
     compact = Augment(crop, seed=0)(sample, seed=4)
