@@ -57,6 +57,7 @@ from instkit.transforms.geometry import (
     clip_part,
     control_points,
     map_points_centre,
+    map_points_edge,
     solve_homography,
     visible_fraction,
     warp_item,
@@ -239,8 +240,9 @@ class Augment:
         self.stage = stage
         self.paste_donors = paste_donors
         self.compact = compact
-        self.kinds = [_kind(t) if compact or _kind(t) in ("pixel", "mosaic", "paste") else "dense"
-                      for t in transforms]
+        kinds = [_kind(t) for t in transforms]
+        self.kinds = [k if compact or k in ("pixel", "mosaic", "paste") else "dense"
+                      for k in kinds]
         self._mosaic = [t for t, k in zip(transforms, self.kinds) if k == "mosaic"]
         self._has_paste = "paste" in self.kinds
         if mosaic_partners is None:
@@ -483,10 +485,7 @@ class Augment:
             else:
                 corners = np.array([[row.box[0], row.box[1]], [row.box[2], row.box[1]],
                                     [row.box[2], row.box[3]], [row.box[0], row.box[3]]])
-                mapped = homography.matrix  # pixel-edge corners
-                pts = corners @ mapped[:2, :2].T + mapped[:2, 2]
-                if not homography.is_affine:
-                    pts = pts / (corners @ mapped[2, :2] + mapped[2, 2])[:, None]
+                pts = map_points_edge(homography, corners)
                 extent = np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(),
                                    pts[:, 1].max()])
                 row.box = np.array([max(extent[0], 0), max(extent[1], 0),
@@ -824,13 +823,18 @@ class Augment:
                 continue
             final.append(row)
             final_index.append(j)
+        # a Mosaic without a pool tiles the sample with itself: a row is lost only when no
+        # copy of it survived, and it is recorded once
+        kept_rows = {(row.source, row.local) for row in final}
+        recorded = {d.annotation_id for d in drops}
         for row in state.rows:
-            if row.dropped is not None and row.source == 0 and not _copy_of_kept(row, final):
-                if any(d.annotation_id == int(inst.ids[row.local]) for d in drops):
-                    continue
-                reason, detail = row.dropped
-                drops.append(Drop(int(inst.ids[row.local]), reason, int(inst.labels[row.local]),
-                                  self.stage, detail))
+            ident = int(inst.ids[row.local]) if row.source == 0 else None
+            if (row.dropped is None or ident is None or ident in recorded
+                    or (row.source, row.local) in kept_rows):
+                continue
+            reason, detail = row.dropped
+            drops.append(Drop(ident, reason, int(inst.labels[row.local]), self.stage, detail))
+            recorded.add(ident)
         if masks is not None:
             masks = masks[np.asarray(final_index, np.int64)] if final_index else Masks.empty(size)
             boxes = masks.boxes() if len(final) else np.zeros((0, 4), np.float32)
@@ -1008,12 +1012,6 @@ def _within(item: MaskItem, window: tuple[int, int, int, int]) -> BitmapMask:
     if y1 <= y0 or x1 <= x0:
         return BitmapMask(np.zeros((0, 0), bool), (0, 0))
     return tight_bitmap(item.bitmap[y0 - by : y1 - by, x0 - bx : x1 - bx], (y0, x0))
-
-
-def _copy_of_kept(row: _Row, kept: list[_Row]) -> bool:
-    """A Mosaic without a pool tiles the sample with itself: a row is lost only when no copy
-    of it survived."""
-    return any(other.source == row.source and other.local == row.local for other in kept)
 
 
 def _move_keypoints(keypoints: np.ndarray, homography: Homography,

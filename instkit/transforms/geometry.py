@@ -27,7 +27,8 @@ import numpy as np
 from instkit.masks import BitmapMask, MaskItem, PolygonMask, tight_bitmap
 
 _EMPTY = BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
-# Control points are solved for in a frame normalised to this span (conditioning).
+# Largest distance (px) of a check point from where the solved map puts it (albumentationsx
+# returns keypoints as float32).
 _RESIDUAL_PX = 0.02
 
 
@@ -72,9 +73,6 @@ class Homography:
         if not self.is_affine or abs(m[0, 1]) > 1e-9 or abs(m[1, 0]) > 1e-9:
             return None
         return float(m[0, 0]), float(m[0, 2]), float(m[1, 1]), float(m[1, 2])
-
-    def then(self, other: Homography) -> Homography:
-        return Homography(other.matrix @ self.matrix, other.out_size)
 
     @classmethod
     def identity(cls, size: tuple[int, int]) -> Homography:
