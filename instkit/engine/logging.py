@@ -9,17 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return _plain(value.item())
-    return value
+from instkit.io.files import json_safe
 
 
 class MetricsLog:
@@ -40,7 +30,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(_plain(record), allow_nan=False) + "\n")
+            handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -138,7 +128,6 @@ def plot_curves(metrics_file: str | os.PathLike[str], out_png: str | os.PathLike
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from instkit.io.files import atomic_write
 
     records = read_metrics(metrics_file)
     steps = [r for r in records if r.get("type") == "step" and r.get("loss") is not None]
@@ -180,12 +169,7 @@ def plot_curves(metrics_file: str | os.PathLike[str], out_png: str | os.PathLike
         right.legend(loc="lower right")
     else:
         right.text(0.5, 0.5, "no validation data", ha="center", va="center")
-    fig.tight_layout()
-    out = Path(out_png)
-    with atomic_write(out, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return _save_png(fig, out_png)
 
 
 def plot_confusion(matrix: Any, names: list[str], out_png: str | os.PathLike[str],
@@ -197,7 +181,6 @@ def plot_confusion(matrix: Any, names: list[str], out_png: str | os.PathLike[str
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from instkit.io.files import atomic_write
 
     counts = np.asarray(matrix)
     side = max(4.0, 0.45 * len(names) + 2.0)
@@ -215,6 +198,15 @@ def plot_confusion(matrix: Any, names: list[str], out_png: str | os.PathLike[str
             if value:
                 axis.text(col, row, str(int(value)), ha="center", va="center", fontsize=7,
                           color="white" if value > top / 2 else "black")
+    return _save_png(fig, out_png)
+
+
+def _save_png(fig: Any, out_png: str | os.PathLike[str]) -> Path:
+    """Lay out, write atomically as PNG, close; the written path."""
+    import matplotlib.pyplot as plt
+
+    from instkit.io.files import atomic_write
+
     fig.tight_layout()
     out = Path(out_png)
     with atomic_write(out, "wb") as handle:

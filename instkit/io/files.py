@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -19,6 +20,20 @@ from instkit.errors import InstkitError, JSONParseError, Location, PathEscapeErr
 
 class OutputOverInputError(InstkitError, ValueError):
     """An output path that is, or would write over, one of the command's inputs."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers, tuples as lists, keys as strings and
+    non-finite floats as ``None`` (JSON has no NaN), ready for ``json.dumps(allow_nan=False)``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return json_safe(value.item())
+    return value
 
 
 def safe_join(root: str | os.PathLike[str], relative: str, where: Location | None = None) -> str:

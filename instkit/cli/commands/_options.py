@@ -6,11 +6,12 @@ Old spellings stay accepted as hidden aliases (not shown in ``--help``), so scri
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from instkit.io.files import json_safe
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -62,18 +63,6 @@ def format_option(function: _F) -> _F:
                         help="Report as text, or as one JSON document on stdout.")(function)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return _plain(value.item())
-    return value
-
-
 def echo_json(value: Any) -> None:
     """``value`` as JSON on stdout; non-finite numbers become ``null``."""
-    click.echo(json.dumps(_plain(value), indent=1, default=str, allow_nan=False))
+    click.echo(json.dumps(json_safe(value), indent=1, default=str, allow_nan=False))
