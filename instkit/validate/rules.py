@@ -130,6 +130,8 @@ RULES: dict[str, Rule] = _table(
     ("keypoints-outside-image", "warning", "a labelled keypoint lies outside the image", E.KeypointError),
     ("category-unused", "info", "a category has no annotation", E.FormatError),
     ("image-no-annotations", "info", "an image has no annotation", E.FormatError),
+    ("shard-categories-mismatch", "error", "a shard's category table differs from the first shard's", E.FormatError),
+    ("shard-manifest-mismatch", "error", "a shard's samples or annotations differ from its manifest entry", E.FormatError),
 )
 
 # code -> (severity, explanation): the form the report and the docs table use.
