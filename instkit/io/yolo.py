@@ -1,11 +1,35 @@
 """YOLO-seg text labels: ``images/``, ``labels/<stem>.txt`` (one object a line:
-``class x1 y1 x2 y2 ...`` normalised to [0, 1]) and ``data.yaml`` (``names``).
+``class x1 y1 x2 y2 ...`` normalised to [0, 1]) and ``data.yaml`` (splits and ``names``).
+
+Layouts. ``write_yolo(samples, out)`` writes one folder of images (``images/``, ``labels/``,
+``data.yaml`` with ``train: images`` and ``val: images``); ``write_yolo({"train": a, "val": b,
+"test": c}, out)`` writes Ultralytics' split layout (``images/train``, ``labels/train``, ...,
+``data.yaml`` with ``train: images/train``, ``val: images/val``, ``test: images/test``).
+``names`` is a dict ``{0: name}``. No ``path`` key is written: Ultralytics then takes the
+``data.yaml`` folder as the dataset root, so the folder can be moved (a relative ``path``
+would be taken from the working directory). A label file sits where Ultralytics looks for it
+(``img2label_paths``: the image's path with its last ``/images/`` replaced by ``/labels/``).
 
 What the format cannot hold, and what ``write_yolo`` does (counted in its return value):
-multi-part objects keep their largest part (``parts_dropped``); RLE and bitmap masks (crowd
-regions) are traced as polygons, holes filled (``rle_as_polygons``); keypoints are left out
-(``keypoints_dropped``); annotation ids, ``iscrowd`` and the file's bbox/area are not stored.
-``data.yaml`` also records ``coco_category_ids`` so that COCO ids come back on reading.
+
+- multi-part objects are joined into one outline as Ultralytics' COCO converter joins them
+  (``merge_multi_segment``): consecutive parts linked at their nearest vertices by a line walked
+  there and back (``parts_joined`` extra parts). Even-odd filling (OpenCV's ``fillPoly``,
+  pycocotools) gives back the parts' union unless parts overlap: an overlap is then left out
+  (``overlapping_parts`` objects). ``read_yolo`` splits such a joined outline back into its parts
+  where that gives the same pixels.
+- RLE and bitmap masks (crowd regions) are traced: every outer contour, joined the same way
+  (``rle_as_polygons``); holes are filled (``holes_filled`` objects).
+- coordinates are written to 1e-10 of the image size and read back to 1e-5 px; vertices outside
+  the image are moved onto its edge (``clipped_to_image`` objects), as Ultralytics rejects a
+  label file with coordinates outside [0, 1].
+- parts of fewer than 3 vertices cannot be polygons (``parts_dropped``); objects without masks
+  are written as their box (``boxes_as_polygons``); empty masks are left out
+  (``empty_masks_dropped``).
+- not stored: keypoints (``keypoints_dropped`` objects), ``iscrowd`` (``crowd``), annotation ids,
+  the file's bbox/area. ``data.yaml`` also records ``coco_category_ids`` so that COCO ids come
+  back on reading.
+
 ``<stem>`` keeps the image's folders (``images/a/1.jpg``, ``labels/a/1.txt``), so no two images
 merge; two that one name would hold (``a/1.jpg``, ``a/1.png``) are refused.
 """
@@ -14,7 +38,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -22,13 +46,29 @@ import numpy as np
 
 from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location, MaskError, PathEscapeError
-from instkit.geometry import polygon_part_area
 from instkit.instances import Instances
 from instkit.io.files import staged_folder
-from instkit.masks import Masks, PolygonMask
+from instkit.masks import BitmapMask, Masks, PolygonMask
 from instkit.sample import Sample, SampleMeta, open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The split keys of Ultralytics' data.yaml, in the order they are written and read.
+SPLITS = ("train", "val", "test")
+# What each count of ``write_yolo`` means, for reports (the CLI prints these).
+COUNT_NOTES = {
+    "parts_joined": "extra polygon parts joined into their object's outline (as Ultralytics does)",
+    "overlapping_parts": "objects whose parts overlap: the overlap is left out of the joined "
+                         "outline (even-odd fill)",
+    "parts_dropped": "polygon parts of fewer than 3 vertices left out",
+    "rle_as_polygons": "masks that were not polygons traced as polygons (outer contours joined)",
+    "holes_filled": "traced masks whose holes were filled",
+    "boxes_as_polygons": "objects without a mask written as their box",
+    "clipped_to_image": "objects with vertices outside the image moved onto its edge (Ultralytics "
+                        "rejects coordinates outside [0, 1])",
+    "keypoints_dropped": "instances whose keypoints the format cannot hold",
+    "empty_masks_dropped": "objects with empty masks left out",
+    "crowd": "crowd regions written as ordinary objects (iscrowd is not stored)",
+}
 
 
 def save_image(sample: Sample, destination: Path) -> None:
@@ -86,79 +126,231 @@ def image_ids(images: Sequence[Path]) -> list[int]:
     return list(range(1, len(images) + 1))
 
 
-def write_yolo(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
-               categories: Categories | None = None) -> dict[str, int]:
-    """Write YOLO-seg labels, images and ``data.yaml``; returns counts of what was approximated.
+def label_path(image: Path) -> Path:
+    """Where Ultralytics looks for an image's label file (``img2label_paths``): the last
+    ``images`` folder of its path replaced by ``labels``, the suffix by ``.txt``."""
+    parts = image.parts
+    for k in range(len(parts) - 2, -1, -1):
+        if parts[k] == "images":
+            return Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt")
+    return image.with_suffix(".txt")
 
-    The folder is written beside ``out_dir`` and renamed in when complete."""
+
+# joining and splitting outlines ----------------------------------------------------------------
+
+
+def _nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """Indices of the closest vertices of two ``(n, 2)`` outlines (the first such pair)."""
+    if len(a) * len(b) > 1 << 20:  # a KD-tree instead of an n x m distance table
+        from scipy.spatial import cKDTree
+
+        dist, index = cKDTree(b).query(a)
+        i = int(np.argmin(dist))
+        return i, int(index[i])
+    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    flat = int(np.argmin(d))
+    return flat // d.shape[1], flat % d.shape[1]
+
+
+def join_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Polygon parts (flat ``x, y, ...``) as one outline, the way Ultralytics'
+    ``merge_multi_segment`` joins them: part ``i`` is linked to part ``i + 1`` at their nearest
+    vertices; the walk goes round each part and back along every link. The links are walked
+    once each way, so an even-odd fill (OpenCV's ``fillPoly``, pycocotools) gives the parts'
+    union where they do not overlap."""
+    rings = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
+    if len(rings) == 1:
+        return rings[0].reshape(-1)
+    links = [_nearest_pair(rings[i], rings[i + 1]) for i in range(len(rings) - 1)]
+    forward: list[np.ndarray] = []
+    backward: list[np.ndarray] = []
+    entry = links[0][0]  # the first part is walked from its link, round, back to it
+    for i, ring in enumerate(rings):
+        n = len(ring)
+        loop = ring[(entry + np.arange(n + 1)) % n]  # entry ... entry, closed
+        if i == 0 or i == len(rings) - 1:
+            forward.append(loop)
+        else:
+            at = (links[i][0] - entry) % n  # the link onwards, as a position in the loop
+            forward.append(loop[: at + 1])
+            backward.append(loop[at:])
+        if i < len(rings) - 1:
+            entry = int(links[i][1])
+    return np.concatenate(forward + backward[::-1]).reshape(-1)
+
+
+def split_outline(xy: np.ndarray) -> list[np.ndarray]:
+    """A joined outline back as parts: cut out every link walked there and back (an edge
+    ``a -> b`` with a later ``b -> a``) and leave out what has fewer than 3 vertices. Only such
+    pairs of edges go, so the even-odd fill of the parts is the outline's."""
+    Point = tuple[float, float]
+    points: list[Point] = [(p[0], p[1]) for p in
+                           np.asarray(xy, dtype=np.float64).reshape(-1, 2).tolist()]
+    stack = [points]
+    rings: list[list[Point]] = []
+    while stack:
+        ring = _dedupe(stack.pop())
+        n = len(ring)
+        edges = {(ring[k], ring[(k + 1) % n]): k for k in range(n)}
+        for k in range(n):
+            j = edges.get((ring[(k + 1) % n], ring[k]))
+            if j is not None and j != k:
+                i, j = min(k, j), max(k, j)
+                stack.append(ring[i + 1 : j])  # between the two walks of the link
+                stack.append(ring[j + 1 :] + ring[:i])  # the rest, its far end first
+                break
+        else:
+            if len(ring) >= 3:
+                rings.append(ring)
+    first: dict[Point, int] = {}
+    for k, point in enumerate(points):
+        first.setdefault(point, k)
+    rings.sort(key=lambda r: min(first[p] for p in r))  # parts in walk order
+    return [np.asarray(r, dtype=np.float64).reshape(-1) for r in rings]
+
+
+def _dedupe(ring: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The ring without vertices equal to the one before (cyclically)."""
+    return [p for k, p in enumerate(ring) if p != ring[k - 1]] if len(ring) > 1 else list(ring)
+
+
+def _areas(parts: Sequence[np.ndarray], size: tuple[int, int]) -> tuple[int, int]:
+    """Pixels of the parts' union and the sum of each part's pixels (equal: no overlap)."""
+    separate = Masks.from_polygons([[p] for p in parts], size).area()
+    union = Masks.from_polygons([list(parts)], size).area()
+    return int(union[0]), int(separate.sum())
+
+
+def _holes(bitmap: np.ndarray) -> bool:
+    import cv2
+
+    _, hierarchy = cv2.findContours(np.ascontiguousarray(bitmap, dtype=np.uint8), cv2.RETR_CCOMP,
+                                    cv2.CHAIN_APPROX_SIMPLE)
+    return hierarchy is not None and bool((hierarchy[0][:, 3] >= 0).any())
+
+
+# writing ---------------------------------------------------------------------------------------
+
+
+def write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]],
+               out_dir: str | os.PathLike[str],
+               categories: Categories | None = None) -> dict[str, int]:
+    """Write YOLO-seg labels, images and ``data.yaml``; returns counts of what was approximated
+    (``COUNT_NOTES`` says what each means) over all splits.
+
+    ``samples`` is one collection (one folder, ``train`` and ``val`` both naming it) or a mapping
+    of split name (``train``, ``val``, ``test``) to samples (Ultralytics' split layout). The
+    folder is written beside ``out_dir`` and renamed in when complete."""
     with staged_folder(out_dir) as out:
         return _write_yolo(samples, out, categories)
 
 
-def _write_yolo(samples: Iterable[Sample], out: Path, categories: Categories | None) -> dict[str, int]:
+def _write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]], out: Path,
+                categories: Categories | None) -> dict[str, int]:
     import yaml
 
-    categories = categories or getattr(samples, "categories", None)
-    counts = {"images": 0, "objects": 0, "parts_dropped": 0, "rle_as_polygons": 0,
-              "keypoints_dropped": 0, "empty_masks_dropped": 0, "crowd": 0}
-    names = OutputNames()
-    for sample in samples:
-        categories = categories or sample.meta.categories
-        counts["images"] += 1
-        name = names.claim(sample)
-        save_image(sample, out / "images" / name)
-        h, w = sample.image_size
-        inst = sample.instances
-        lines = []
-        if inst.keypoints is not None:
-            counts["keypoints_dropped"] += int((inst.keypoints[:, :, 2] > 0).any(axis=1).sum())
-        counts["crowd"] += int(inst.iscrowd.sum())
-        masks = inst.masks
-        for i in range(len(inst)):
-            if masks is None:
-                x0, y0, x1, y1 = inst.boxes[i].tolist()
-                part = np.asarray([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)
-            else:
-                item = masks.items[i]
-                if not isinstance(item, PolygonMask):
-                    try:
-                        item = masks[i].to_polygons().items[0]
-                    except MaskError:
-                        counts["empty_masks_dropped"] += 1
-                        continue
-                    counts["rle_as_polygons"] += 1
-                parts = list(item.parts)  # type: ignore[union-attr]
-                part = max(parts, key=polygon_part_area)
-                counts["parts_dropped"] += len(parts) - 1
-            xy = part.reshape(-1, 2) / np.asarray([w, h], dtype=np.float64)
-            xy = np.clip(xy, 0.0, 1.0)
-            lines.append(f"{int(inst.labels[i])} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1)))
-            counts["objects"] += 1
-        label = out / "labels" / PurePosixPath(name).with_suffix(".txt")
-        label.parent.mkdir(parents=True, exist_ok=True)
-        label.write_text("\n".join(lines) + ("\n" if lines else ""))
+    counts = {"images": 0, "objects": 0, "parts_joined": 0, "overlapping_parts": 0,
+              "parts_dropped": 0, "rle_as_polygons": 0, "holes_filled": 0,
+              "boxes_as_polygons": 0, "clipped_to_image": 0, "keypoints_dropped": 0,
+              "empty_masks_dropped": 0, "crowd": 0}
+    if isinstance(samples, Mapping):
+        unknown = [str(k) for k in samples if k not in SPLITS]
+        if unknown:
+            raise InstkitError(f"split names must be among {', '.join(SPLITS)} (what Ultralytics "
+                               f"reads), got {', '.join(map(repr, unknown))}")
+        groups = [(k, samples[k]) for k in SPLITS if k in samples]
+        data: dict[str, Any] = {k: f"images/{k}" for k, _ in groups}
+    else:
+        groups = [("", samples)]
+        data = {"train": "images", "val": "images"}
+    for split, members in groups:
+        categories = categories or getattr(members, "categories", None)
+        names = OutputNames()
+        images = out / "images" / split if split else out / "images"
+        for sample in members:
+            categories = categories or sample.meta.categories
+            image = images / names.claim(sample)
+            save_image(sample, image)
+            lines = _label_lines(sample, counts)
+            counts["images"] += 1
+            label = label_path(image)
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     if categories is None:
         raise InstkitError("write_yolo needs categories")
-    data = {"path": ".", "train": "images", "val": "images",
-            "names": dict(enumerate(categories.names)),
-            "coco_category_ids": categories.ids}
-    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    data["names"] = dict(enumerate(categories.names))
+    data["coco_category_ids"] = categories.ids
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+                                   encoding="utf-8")
     return counts
 
 
-def read_yolo(root: str | os.PathLike[str]) -> list[Sample]:
-    """Read a YOLO-seg folder (``data.yaml``, ``images/``, ``labels/``) as samples.
+def _number(value: float) -> str:
+    """A normalised coordinate to 1e-10 (1e-6 px on a 10,000 px image), trailing zeros cut."""
+    return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
 
-    Image ids are the numeric file stems where all are numeric and distinct (COCO's names), else
-    1..N in path order; annotation ids are 1..M in reading order. Masks are polygons. Images in
-    sub-folders of ``images/`` keep their relative path as ``file_name``.
-    """
+
+def _label_lines(sample: Sample, counts: dict[str, int]) -> list[str]:
+    h, w = sample.image_size
+    inst = sample.instances
+    if inst.keypoints is not None:
+        counts["keypoints_dropped"] += int((inst.keypoints[:, :, 2] > 0).any(axis=1).sum())
+    counts["crowd"] += int(inst.iscrowd.sum())
+    masks = inst.masks
+    lines = []
+    for i in range(len(inst)):
+        if masks is None:
+            x0, y0, x1, y1 = inst.boxes[i].tolist()
+            outline = np.asarray([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)
+            counts["boxes_as_polygons"] += 1
+        else:
+            item = masks.items[i]
+            if not isinstance(item, PolygonMask):
+                try:
+                    traced = masks[i].to_polygons().items[0]
+                except MaskError:
+                    counts["empty_masks_dropped"] += 1
+                    continue
+                counts["rle_as_polygons"] += 1
+                bitmap = masks[i].to_bitmaps().items[0]
+                assert isinstance(bitmap, BitmapMask)
+                counts["holes_filled"] += _holes(bitmap.bitmap)
+                item = traced
+            assert isinstance(item, PolygonMask)
+            parts = [p for p in item.parts if len(np.unique(p.reshape(-1, 2), axis=0)) >= 3]
+            counts["parts_dropped"] += len(item.parts) - len(parts)
+            if not parts:
+                counts["empty_masks_dropped"] += 1
+                continue
+            if len(parts) > 1:
+                counts["parts_joined"] += len(parts) - 1
+                union, total = _areas(parts, (h, w))
+                counts["overlapping_parts"] += union < total
+            outline = join_parts(parts)
+        xy = outline.reshape(-1, 2) / np.asarray([w, h], dtype=np.float64)
+        if (xy < 0).any() or (xy > 1).any():  # Ultralytics rejects a label file past [0, 1]
+            counts["clipped_to_image"] += 1
+            xy = np.clip(xy, 0.0, 1.0)
+        lines.append(f"{int(inst.labels[i])} " + " ".join(_number(v) for v in xy.reshape(-1)))
+        counts["objects"] += 1
+    return lines
+
+
+# reading ---------------------------------------------------------------------------------------
+
+
+def _data_file(root: Path) -> Path:
+    if root.is_file() or root.suffix.lower() in (".yaml", ".yml"):
+        return root
+    return root / "data.yaml"
+
+
+def _load_data(root: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Categories]:
     import yaml
 
-    base = Path(root)
-    data_file = base / "data.yaml"
+    data_file = _data_file(Path(root))
     if not data_file.is_file():
-        raise FormatError("no data.yaml", Location(file=str(base)))
+        raise FormatError("no data.yaml", Location(file=str(root)))
     try:
         data = yaml.safe_load(data_file.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -167,53 +359,187 @@ def read_yolo(root: str | os.PathLike[str]) -> list[Sample]:
         raise FormatError("data.yaml must be a mapping with 'names'", Location(file=str(data_file)))
     names = data.get("names")
     if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise FormatError("data.yaml 'names' keys must be class numbers 0..N-1",
+                              Location(file=str(data_file))) from None
+        if keys != list(range(len(keys))):
+            raise FormatError(f"data.yaml 'names' keys must be 0..{len(keys) - 1}, got {keys}",
+                              Location(file=str(data_file)))
+        names = [{int(k): v for k, v in names.items()}[k] for k in keys]
     if not isinstance(names, list):
         raise FormatError("data.yaml 'names' must be a list or a dict", Location(file=str(data_file)))
     ids = data.get("coco_category_ids") or list(range(len(names)))
+    if not isinstance(ids, list) or len(ids) != len(names):
+        raise FormatError(f"data.yaml 'coco_category_ids' must list one id per name ({len(names)})",
+                          Location(file=str(data_file)))
     categories = Categories(Category(id=int(i), name=str(n)) for i, n in zip(ids, names, strict=True))
-    images = sorted(p for p in (base / "images").rglob("*")
-                    if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    samples: list[Sample] = []
+    return data_file, data, categories
+
+
+def _dataset_root(data_file: Path, data: dict[str, Any]) -> Path:
+    """The folder split paths are relative to: ``path`` (against the data.yaml folder, then as
+    given, as Ultralytics also tries the working directory), else the data.yaml folder."""
+    base = data_file.parent
+    path = data.get("path")
+    if not path:
+        return base
+    for candidate in (base / str(path), Path(str(path))):
+        if candidate.is_dir():
+            return candidate
+    raise FormatError(f"data.yaml 'path' {path!r} is not a folder (tried beside data.yaml and "
+                      "from the working directory)", Location(file=str(data_file)))
+
+
+def _split_images(data_file: Path, data: dict[str, Any]) -> dict[str, list[tuple[Path, str]]]:
+    """Per split listed in data.yaml, its images as ``(path, file_name)``: a folder entry gives
+    its images (``file_name`` relative to it), a ``.txt`` entry lists image paths (Ultralytics'
+    rules: ``./`` relative to the list's folder). Without split keys: the ``images/`` folder."""
+    root = _dataset_root(data_file, data)
+    listed = {k: data[k] for k in SPLITS if data.get(k)}
+    if not listed:
+        listed = {"train": "images"}
+    out: dict[str, list[tuple[Path, str]]] = {}
+    for split, value in listed.items():
+        entries = value if isinstance(value, list) else [value]
+        found: list[tuple[Path, str]] = []
+        for entry in entries:
+            if not isinstance(entry, str):
+                raise FormatError(f"data.yaml '{split}' must be a path or a list of paths",
+                                  Location(file=str(data_file)))
+            where = root / entry
+            if not where.exists() and entry.startswith("../"):
+                where = root / entry[3:]  # as Ultralytics retries
+            if where.is_dir():
+                images = sorted(p for p in where.rglob("*")
+                                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                found += [(p, p.relative_to(where).as_posix()) for p in images]
+            elif where.is_file():
+                found += _listed_images(where, root, split)
+            else:
+                raise FormatError(f"data.yaml '{split}': {entry!r} is not a folder or a list "
+                                  f"file under {root}", Location(file=str(data_file)))
+        out[split] = found
+    return out
+
+
+def _listed_images(listing: Path, root: Path, split: str) -> list[tuple[Path, str]]:
+    found = []
+    for n, line in enumerate(listing.read_text(encoding="utf-8").splitlines()):
+        text = line.strip()
+        if not text:
+            continue
+        path = listing.parent / text[2:] if text.startswith("./") else Path(text)
+        if not path.is_file():
+            raise FormatError(f"listed image {text!r} does not exist",
+                              Location(file=f"{listing}:{n + 1}"))
+        for folder in (root / "images" / split, root / "images", root):
+            if path.resolve().is_relative_to(folder.resolve()):
+                found.append((path, path.resolve().relative_to(folder.resolve()).as_posix()))
+                break
+        else:
+            found.append((path, path.name))
+    return found
+
+
+def read_yolo_splits(root: str | os.PathLike[str]) -> dict[str, list[Sample]]:
+    """Every split that data.yaml lists (``train``, ``val``, ``test``), as samples.
+
+    ``root`` is the dataset folder or its YAML file. Image ids are the numeric file stems where
+    all images are numeric and distinct (COCO's names), else 1..N over the splits in order;
+    annotation ids are 1..M in reading order; an image listed by two splits (the one-folder
+    layout names it for ``train`` and ``val``) is one sample in both. Masks are polygons; an
+    outline joined from parts comes back as those parts where that gives the same pixels
+    (``split_outline``). Each sample's ``meta.extra["split"]`` is the first split listing it;
+    ``file_name`` is relative to the split's image folder.
+    """
+    data_file, data, categories = _load_data(root)
+    per_split = _split_images(data_file, data)
+    unique: dict[Path, str] = {}
+    for found in per_split.values():
+        for path, name in found:
+            unique.setdefault(path.resolve(), name)
+    first_split: dict[Path, str] = {}
+    for split, found in per_split.items():
+        for path, _ in found:
+            first_split.setdefault(path.resolve(), split)
+    paths = list(unique)
+    ids = image_ids(paths)
+    samples: dict[Path, Sample] = {}
     next_ann = 1
-    for image, image_id in zip(images, image_ids(images), strict=True):
-        with open_image(image, Location(file=str(image))) as opened:
-            width, height = opened.size
-        label = base / "labels" / image.relative_to(base / "images").with_suffix(".txt")
-        parts: list[list[np.ndarray]] = []
-        labels: list[int] = []
-        if label.is_file():
-            for n, line in enumerate(label.read_text().splitlines()):
-                fields = line.split()
-                if not fields:
-                    continue
-                where = Location(file=f"{label}:{n + 1}", image_id=image_id)
-                try:
-                    cls, coords = int(fields[0]), np.asarray(fields[1:], dtype=np.float64)
-                except ValueError:
-                    raise FormatError(f"line is not 'class x1 y1 ...': {line[:60]!r}", where) from None
-                if not 0 <= cls < len(categories):
-                    raise FormatError(f"class {cls} is outside 0..{len(categories) - 1}", where)
-                if coords.size < 6 or coords.size % 2:
-                    raise FormatError(f"a polygon needs an even count >= 6 of numbers, got {coords.size}", where)
-                xy = coords.reshape(-1, 2) * np.asarray([width, height], dtype=np.float64)
-                parts.append([xy.reshape(-1)])
-                labels.append(cls)
-        masks = Masks.from_polygons(parts, (height, width))
-        instances = Instances(image_size=(height, width), masks=masks,
-                              labels=np.asarray(labels, dtype=np.int64),
-                              ids=np.arange(next_ann, next_ann + len(labels), dtype=np.int64))
-        next_ann += len(labels)
-        meta = SampleMeta(source=str(base), file_name=image.relative_to(base / "images").as_posix(),
-                          original_size=(height, width),
-                          categories=categories)
-        samples.append(Sample(instances, image_id, meta, str(image)))
-    return samples
+    for path, image_id in zip(paths, ids, strict=True):
+        sample = _read_one(path, image_id, unique[path], first_split[path], next_ann,
+                           categories, data_file.parent)
+        next_ann += len(sample.instances)
+        samples[path] = sample
+    return {split: [samples[p.resolve()] for p, _ in found] for split, found in per_split.items()}
+
+
+def read_yolo(root: str | os.PathLike[str], split: str | None = None) -> list[Sample]:
+    """Read a YOLO-seg dataset (``data.yaml``, images, labels) as samples: every image of every
+    split that data.yaml lists, once (``split=None``), or one split's. See ``read_yolo_splits``.
+    """
+    splits = read_yolo_splits(root)
+    if split is not None:
+        if split not in splits:
+            raise FormatError(f"data.yaml lists no split {split!r} (it has "
+                              f"{', '.join(splits) or 'none'})", Location(file=str(root)))
+        return splits[split]
+    seen: dict[int, Sample] = {}
+    for members in splits.values():
+        for sample in members:
+            seen.setdefault(id(sample), sample)
+    return list(seen.values())
+
+
+
+def _read_one(image: Path, image_id: int, file_name: str, split: str, first_ann: int,
+              categories: Categories, source: Path) -> Sample:
+    with open_image(image, Location(file=str(image))) as opened:
+        width, height = opened.size
+    label = label_path(image)
+    parts: list[list[np.ndarray]] = []
+    labels: list[int] = []
+    if label.is_file():
+        for n, line in enumerate(label.read_text(encoding="utf-8").splitlines()):
+            fields = line.split()
+            if not fields:
+                continue
+            where = Location(file=f"{label}:{n + 1}", image_id=image_id)
+            try:
+                cls, coords = int(fields[0]), np.asarray(fields[1:], dtype=np.float64)
+            except ValueError:
+                raise FormatError(f"line is not 'class x1 y1 ...': {line[:60]!r}", where) from None
+            if not 0 <= cls < len(categories):
+                raise FormatError(f"class {cls} is outside 0..{len(categories) - 1}", where)
+            if coords.size < 6 or coords.size % 2:
+                raise FormatError(f"a polygon needs an even count >= 6 of numbers, got {coords.size}", where)
+            if not np.isfinite(coords).all():
+                raise FormatError("a coordinate is NaN or infinite", where)
+            # to 1e-5 px: x / w * w comes back as x (pycocotools' rasteriser rounds at
+            # fifths of a pixel, so 369.49999999 and 369.5 can differ by a column)
+            xy = np.round(coords.reshape(-1, 2) * np.asarray([width, height], dtype=np.float64),
+                          5).reshape(-1)
+            pieces = split_outline(xy)
+            if len(pieces) > 1:
+                union, total = _areas(pieces, (height, width))
+                if union != total:  # overlapping pieces: only the whole outline fills as written
+                    pieces = [xy]
+            parts.append(pieces or [xy])
+            labels.append(cls)
+    masks = Masks.from_polygons(parts, (height, width))
+    instances = Instances(image_size=(height, width), masks=masks,
+                          labels=np.asarray(labels, dtype=np.int64),
+                          ids=np.arange(first_ann, first_ann + len(labels), dtype=np.int64))
+    meta = SampleMeta(source=str(source), file_name=file_name, original_size=(height, width),
+                      categories=categories, extra={"split": split})
+    return Sample(instances, image_id, meta, str(image))
 
 
 class YoloDataset(Sequence[Sample]):
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self._samples = read_yolo(root)
+    def __init__(self, root: str | os.PathLike[str], split: str | None = None) -> None:
+        self._samples = read_yolo(root, split)
         self.categories = self._samples[0].meta.categories if self._samples else None
 
     def __len__(self) -> int:
@@ -223,4 +549,5 @@ class YoloDataset(Sequence[Sample]):
         return self._samples[index]
 
 
-__all__ = ["YoloDataset", "read_yolo", "save_image", "write_yolo"]
+__all__ = ["COUNT_NOTES", "SPLITS", "YoloDataset", "join_parts", "label_path", "read_yolo",
+           "read_yolo_splits", "save_image", "split_outline", "write_yolo"]
