@@ -63,6 +63,25 @@ def format_option(function: _F) -> _F:
                         help="Report as text, or as one JSON document on stdout.")(function)
 
 
+def workers_option(function: _F) -> _F:
+    """``--workers N``: processes (``--engine local``) or concurrent Ray tasks; ``None``: one
+    per core."""
+    return click.option("--workers", type=click.IntRange(min=1), default=None,
+                        help="Processes (local) or concurrent Ray tasks for a sharded dataset; "
+                        "default: one per core.")(function)
+
+
+def engine_options(function: _F) -> _F:
+    """``--engine local|ray`` and ``--address``: where the per-shard work of a sharded dataset
+    runs (docs/scaling.md); unset, ``None`` (local)."""
+    function = click.option("--address", default=None, metavar="ADDRESS",
+                            help="Ray cluster to use (auto, or ray://host:10001); default: a "
+                            "local Ray instance started for the job.")(function)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+                        help="Run per shard on this machine's processes (local, the default) or "
+                        "on Ray Data (pip install 'instkit[ray]').")(function)
+
+
 def echo_json(value: Any) -> None:
     """``value`` as JSON on stdout; non-finite numbers become ``null``."""
     click.echo(json.dumps(json_safe(value), indent=1, default=str, allow_nan=False))

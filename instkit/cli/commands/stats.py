@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from instkit.cli.commands._options import format_option
+from instkit.cli.commands._options import engine_options, format_option, workers_option
 
 if TYPE_CHECKING:
     from instkit.io.coco import CocoDataset
@@ -15,18 +15,30 @@ if TYPE_CHECKING:
 
 
 @click.command("stats")
-@click.argument("annotations", type=click.Path(exists=True, path_type=Path))
+@click.argument("annotations", type=click.Path(path_type=Path))
 @format_option
 @click.option("--plot", "plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a PNG of histograms here.")
-def command(annotations: Path, output_format: str, plot: Path | None) -> None:
-    """Statistics of ANNOTATIONS (a COCO JSON file, or a folder saved by `instkit convert --to hf`)."""
+@workers_option
+@engine_options
+def command(annotations: Path, output_format: str, plot: Path | None, workers: int | None,
+            engine: str | None, address: str | None) -> None:
+    """Statistics of ANNOTATIONS (a COCO JSON file, a folder saved by `instkit convert --to hf`,
+    or a sharded dataset: shard folder, glob, manifest)."""
     import json
 
     from instkit.io.files import refuse_overwrite
     from instkit.stats import compute_stats
 
     refuse_overwrite([plot], [annotations], what="--plot")
+    from instkit.shards.dataset import looks_sharded
+
+    if looks_sharded(annotations):
+        from instkit.shards.cli import stats_main
+
+        return stats_main(annotations, output_format, plot, workers, engine, address)
+    if not annotations.exists():
+        raise click.UsageError(f"no such file or folder: {annotations}")
 
     dataset: HFDataset | CocoDataset
     if annotations.is_dir():
