@@ -17,21 +17,18 @@ from instkit.sample import categories_of as sample_categories
 
 def open_dataset(path: str | os.PathLike[str], images: str | os.PathLike[str] | None = None,
                  *, split: str | None = None) -> Sequence[Sample]:
-    """A COCO annotation file (images under ``images``, default: beside the file) or a Hugging
-    Face dataset folder written by ``save_to_disk`` (e.g. ``instkit convert --to hf``)."""
+    """A dataset in any format of ``instkit.io.registry`` (detected): a COCO/LVIS annotation
+    file (images under ``images``, default: beside the file), a Hugging Face folder written by
+    ``save_to_disk`` (``split``), YOLO-seg (``split``), LabelMe, CVAT, SA-1B..."""
+    from instkit.io import registry
+
     location = Location(file=os.fspath(path))
     target = Path(path)
     if not target.exists():
         raise InstkitError("dataset not found", location)
-    if target.is_dir():
-        from instkit.io.hf import read_hf
-
-        return read_hf(target, split=split)
-    from instkit.io.coco import read_coco
-
     if images is not None and not Path(images).is_dir():
         raise InstkitError("image folder not found", Location(file=os.fspath(images)))
-    return read_coco(target, images)
+    return registry.open(target, images=images, split=split)
 
 
 def categories_of(data: Any) -> Categories:
