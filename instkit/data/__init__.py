@@ -19,6 +19,7 @@ from instkit.data.collate import (
 )
 from instkit.data.dataset import DatasetError, InstanceDataset, derive_seed, hf_transform
 from instkit.data.packing import CollateError, PackedBatch, pack_samples
+from instkit.data.streaming import StreamingDataset
 
 __all__ = [
     "BatchInfo",
@@ -30,6 +31,7 @@ __all__ = [
     "MaskRCNNBatch",
     "PackedBatch",
     "RfDetrBatch",
+    "StreamingDataset",
     "derive_seed",
     "hf_transform",
     "pack_samples",

@@ -31,6 +31,7 @@ from instkit.shards.dataset import (
     SA1B_CATEGORY,
     Origin,
     ShardSet,
+    coco_row,
     iter_tar,
     parse_row,
     shard_document,
@@ -399,28 +400,31 @@ def iter_rows(shards: ShardSet, index: int, table: list[dict[str, Any]] | None =
         row = parse_row(row_member[1], where)
         image = record.image_member()
         if shards.kind == "tar":
-            for annotation in row.get("annotations") or []:
-                if isinstance(annotation, dict):
-                    annotation.setdefault("category_id", SA1B_CATEGORY["id"])
+            row = coco_row(row)
         yield row, where, image[0] if image else None, image[1] if image else None
+
+
+def relocate_row_error(exc: InstkitError, where: str, annotations: int) -> InstkitError:
+    """``exc`` (raised on a one-row document named ``where``) located in the row's member."""
+    shard, _, member = where.rpartition("/")
+    origin = Origin(shard, [member], [0], annotations)
+    file, path = origin.locate(exc.location.json_path)
+    exc.location = Location(file=file, json_path=path, image_id=exc.location.image_id,
+                            annotation_id=exc.location.annotation_id)
+    return exc
 
 
 def check_row(row: dict[str, Any], table: list[dict[str, Any]], where: str) -> None:
     """A row must pass the rulebook as ``read_coco`` (strict) requires: its first error is
-    raised, located in the row's member."""
+    raised, located in the row's member (``where``: ``shard.tar/member.json``)."""
     from instkit.validate.rules import check_document
 
     document = {"images": [row["image"]], "annotations": row.get("annotations") or [],
                 "categories": table}
-    origin = Origin(where.rsplit("/", 1)[0], [where.rsplit("/", 1)[-1]], [0],
-                    len(document["annotations"]))
     try:
         check_document(document, file=where, strict=True, warnings=False)
     except InstkitError as exc:
-        file, path = origin.locate(exc.location.json_path)
-        exc.location = Location(file=file, json_path=path, image_id=exc.location.image_id,
-                                annotation_id=exc.location.annotation_id)
-        raise
+        raise relocate_row_error(exc, where, len(document["annotations"])) from None
 
 
 def _reference_table(shards: ShardSet) -> list[dict[str, Any]]:
