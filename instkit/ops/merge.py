@@ -188,10 +188,14 @@ def _image_root(paths: list[str], out: str | os.PathLike[str] | None) -> str:
 def merge_datasets(datasets: Sequence[Sequence[Sample]], *, mapping: dict[str, str] | None = None,
                    hash_images: bool = True, on_duplicate: str = "union",
                    image_root: str | os.PathLike[str] | None = None,
-                   out: str | os.PathLike[str] | None = None) -> MergeResult:
+                   out: str | os.PathLike[str] | None = None,
+                   progress: bool | None = False) -> MergeResult:
     """Merge ``datasets`` (``CocoDataset``s, or sequences of samples with categories in their
     meta); see the module docstring. ``out``: where the result will be written (to pick the
-    default ``image_root``)."""
+    default ``image_root``). ``progress``: a bar on stderr while hashing (None: only on a
+    terminal)."""
+    from tqdm.auto import tqdm
+
     if on_duplicate not in ("union", "first"):
         raise InstkitError(f"on_duplicate must be 'union' or 'first', got {on_duplicate!r}")
     if len(datasets) < 1:
@@ -225,7 +229,10 @@ def merge_datasets(datasets: Sequence[Sequence[Sample]], *, mapping: dict[str, s
     first_of: dict[str, int] = {}
     merged: list[tuple[int, Sample, list[tuple[int, int]]]] = []  # (input, sample, sources)
     duplicates: list[dict[str, Any]] = []
-    for k, sample in entries:
+    # tqdm's disable=None: a bar only when stderr is a terminal.
+    disable = True if not hash_images else None if progress is None else not progress
+    for k, sample in tqdm(entries, desc="hash images", unit="image", leave=False,
+                          disable=disable):
         path = str(Path(sample.image_path or "").resolve())
         if Path(root) not in Path(path).parents:
             raise InstkitError(f"image {path} lies outside the image root {root}; choose an "

@@ -26,7 +26,7 @@ import numpy as np
 
 from instkit.categories import Categories
 from instkit.errors import InstkitError
-from instkit.ops.common import class_counts, write_samples
+from instkit.ops.common import write_samples
 from instkit.sample import Sample
 
 
@@ -102,9 +102,12 @@ class SplitResult:
         return "\n".join(lines)
 
 
-def _group_keys(dataset: Sequence[Sample], group_by: str | None,
-                group_field: str | None) -> tuple[list[Any], int]:
-    keys: list[Any] = []
+def _scan(dataset: Sequence[Sample], group_by: str | None, group_field: str | None,
+          ) -> tuple[list[tuple[Any, Any, int]], list[np.ndarray], int]:
+    """One pass over the samples: each image's group key (with its image id last), its labels,
+    and how many images matched no group."""
+    keys: list[tuple[Any, Any, int]] = []
+    labels: list[np.ndarray] = []
     ungrouped = 0
     pattern = None
     if group_by is not None:
@@ -112,6 +115,9 @@ def _group_keys(dataset: Sequence[Sample], group_by: str | None,
             pattern = re.compile(group_by)
         except re.error as exc:
             raise InstkitError(f"--group-by {group_by!r} is not a regular expression: {exc}") from None
+    if group_field in ("id", "file_name", "width", "height"):
+        raise InstkitError(f"--group-field {group_field!r} is unique per image or not a grouping "
+                           "field; name an extra image field such as video_id")
     for index, sample in enumerate(dataset):
         key: Any = None
         if pattern is not None:
@@ -120,17 +126,15 @@ def _group_keys(dataset: Sequence[Sample], group_by: str | None,
                 key = ("re", match.group(1) if pattern.groups else match.group(0))
         elif group_field is not None:
             fields = sample.meta.extra.get("coco_image", {})
-            if group_field in ("id", "file_name", "width", "height"):
-                raise InstkitError(f"--group-field {group_field!r} is unique per image or not a "
-                                   "grouping field; name an extra image field such as video_id")
-            if group_field in fields and fields[group_field] is not None:
+            if fields.get(group_field) is not None:
                 key = ("field", json.dumps(fields[group_field], sort_keys=True))
         if key is None:
             if pattern is not None or group_field is not None:
                 ungrouped += 1
             key = ("image", index)
-        keys.append(key)
-    return keys, ungrouped
+        keys.append((*key, int(sample.image_id)))
+        labels.append(np.asarray(sample.instances.labels, dtype=np.int64))
+    return keys, labels, ungrouped
 
 
 def stratify(group_labels: Sequence[dict[int, int]], group_sizes: Sequence[int],
@@ -215,17 +219,17 @@ def split_dataset(dataset: Sequence[Sample], ratios: dict[str, float], *, seed: 
     cats = categories or getattr(dataset, "categories", None)
     if cats is None:
         raise InstkitError("split_dataset needs the categories (pass categories=...)")
-    keys, ungrouped = _group_keys(dataset, group_by, group_field)
+    keys, labels_of, ungrouped = _scan(dataset, group_by, group_field)
     group_of: dict[Any, int] = {}
     members: list[list[int]] = []
     group_labels: list[dict[int, int]] = []
     for index, key in enumerate(keys):
-        g = group_of.setdefault(key, len(members))
+        g = group_of.setdefault(key[:2], len(members))
         if g == len(members):
             members.append([])
             group_labels.append({})
         members[g].append(index)
-        for label in np.unique(dataset[index].instances.labels).tolist():
+        for label in np.unique(labels_of[index]).tolist():
             group_labels[g][int(label)] = group_labels[g].get(int(label), 0) + 1
     names = list(ratios)
     assignment = stratify(group_labels, [len(m) for m in members], [ratios[n] for n in names],
@@ -238,12 +242,18 @@ def split_dataset(dataset: Sequence[Sample], ratios: dict[str, float], *, seed: 
     counts: dict[str, dict[str, dict[str, int]]] = {}
     totals: dict[str, dict[str, int]] = {}
     ids: dict[str, list[int]] = {}
+    image_ids = [int(k[2]) for k in keys]
     for name, indices in subsets.items():
-        samples = [dataset[i] for i in indices]
-        counts[name] = class_counts(samples, cats)
-        totals[name] = {"images": len(samples),
-                        "instances": sum(len(s.instances) for s in samples)}
-        ids[name] = [int(s.image_id) for s in samples]
+        images = np.zeros(len(cats), dtype=np.int64)
+        instances = np.zeros(len(cats), dtype=np.int64)
+        for i in indices:
+            if labels_of[i].size:
+                instances += np.bincount(labels_of[i], minlength=len(cats))
+                images[np.unique(labels_of[i])] += 1
+        counts[name] = {c.name: {"images": int(images[label]), "instances": int(instances[label])}
+                        for label, c in enumerate(cats)}
+        totals[name] = {"images": len(indices), "instances": int(instances.sum())}
+        ids[name] = [image_ids[i] for i in indices]
     how = (f"regex {group_by!r} on file_name" if group_by is not None
            else f"image field {group_field!r}" if group_field is not None else None)
     return SplitResult(dict(ratios), seed, subsets, ids, len(members), ungrouped, counts, totals,

@@ -144,6 +144,9 @@ def test_cli_dedup(tmp_path: Path, tinycoco) -> None:
     assert len(data["pairs"]) == 2
     text = runner.invoke(cli, ["dedup", str(path)])
     assert text.exit_code == 1 and "nothing removed" in text.output and "small.jpg" in text.output
+    pooled = runner.invoke(cli, ["dedup", str(path), "--workers", "2", "--no-progress",
+                                 "--format", "json"])
+    assert json.loads(pooled.output)["pairs"] == data["pairs"]  # hashed in worker processes
     out = tmp_path / "clean.json"
     assert not out.exists()
     removed = runner.invoke(cli, ["dedup", str(path), "--remove", "near", "-o", str(out)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from instkit.cli.commands._options import echo_json, format_option
+from instkit.cli.commands._options import echo_json, format_option, progress_option
 
 
 @click.command("dedup")
@@ -29,10 +29,11 @@ from instkit.cli.commands._options import echo_json, format_option
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where --remove writes (a new file, never the input).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes for hashing.")
+@progress_option
 @format_option
 def command(inputs: tuple[Path, ...], images: tuple[Path, ...], hash_kind: str,
             threshold: int | None, keep: str, remove: str | None, out: Path | None,
-            workers: int | None, output_format: str) -> None:
+            workers: int | None, progress: bool, output_format: str) -> None:
     """Find exact and near-duplicate images in one COCO file or across several (train/val
     leakage). Reports first; removes only with --remove and -o. Exit 1 when duplicates are
     found and not removed."""
@@ -54,7 +55,7 @@ def command(inputs: tuple[Path, ...], images: tuple[Path, ...], hash_kind: str,
         refuse_overwrite([out], [*inputs, *images], what="OUT")
     datasets = [read_coco(path, images[k] if images else None) for k, path in enumerate(inputs)]
     result = find_duplicates(datasets, hash=hash_kind, threshold=threshold, keep=keep,
-                             workers=workers)
+                             workers=workers, progress=None if progress else False)
     if remove is not None and out is not None:
         kept = remove_duplicates(datasets[0], result, remove=remove)
         write_samples(kept, out, datasets[0].categories, inputs=[*inputs, *images],

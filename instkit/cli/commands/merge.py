@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from instkit.cli.commands._options import echo_json, format_option
+from instkit.cli.commands._options import echo_json, format_option, progress_option
 
 
 def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -40,10 +40,11 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--image-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the output's file_names are relative to (default: OUT's folder when "
                    "it holds every image, else the deepest folder that does).")
+@progress_option
 @format_option
 def command(inputs: tuple[Path, ...], out: Path, images: tuple[Path, ...],
             mapping: tuple[str, ...], on_duplicate: str, hash_images: bool,
-            image_root: Path | None, output_format: str) -> None:
+            image_root: Path | None, progress: bool, output_format: str) -> None:
     """Merge COCO files: categories matched by name, image and annotation ids renumbered,
     identical images written once."""
     from instkit.io.coco import read_coco
@@ -56,7 +57,8 @@ def command(inputs: tuple[Path, ...], out: Path, images: tuple[Path, ...],
     refuse_overwrite([out], [*inputs], what="OUT")
     datasets = [read_coco(path, images[k] if images else None) for k, path in enumerate(inputs)]
     result = merge_datasets(datasets, mapping=_mapping(mapping), hash_images=hash_images,
-                            on_duplicate=on_duplicate, image_root=image_root, out=out)
+                            on_duplicate=on_duplicate, image_root=image_root, out=out,
+                            progress=None if progress else False)
     write_merged(result, out, inputs=[*inputs])
     if output_format == "json":
         echo_json(result.as_dict())
