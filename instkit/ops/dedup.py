@@ -297,6 +297,22 @@ def find_duplicates(datasets: Sequence[Sequence[Sample]], *, hash: str = "phash"
     return DedupResult(images, hash, limit, pairs, groups, unreadable, inputs, keep)
 
 
+def duplicate_groups(result: DedupResult, kind: str = "near") -> list[list[int]]:
+    """The duplicate groups of a one-input ``result`` as lists of dataset indices: ``exact``
+    (same bytes) or ``near`` (the groups of every pair found); for ``split_dataset(together=)``."""
+    if kind not in ("exact", "near"):
+        raise InstkitError(f"kind must be exact or near, got {kind!r}")
+    if len(result.inputs) != 1:
+        raise InstkitError("duplicate groups are for one input")
+    if kind == "near":
+        return [[result.images[i].index for i in group] for group in result.groups]
+    by_digest: dict[str, list[int]] = {}
+    for ref in result.images:
+        if ref.sha256 is not None:
+            by_digest.setdefault(ref.sha256, []).append(ref.index)
+    return [indices for indices in by_digest.values() if len(indices) > 1]
+
+
 def remove_duplicates(dataset: Sequence[Sample], result: DedupResult, *,
                       remove: str = "near") -> list[Sample]:
     """``dataset`` without the duplicates ``result`` found in it (one input only): ``exact``
@@ -327,5 +343,6 @@ def remove_duplicates(dataset: Sequence[Sample], result: DedupResult, *,
     return out
 
 
-__all__ = ["DEFAULT_THRESHOLD", "DedupResult", "HASHES", "dhash", "find_duplicates", "hamming",
+__all__ = ["DEFAULT_THRESHOLD", "DedupResult", "HASHES", "dhash", "duplicate_groups",
+           "find_duplicates", "hamming",
            "near_pairs", "phash", "remove_duplicates"]

@@ -44,6 +44,7 @@ class SplitResult:
     counts: dict[str, dict[str, dict[str, int]]]  # split -> class -> {"images", "instances"}
     totals: dict[str, dict[str, int]]  # split -> {"images", "instances"}
     group_by: str | None = None
+    joined: int = 0  # groups joined because ``together`` linked them (duplicate images)
     outputs: dict[str, str] = field(default_factory=dict)
 
     def missing(self) -> dict[str, list[str]]:
@@ -61,6 +62,7 @@ class SplitResult:
             "group_by": self.group_by,
             "groups": self.num_groups,
             "ungrouped_images": self.ungrouped,
+            "groups_joined_by_duplicates": self.joined,
             "splits": {name: {"images": self.totals[name]["images"],
                               "instances": self.totals[name]["instances"],
                               "image_ids": self.image_ids[name],
@@ -79,6 +81,8 @@ class SplitResult:
             lines.append(f"  groups by {self.group_by}: {self.num_groups} groups"
                          + (f" ({self.ungrouped} images matched no group: each its own)"
                             if self.ungrouped else "") + "; no group is split")
+        if self.joined:
+            lines.append(f"  {self.joined} group(s) joined to keep duplicate images in one split")
         lines.append("  " + "  ".join(f"{n}: {self.totals[n]['images']} images, "
                                       f"{self.totals[n]['instances']} instances" for n in names))
         classes = [c for c in next(iter(self.counts.values()))] if self.counts else []
@@ -204,14 +208,17 @@ def stratify(group_labels: Sequence[dict[int, int]], group_sizes: Sequence[int],
 
 def split_dataset(dataset: Sequence[Sample], ratios: dict[str, float], *, seed: int = 0,
                   group_by: str | None = None, group_field: str | None = None,
-                  min_per_split: int = 1, categories: Categories | None = None) -> SplitResult:
+                  min_per_split: int = 1, categories: Categories | None = None,
+                  together: Sequence[Sequence[int]] = ()) -> SplitResult:
     """Split ``dataset`` by image (see the module docstring).
 
     ``ratios``: split name -> share (``instkit.ops.parse_ratios`` reads ``train=0.8,...``).
     ``group_by``: a regular expression searched in each ``file_name``; images with the same
     match (its first group if it has one) stay in the same split. ``group_field``: an image
     field of the COCO file (``video_id``...) doing the same. Images that match no group are each
-    their own group (counted in ``ungrouped``)."""
+    their own group (counted in ``ungrouped``). ``together``: more sets of dataset indices to
+    keep in one split, joining their groups (``instkit.ops.dedup.duplicate_groups`` gives the
+    duplicate images, so that no copy of an image lands in another split)."""
     if group_by is not None and group_field is not None:
         raise InstkitError("give --group-by or --group-field, not both")
     if min_per_split < 0:
@@ -220,11 +227,33 @@ def split_dataset(dataset: Sequence[Sample], ratios: dict[str, float], *, seed: 
     if cats is None:
         raise InstkitError("split_dataset needs the categories (pass categories=...)")
     keys, labels_of, ungrouped = _scan(dataset, group_by, group_field)
-    group_of: dict[Any, int] = {}
+    first_of: dict[Any, int] = {}
+    parent = list(range(len(keys)))  # union-find over images: the first image of a group leads
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for index, key in enumerate(keys):
+        parent[index] = find(first_of.setdefault(key[:2], index))
+    joined = 0
+    for linked in together:
+        indices = [int(i) for i in linked]
+        for i in indices:
+            if not 0 <= i < len(keys):
+                raise InstkitError(f"together: index {i} is out of range for {len(keys)} images")
+        for i in indices[1:]:
+            a, b = find(indices[0]), find(i)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+                joined += 1
+    group_of: dict[int, int] = {}
     members: list[list[int]] = []
     group_labels: list[dict[int, int]] = []
-    for index, key in enumerate(keys):
-        g = group_of.setdefault(key[:2], len(members))
+    for index in range(len(keys)):
+        g = group_of.setdefault(find(index), len(members))
         if g == len(members):
             members.append([])
             group_labels.append({})
@@ -257,7 +286,7 @@ def split_dataset(dataset: Sequence[Sample], ratios: dict[str, float], *, seed: 
     how = (f"regex {group_by!r} on file_name" if group_by is not None
            else f"image field {group_field!r}" if group_field is not None else None)
     return SplitResult(dict(ratios), seed, subsets, ids, len(members), ungrouped, counts, totals,
-                       group_by=how)
+                       group_by=how, joined=joined)
 
 
 def write_splits(dataset: Sequence[Sample], result: SplitResult, out_dir: str | os.PathLike[str],

@@ -241,3 +241,39 @@ def test_cli_split_refuses_to_write_over_its_input(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli, ["split", str(path), "--out-dir", str(tmp_path / "o"),
                                    "--group-by", "("])
     assert bad.exit_code == 2 and "regular expression" in bad.output
+
+
+def test_duplicate_images_kept_in_one_split(tmp_path: Path, tinycoco) -> None:
+    from instkit.ops.dedup import duplicate_groups, find_duplicates
+
+    from .test_dedup import _with_copies
+
+    dataset = read_coco(_with_copies(tmp_path, tinycoco))  # 6 photos + an exact and a resized copy
+    groups = duplicate_groups(find_duplicates([dataset]), "near")
+    assert sorted(map(sorted, groups)) == [[0, 6], [1, 7]]
+    assert duplicate_groups(find_duplicates([dataset]), "exact") == [[0, 6]]
+
+    def split_of(result: SplitResult, index: int) -> str:
+        return next(s for s, idx in result.subsets.items() if index in idx)
+
+    ratios = {"train": 0.5, "val": 0.5}
+    separated = 0
+    for seed in range(10):
+        plain = split_dataset(dataset, ratios, seed=seed, min_per_split=0)
+        separated += any(split_of(plain, a) != split_of(plain, b) for a, b in groups)
+        kept = split_dataset(dataset, ratios, seed=seed, min_per_split=0, together=groups)
+        assert kept.joined == 2
+        assert all(split_of(kept, a) == split_of(kept, b) for a, b in groups)
+    assert separated  # without the groups, some seed puts a copy in the other split
+
+
+def test_cli_split_group_duplicates(tmp_path: Path, tinycoco) -> None:
+    from .test_dedup import _with_copies
+
+    path = _with_copies(tmp_path, tinycoco)
+    result = CliRunner().invoke(cli, ["split", str(path), "--out-dir", str(tmp_path / "s"),
+                                      "--ratios", "a=0.5,b=0.5", "--group-duplicates", "near",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["groups_joined_by_duplicates"] == 2 and report["groups"] == 6

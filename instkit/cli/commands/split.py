@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from instkit.cli.commands._options import echo_json, format_option
+from instkit.cli.commands._options import echo_json, format_option, progress_option
 
 
 @click.command("split")
@@ -25,9 +25,16 @@ from instkit.cli.commands._options import echo_json, format_option
 @click.option("--min-per-split", type=click.IntRange(0), default=1, show_default=True,
               help="Serve each split first until it holds this many images of a class (0: plain "
                    "iterative stratification).")
+@click.option("--group-duplicates", type=click.Choice(["exact", "near"]), default=None,
+              help="Also keep duplicate images in one split (exact: same bytes; near: also "
+                   "perceptual hash, as instkit dedup): no copy leaks into another split.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Image folder, for --group-duplicates (default: beside the file).")
+@progress_option
 @format_option
 def command(annotations: Path, ratios: str, out_dir: Path, seed: int, group_by: str | None,
-            group_field: str | None, min_per_split: int, output_format: str) -> None:
+            group_field: str | None, min_per_split: int, group_duplicates: str | None,
+            images: Path | None, progress: bool, output_format: str) -> None:
     """Split ANNOTATIONS (COCO) by image into stratified, seeded splits; one COCO file per split
     (same categories in each; ids and file_names as in the input)."""
     from instkit.io.coco import read_coco
@@ -36,9 +43,19 @@ def command(annotations: Path, ratios: str, out_dir: Path, seed: int, group_by: 
     if group_by is not None and group_field is not None:
         raise click.UsageError("give --group-by or --group-field, not both")
     shares = parse_ratios(ratios)
-    dataset = read_coco(annotations)
+    dataset = read_coco(annotations, images)
+    together: list[list[int]] = []
+    if group_duplicates is not None:
+        from instkit.ops.dedup import duplicate_groups, find_duplicates
+
+        found = find_duplicates([dataset], progress=None if progress else False)
+        if found.unreadable:
+            click.echo(f"instkit split: {len(found.unreadable)} image(s) could not be read for "
+                       f"--group-duplicates (first: {found.unreadable[0]['file_name']}: "
+                       f"{found.unreadable[0]['error']}); each stays in its own group", err=True)
+        together = duplicate_groups(found, group_duplicates)
     result = split_dataset(dataset, shares, seed=seed, group_by=group_by, group_field=group_field,
-                           min_per_split=min_per_split)
+                           min_per_split=min_per_split, together=together)
     write_splits(dataset, result, out_dir, inputs=[annotations])
     if output_format == "json":
         echo_json(result.as_dict())
