@@ -8,8 +8,9 @@ Three kinds of shard set, all read one shard at a time:
   bytes as they were (``000003.jpg``) and a row ``000003.json`` = ``{"image": <COCO image
   entry>, "annotations": [<COCO annotations>]}``.
 - ``"tar"``: SA-1B-style tar shards of ``<key>.jpg`` + ``<key>.json`` with the same row layout
-  (SA-1B's per-image JSON is exactly ``{"image": ..., "annotations": [...]}``). SA-1B masks have
-  no category: an annotation without ``category_id`` is read as category 1, ``"object"``.
+  (SA-1B's per-image JSON is ``{"image": ..., "annotations": [...]}``), read in COCO's terms by
+  ``coco_row``: ``image.image_id`` is the image id, and the class-agnostic masks are category 1,
+  ``"object"`` (as ``instkit.io.sa1b`` reads them).
 - ``"coco"``: several COCO JSON files, each holding its images and their annotations; images
   are resolved beside each file (or under ``image_root``).
 
@@ -115,14 +116,16 @@ def looks_sharded(path: str | os.PathLike[str]) -> bool:
         return False
     if (p / MANIFEST).is_file():
         return True
-    names = [e.name for e in p.iterdir() if e.is_file()]
+    names = sorted(e.name for e in p.iterdir() if e.is_file() and not e.name.startswith("."))
     if any(n.endswith(".tar") for n in names):
         return True
-    # A folder of COCO files only (no marker file of another format, no sub-folders of labels)
-    others = {"state.json", "dataset_dict.json", "data.yaml", "categories.json"}
-    return bool(names) and not others & set(names) and all(
-        n.endswith(".json") for n in names if not n.startswith(".")) \
-        and not any(e.is_dir() and e.name in ("labels", "masks") for e in p.iterdir())
+    # Two or more COCO files and nothing else (LabelMe, HF and others have other files, or
+    # JSON without a top-level "images" list near the start)
+    if len(names) < 2 or not all(n.endswith(".json") for n in names):
+        return False
+    with open(p / names[0], "rb") as handle:
+        head = handle.read(1 << 16)
+    return b'"images"' in head
 
 
 def read_manifest(path: str) -> ShardSet:
@@ -337,10 +340,19 @@ class ShardDocument:
     images: dict[int, bytes] = field(default_factory=dict)  # document image index -> bytes
 
 
-def _default_category(row: dict[str, Any]) -> None:
+def coco_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An SA-1B row in COCO's terms: ``image.image_id`` is the image's ``id``; annotations get
+    the ``image_id`` and, being class-agnostic, category 1 (``"object"``) where they lack them.
+    A row already in COCO's terms is returned as it is."""
+    image = row["image"]
+    if "id" not in image and "image_id" in image:
+        image = {"id": image["image_id"], **{k: v for k, v in image.items() if k != "image_id"}}
+        row = {**row, "image": image}
     for annotation in row.get("annotations") or []:
-        if isinstance(annotation, dict) and "category_id" not in annotation:
-            annotation["category_id"] = SA1B_CATEGORY["id"]
+        if isinstance(annotation, dict):
+            annotation.setdefault("image_id", image.get("id"))
+            annotation.setdefault("category_id", SA1B_CATEGORY["id"])
+    return row
 
 
 def shard_document(shards: ShardSet, index: int, *, keep_images: bool = False,
@@ -385,7 +397,7 @@ def shard_document(shards: ShardSet, index: int, *, keep_images: bool = False,
             origin.problems.append((code, exc.message, name))
             continue
         if shards.kind == "tar":
-            _default_category(row)
+            row = coco_row(row)
         position = len(images)
         images.append(row["image"])
         origin.row_members.append(name)

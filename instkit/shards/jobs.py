@@ -56,20 +56,32 @@ class ValidatePart:
     image_index: np.ndarray
     annotation_ids: np.ndarray
     annotation_index: np.ndarray
+    annotation_image: np.ndarray  # the image_id of each (first) annotation; see _NO_ID
     origin: Origin
 
 
-def _first_ids(entries: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct integer ids of a JSON list's entries, with each one's first index."""
-    ids, where = [], []
+_NO_ID = np.iinfo(np.int64).min  # an annotation whose image_id is not an int64
+
+
+def _int64(value: Any) -> bool:
+    return is_int(value) and -(2**63) <= value < 2**63
+
+
+def _first_ids(entries: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct integer ids of a JSON list's entries, with each one's first index and
+    its ``image_id`` (annotations)."""
+    ids, where, owners = [], [], []
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         value = entry.get("id") if isinstance(entry, dict) else None
-        if is_int(value) and -(2**63) <= value < 2**63:
+        if _int64(value):
             ids.append(int(value))
             where.append(index)
+            owner = entry.get("image_id")
+            owners.append(int(owner) if _int64(owner) and owner != _NO_ID else _NO_ID)
     array = np.asarray(ids, dtype=np.int64)
     unique, first = np.unique(array, return_index=True)
-    return unique, np.asarray(where, dtype=np.int64)[first]
+    return (unique, np.asarray(where, dtype=np.int64)[first],
+            np.asarray(owners, dtype=np.int64)[first])
 
 
 def _relocate(finding: Finding, origin: Origin) -> Finding:
@@ -128,7 +140,7 @@ def validate_shard(task: tuple[ShardSet, int, Limits | None, str | None, bool]) 
         finding = Finding(code, RULES[code].severity, exc.message, where)
         empty = np.zeros(0, dtype=np.int64)
         return ValidatePart(index, info.path, [finding], 0, 0, None, set(), empty, empty, empty,
-                            empty, Origin(info.path))
+                            empty, empty, Origin(info.path))
     document, origin = shard.document, shard.origin
     image_root = images_dir if shards.kind == "coco" else None
     if shards.kind == "coco" and check_images and image_root is None:
@@ -144,8 +156,8 @@ def validate_shard(task: tuple[ShardSet, int, Limits | None, str | None, bool]) 
                             Location(file=f"{origin.shard}/{member}")))
     if shard.images:
         kept.extend(_image_size_findings(shard, origin, shard.images))
-    image_ids, image_index = _first_ids(document.get("images"))
-    ann_ids, ann_index = _first_ids(document.get("annotations"))
+    image_ids, image_index, _ = _first_ids(document.get("images"))
+    ann_ids, ann_index, ann_image = _first_ids(document.get("annotations"))
     is_dict = isinstance(document, dict)
     return ValidatePart(
         index, info.path, kept,
@@ -153,7 +165,7 @@ def validate_shard(task: tuple[ShardSet, int, Limits | None, str | None, bool]) 
         len(document["annotations"]) if is_dict and isinstance(document.get("annotations"), list)
         else 0,
         document.get("categories") if is_dict else None, set(ctx.used_categories),
-        image_ids, image_index, ann_ids, ann_index, origin)
+        image_ids, image_index, ann_ids, ann_index, ann_image, origin)
 
 
 def _table_key(categories: Any) -> dict[Any, tuple[Any, ...]]:
@@ -194,6 +206,8 @@ def _cross_duplicates(parts: list[ValidatePart], kind: str) -> list[Finding]:
     owner = np.concatenate([np.full(len(a), k, dtype=np.int64) for k, a in enumerate(ids)])
     position = np.concatenate([p.image_index if kind == "images" else p.annotation_index
                                for p in parts])
+    owners = np.concatenate([p.image_ids if kind == "images" else p.annotation_image
+                             for p in parts])
     order = np.lexsort((owner, all_ids))  # by id, then shard order
     sorted_ids = all_ids[order]
     repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1]) + 1
@@ -205,10 +219,11 @@ def _cross_duplicates(parts: list[ValidatePart], kind: str) -> list[Finding]:
         part, first_part = parts[owner[here]], parts[owner[first]]
         file, path = part.origin.locate(f"{kind}[{position[here]}].id")
         first_file, first_path = first_part.origin.locate(f"{kind}[{position[first]}]")
+        image_id = int(owners[here]) if owners[here] != _NO_ID else None
         findings.append((int(owner[here]), int(position[here]), Finding(
             f"duplicate-{name}-id", "error",
             f"{name} id {value} is used again (first at {first_path} of {first_file})",
-            Location(file=file, json_path=path, image_id=value if kind == "images" else None,
+            Location(file=file, json_path=path, image_id=image_id,
                      annotation_id=value if kind == "annotations" else None))))
     findings.sort(key=lambda item: (item[0], item[1]))
     return [f for _, _, f in findings]
