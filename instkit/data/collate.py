@@ -22,8 +22,13 @@ Targets:
   ``(1,)``, ``orig_size``, ``size``). Masks are built at ``mask_stride`` (default 4, the model's
   ``mask_downsample_ratio``): ``(N, Hp // 4, Wp // 4)``, each cell the value of the full-size
   processor mask at the cell centre (nearest-exact), which is what the loss samples.
+- ``"keypointrcnn"`` -> ``KeypointRCNNBatch`` (``(images, targets)`` as for Mask R-CNN, for
+  torchvision's Keypoint R-CNN): ``boxes``, ``labels`` (instkit label + 1), ``keypoints`` float32
+  ``(N, K, 3)`` x, y in resized pixels and visibility (COCO's 0/1/2; 0 is not supervised),
+  ``image_id``, ``area``, ``iscrowd``, ``annotation_ids``, ``orig_size``, ``size``; no masks.
 - ``"instances"`` -> ``InstanceBatch``: normalised padded images plus per-image padded
-  ``(B, Nmax, ...)`` columns and, on demand, instkit ``Instances`` in the resized frame.
+  ``(B, Nmax, ...)`` columns (``keypoints`` ``(B, Nmax, K, 3)`` when the samples have them) and,
+  on demand, instkit ``Instances`` in the resized frame.
 
 Resizing follows the transformers processor: ``size`` is ``None`` (keep), ``(h, w)``, or a dict
 with ``height``/``width``, ``shortest_edge``/``longest_edge`` or ``max_height``/``max_width``;
@@ -70,7 +75,7 @@ F = torch.nn.functional
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TARGETS = ("maskrcnn", "rfdetr", "instances")
+TARGETS = ("maskrcnn", "rfdetr", "instances", "keypointrcnn")
 # Pixels pasted per vectorised chunk of ``paste_masks``: bounds its int64 scratch (about 15
 # tensors of this length).
 _PASTE_CHUNK = 1 << 22
@@ -117,6 +122,13 @@ class MaskRCNNBatch(tuple):
         return self[1]
 
 
+class KeypointRCNNBatch(MaskRCNNBatch):
+    """``(images, targets)`` for torchvision's Keypoint R-CNN, with ``.info``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeypointRCNNBatch, (self[0], self[1], self.info))
+
+
 class RfDetrBatch(dict):
     """``pixel_values``, ``pixel_mask``, ``labels`` for ``model(**batch)``, with ``.info``."""
 
@@ -141,6 +153,7 @@ class InstanceBatch:
     ids: Any
     info: BatchInfo
     mask_stride: int = 1
+    keypoints: Any = None  # (B, Nmax, K, 3) x, y, visibility in the resized frame, or None
 
     def instances(self) -> list[Any]:
         """The batch as instkit ``Instances`` (host, numpy), one per image, in the resized frame.
@@ -164,6 +177,8 @@ class InstanceBatch:
                 masks=Masks.from_dense(dense),
                 iscrowd=self.iscrowd[b, rows].cpu().numpy(),
                 ids=self.ids[b, rows].cpu().numpy(),
+                keypoints=(None if self.keypoints is None
+                           else self.keypoints[b, rows].cpu().numpy()),
             ))
         return out
 
@@ -171,7 +186,8 @@ class InstanceBatch:
         moved = {k: getattr(self, k).to(device) for k in
                  ("pixel_values", "pixel_mask", "boxes", "labels", "masks", "valid", "iscrowd",
                   "ids")}
-        return InstanceBatch(**moved, info=self.info, mask_stride=self.mask_stride)
+        return InstanceBatch(**moved, info=self.info, mask_stride=self.mask_stride,
+                             keypoints=None if self.keypoints is None else self.keypoints.to(device))
 
 
 def resized_size(size: tuple[int, int], spec: Any) -> tuple[int, int]:
@@ -467,6 +483,7 @@ class Collator:
         from torch.utils.data import get_worker_info
 
         return pack_samples(samples, crowd=self.crowd, drop_empty_masks=self.drop_empty_masks,
+                            need_masks=self.target != "keypointrcnn",
                             pin=pin and get_worker_info() is None)
 
     def __call__(self, items: Sequence[Any]) -> Any:
@@ -493,7 +510,8 @@ class Collator:
             if h <= 0 or w <= 0:
                 raise CollateError(f"resized size {(h, w)} is empty",
                                    _where(b, int(table[b, IM_ID])))
-        padded = self._padded_size(sizes) if self.target != "maskrcnn" else None
+        padded = (self._padded_size(sizes) if self.target not in ("maskrcnn", "keypointrcnn")
+                  else None)
         info = BatchInfo(
             image_ids=[int(v) for v in table[:, IM_ID]], orig_sizes=orig, sizes=sizes,
             padded_size=padded, drops=list(packed.drops), bytes_to_device=packed.nbytes,
@@ -506,6 +524,8 @@ class Collator:
         boxes = floats[:, :4].float() * scale[image_of]
         area_scale = (scale[:, 0] * scale[:, 1])[image_of]
         area = floats[:, 4].float() * area_scale
+        if self.target == "keypointrcnn":
+            return self._keypointrcnn(packed, ints, image_region, orig, sizes, boxes, area, info)
         if self.target == "maskrcnn":
             return self._maskrcnn(packed, ints, image_region, crops, orig, sizes, boxes, area, info)
         return self._padded(packed, ints, image_region, crops, orig, sizes, padded, boxes, area,
@@ -681,8 +701,60 @@ class Collator:
         valid[image_of, slot] = True
         pad_crowd[image_of, slot] = iscrowd.bool()
         pad_ids[image_of, slot] = ints[:, I_ID]
+        pad_keypoints = None
+        keypoints = _keypoints(packed, orig, sizes, device)
+        if keypoints is not None:
+            pad_keypoints = torch.zeros((batch, n_max, keypoints.shape[1], 3), dtype=torch.float32,
+                                        device=device)
+            pad_keypoints[image_of, slot] = keypoints
         return InstanceBatch(pixel_values, pixel_mask, pad_boxes, pad_labels, pad_masks, valid,
-                             pad_crowd, pad_ids, info, s)
+                             pad_crowd, pad_ids, info, s, pad_keypoints)
+
+    def _keypointrcnn(self, packed: PackedBatch, ints: Any, region: Any,
+                      orig: list[tuple[int, int]], sizes: list[tuple[int, int]], boxes: Any,
+                      area: Any, info: BatchInfo) -> KeypointRCNNBatch:
+        device = region.device
+        table = packed.images
+        keypoints = _keypoints(packed, orig, sizes, device)
+        if keypoints is None:
+            if packed.num_instances:
+                b = int(ints[0, I_IMAGE])
+                raise CollateError("Keypoint R-CNN targets need keypoints, but the samples' "
+                                   "instances have none", _where(b, int(table[b, IM_ID])))
+            keypoints = torch.zeros((0, 0, 3), dtype=torch.float32, device=device)
+        images = self._images(packed, region, orig, sizes)
+        iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
+        targets = []
+        for b, (h, w) in enumerate(sizes):
+            start, count = int(table[b, IM_START]), int(table[b, IM_COUNT])
+            rows = slice(start, start + count)
+            targets.append({
+                "boxes": boxes[rows],
+                "labels": ints[rows, I_LABEL] + 1,
+                "keypoints": keypoints[rows],
+                "image_id": torch.tensor(int(table[b, IM_ID]), dtype=torch.int64, device=device),
+                "area": area[rows],
+                "iscrowd": iscrowd[rows],
+                "annotation_ids": ints[rows, I_ID],
+                "orig_size": torch.tensor(orig[b], dtype=torch.int64, device=device),
+                "size": torch.tensor((h, w), dtype=torch.int64, device=device),
+            })
+        return KeypointRCNNBatch([images[b] for b in range(len(sizes))], targets, info)
+
+
+def _keypoints(packed: PackedBatch, orig: list[tuple[int, int]], sizes: list[tuple[int, int]],
+               device: Any) -> Any:
+    """The kept instances' keypoints ``(N, K, 3)`` on ``device``, x and y scaled to the resized
+    image as the boxes are (torchvision's ``resize_keypoints``), visibility kept; or None."""
+    if packed.keypoints is None:
+        return None
+    keypoints = torch.as_tensor(packed.keypoints, device=device).float().clone()
+    if len(keypoints):
+        scale = torch.tensor([[w2 / w1, h2 / h1] for (h1, w1), (h2, w2) in
+                              zip(orig, sizes, strict=True)], dtype=torch.float32, device=device)
+        image_of = torch.as_tensor(_host_ints(packed)[:, I_IMAGE], device=device)
+        keypoints[:, :, :2] *= scale[image_of][:, None, :]
+    return keypoints
 
 
 def _host_ints(packed: PackedBatch) -> np.ndarray:
@@ -713,5 +785,5 @@ def _as_sample(item: Any, index: int) -> Sample:
                        f"{type(item).__name__}", _where_index(index))
 
 
-__all__ = ["BatchInfo", "Collator", "InstanceBatch", "MaskRCNNBatch", "RfDetrBatch",
-           "paste_crops", "paste_masks", "resized_size"]
+__all__ = ["BatchInfo", "Collator", "InstanceBatch", "KeypointRCNNBatch", "MaskRCNNBatch",
+           "RfDetrBatch", "paste_crops", "paste_masks", "resized_size"]

@@ -57,6 +57,9 @@ class PackedBatch:
     crop_bytes: int
     iscrowd: np.ndarray
     drops: list[tuple[int, int, Drop]] = field(default_factory=list)
+    # (N, K, 3) float32 x, y, visibility of the kept instances, original pixels; None when no
+    # sample has keypoints (a sample without them, in a batch with them: visibility 0)
+    keypoints: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int:
@@ -133,6 +136,7 @@ def pack_samples(
     int_rows: list[np.ndarray] = []
     float_rows: list[np.ndarray] = []
     crowd_rows: list[np.ndarray] = []
+    keypoint_rows: list[tuple[int, int, int, np.ndarray | None]] = []
     crops: list[np.ndarray] = []
     drops: list[tuple[int, int, Drop]] = []
     image_offset = 0
@@ -210,6 +214,9 @@ def pack_samples(
         int_rows.append(ints)
         float_rows.append(floats)
         crowd_rows.append(inst.iscrowd[rows])
+        keypoint_rows.append((index, image_id, len(rows),
+                              None if inst.keypoints is None or not inst.keypoints.shape[1]
+                              else inst.keypoints[rows]))
         images.append(image)
         image_rows.append([h, w, image_offset, start, n, image_id])
         image_offset += h * w * 3
@@ -235,4 +242,24 @@ def pack_samples(
             position += size
     image_table = np.asarray(image_rows, dtype=np.int64).reshape(-1, 6)
     iscrowd = np.concatenate(crowd_rows) if crowd_rows else np.zeros(0, dtype=bool)
-    return PackedBatch(tensor, image_table, num, image_offset, crop_offset, iscrowd, drops)
+    return PackedBatch(tensor, image_table, num, image_offset, crop_offset, iscrowd, drops,
+                       _stack_keypoints(keypoint_rows, num))
+
+
+def _stack_keypoints(rows: list[tuple[int, int, int, np.ndarray | None]], num: int
+                     ) -> np.ndarray | None:
+    """The kept instances' keypoints as one ``(N, K, 3)`` array; samples without keypoints
+    give visibility 0 rows; two numbers of keypoints in one batch are refused."""
+    counts = sorted({kp.shape[1] for _, _, _, kp in rows if kp is not None})
+    if not counts:
+        return None
+    if len(counts) > 1:
+        index, image_id = next((i, d) for i, d, _, kp in rows
+                               if kp is not None and kp.shape[1] == counts[-1])
+        raise CollateError(f"samples of one batch have {counts} keypoints per instance; one "
+                           "batch takes one keypoint layout",
+                           Location(sample_index=index, image_id=image_id))
+    k = counts[0]
+    parts = [np.zeros((n, k, 3), np.float32) if kp is None else kp.astype(np.float32, copy=False)
+             for _, _, n, kp in rows]
+    return np.concatenate(parts).reshape(num, k, 3)
