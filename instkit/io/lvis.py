@@ -85,7 +85,8 @@ def read_lvis(path: str | os.PathLike[str], images: str | os.PathLike[str] | Non
               strict: bool = True) -> CocoDataset:
     """Read an LVIS file (v0.5 or v1) as a ``CocoDataset``; ``images`` is the folder the file
     names are relative to (default: the file's folder; for LVIS v1, the folder holding COCO's
-    ``train2017/`` and ``val2017/``). Errors name the file, JSON path and image id."""
+    ``train2017/`` and ``val2017/``; ``images/`` beside the file when the images are there, as
+    ``save_lvis`` writes them). Errors name the file, JSON path and image id."""
     from instkit.validate import rules
 
     file = os.fspath(path)
@@ -95,8 +96,11 @@ def read_lvis(path: str | os.PathLike[str], images: str | os.PathLike[str] | Non
         raw = handle.read()
     if images is not None and not Path(images).is_dir():
         raise InstkitError("image folder not found", Location(file=os.fspath(images)))
+    from instkit.io.registry import images_beside
+
     root = os.fspath(images) if images is not None else str(Path(file).resolve().parent)
-    return CocoDataset(document, file=file, image_root=root, strict=strict, raw=raw)
+    dataset = CocoDataset(document, file=file, image_root=root, strict=strict, raw=raw)
+    return images_beside(dataset, Path(file)) if images is None else dataset
 
 
 class _Completed:

@@ -251,12 +251,25 @@ def distinct_names(samples: Iterable[Sample]) -> Iterable[Sample]:
         yield sample
 
 
+def images_beside(dataset: Any, file: Path) -> Any:
+    """With no image folder named: when the first image is not beside the annotation file but
+    is in ``images/`` there (where instkit's COCO, LVIS and CVAT writers put them), use that."""
+    folder = file.resolve().parent / "images"
+    if len(dataset) and folder.is_dir():
+        first = dataset.image_path(0)
+        name = dataset[0].meta.file_name
+        if first is not None and not os.path.exists(first) and name and (folder / name).is_file():
+            dataset.image_root = str(folder)
+    return dataset
+
+
 def _read_coco(path: Path, images: Any = None, strict: bool = True) -> Sequence[Sample]:
     from instkit.io.coco import read_coco
 
     if images is not None and not Path(images).is_dir():
         raise InstkitError("image folder not found", Location(file=os.fspath(images)))
-    return read_coco(path, images, strict=strict)
+    dataset = read_coco(path, images, strict=strict)
+    return images_beside(dataset, path) if images is None else dataset
 
 
 def _write_coco(samples: Iterable[Sample], out: Path, categories: Categories | None, *,

@@ -1,0 +1,183 @@
+"""LabelMe JSON: files written by hand from labelme's format (wkentaro/labelme ``_label_file.py``,
+``labelme2coco.py``), read, checked pixel by pixel, written back and read again."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instkit.errors import FormatError
+from instkit.io.labelme import read_labelme, write_labelme
+from instkit.masks import BitmapMask, Masks, PolygonMask, RLEMask
+
+H, W = 20, 30
+
+
+def _png_b64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# The mask shape's crop (labelme >= 5.3 stores it as a 0/1 PNG of the box at points[0]).
+CROP = np.array([[0, 1, 1], [1, 1, 0]], dtype=np.uint8)
+
+
+def _document() -> dict[str, Any]:
+    def shape(label: str, points: list[list[float]], kind: str, group: int | None = None,
+              **more: Any) -> dict[str, Any]:
+        return {"label": label, "points": points, "group_id": group, "description": "",
+                "shape_type": kind, "flags": {}, "mask": None, **more}
+
+    return {
+        "version": "5.5.0", "flags": {"reviewed": True},
+        "shapes": [
+            shape("cat", [[2, 2], [8, 2], [8, 6], [2, 6]], "polygon"),
+            shape("dog", [[20, 10], [12, 4]], "rectangle"),        # corners in any order
+            shape("cat", [[5, 14], [5, 17]], "circle"),
+            shape("dog", [[20, 14], [24, 14], [24, 18]], "polygon", 7),
+            shape("dog", [[26, 14], [29, 14], [29, 18]], "polygon", 7),  # same object as above
+            shape("cat", [[10, 15], [12, 16]], "mask", mask=_png_b64(CROP)),
+            shape("nose", [[1, 1]], "point"),
+        ],
+        "imagePath": "img.png", "imageData": None, "imageHeight": H, "imageWidth": W,
+    }
+
+
+def _write(folder: Path, doc: dict[str, Any], labels: list[str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = (np.arange(H * W * 3) % 251).astype(np.uint8).reshape(H, W, 3)
+    Image.fromarray(pixels).save(folder / "img.png")
+    (folder / "img.json").write_text(json.dumps(doc))
+    if labels is not None:
+        (folder / "labels.txt").write_text("\n".join(["__ignore__", "_background_", *labels]) + "\n")
+    return folder
+
+
+def test_shapes_become_objects(tmp_path: Path) -> None:
+    data = read_labelme(_write(tmp_path / "lm", _document(), ["cat", "dog"]))
+    assert data.categories.names == ["cat", "dog"] and data.categories.ids == [1, 2]
+    (sample,) = data
+    inst = sample.instances
+    assert sample.image_size == (H, W) and sample.image.shape == (H, W, 3)
+    assert inst.labels.tolist() == [0, 1, 0, 1, 0]  # the two group-7 polygons are one object
+    assert inst.ids.tolist() == [1, 2, 3, 4, 5]
+    items = inst.masks.items
+    assert isinstance(items[0], PolygonMask) and len(items[3].parts) == 2
+    # the rectangle is its four corners, whatever order the two points came in
+    np.testing.assert_array_equal(items[1].parts[0], [12, 4, 20, 4, 20, 10, 12, 10])
+    dense = inst.masks.to_dense()
+    assert dense[1].sum() == 8 * 6
+    # the mask shape: the PNG crop placed with its top-left pixel at points[0] = (x 10, y 15)
+    assert isinstance(items[4], BitmapMask)
+    expected = np.zeros((H, W), bool)
+    expected[15:17, 10:13] = CROP.astype(bool)
+    np.testing.assert_array_equal(dense[4], expected)
+    # the circle (radius 3 around (5, 14)) is a polygon within 1 px of the arc
+    assert abs(int(dense[2].sum()) - np.pi * 9) < 2 * np.pi * 3
+    assert data.read_counts == {"circles_as_polygons": 1, "other_shapes": 1}
+    assert sample.meta.extra["labelme_other_shapes"][0]["label"] == "nose"
+    assert sample.meta.extra["labelme_document"] == {"flags": {"reviewed": True}}
+
+
+def test_round_trip_writes_unchanged_shapes_back_exactly(tmp_path: Path) -> None:
+    doc = _document()
+    data = read_labelme(_write(tmp_path / "lm", doc, ["cat", "dog"]))
+    counts = write_labelme(data, tmp_path / "out")
+    assert counts["images"] == 1 and counts["objects"] == 5 and counts["other_shapes"] == 1
+    written = json.loads((tmp_path / "out" / "img.json").read_text())
+    assert written["shapes"] == doc["shapes"]  # type, group, flags, mask PNG: as they were
+    assert written["flags"] == {"reviewed": True} and written["imagePath"] == "img.png"
+    assert (tmp_path / "out" / "img.png").read_bytes() == (tmp_path / "lm" / "img.png").read_bytes()
+    assert (tmp_path / "out" / "labels.txt").read_text().split() == [
+        "__ignore__", "_background_", "cat", "dog"]
+    again = read_labelme(tmp_path / "out")
+    assert again[0].instances.masks == data[0].instances.masks
+    assert again[0].instances.labels.tolist() == data[0].instances.labels.tolist()
+
+
+def test_changed_objects_are_written_from_their_geometry(tmp_path: Path) -> None:
+    data = read_labelme(_write(tmp_path / "lm", _document(), ["cat", "dog"]))
+    sample = data[0]
+    inst = sample.instances
+    # every mask as RLE (as after a transform): no longer the shapes that were read
+    rle = Masks([RLEMask(c) for c in inst.masks.rle_counts()], inst.image_size)
+    moved = sample.replace(instances=inst.replace(masks=rle))
+    write_labelme([moved], tmp_path / "out", data.categories)
+    shapes = json.loads((tmp_path / "out" / "img.json").read_text())["shapes"]
+    assert [s["shape_type"] for s in shapes] == ["mask"] * 5 + ["point"]
+    back = read_labelme(tmp_path / "out")[0]
+    assert back.instances.masks == inst.masks  # pixel for pixel
+    # a polygon object of two parts is written as two polygons sharing a group_id
+    write_labelme([sample.replace(instances=inst[[3]].replace(extras={}))], tmp_path / "two",
+                  data.categories)
+    shapes = json.loads((tmp_path / "two" / "img.json").read_text())["shapes"]
+    polygons = [s for s in shapes if s["shape_type"] == "polygon"]
+    assert len(polygons) == 2 and polygons[0]["group_id"] == polygons[1]["group_id"] is not None
+    assert read_labelme(tmp_path / "two")[0].instances.masks == inst[[3]].masks
+
+
+def test_inline_image_data_without_a_file(tmp_path: Path) -> None:
+    pixels = np.zeros((H, W, 3), np.uint8)
+    pixels[:, :, 1] = 200
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    doc = _document()
+    doc.update(imagePath="missing/elsewhere.png", imageData=base64.b64encode(buffer.getvalue()).decode())
+    del doc["imageHeight"], doc["imageWidth"]  # the size then comes from the inline image
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "a.json").write_text(json.dumps(doc))
+    (sample,) = read_labelme(tmp_path / "lm")
+    assert sample.image_size == (H, W)
+    np.testing.assert_array_equal(sample.image, pixels)
+    write_labelme([sample], tmp_path / "out")  # the inline PNG is written as the image file
+    assert (tmp_path / "out" / "missing" / "elsewhere.png").read_bytes() == buffer.getvalue()
+
+
+def test_labels_sorted_when_there_is_no_labels_file(tmp_path: Path) -> None:
+    data = read_labelme(_write(tmp_path / "lm", _document()))
+    assert data.categories.names == ["cat", "dog"]  # "nose" is a point: not a region class
+
+
+@pytest.mark.parametrize(("change", "where", "words"), [
+    (lambda d: d["shapes"][0].update(points=[[1, 1], [2, 2]]), "shapes[0]", "at least 3"),
+    (lambda d: d["shapes"][1].update(points=[[1, 1], [2, 2], [3, 3]]), "shapes[1]", "exactly 2"),
+    (lambda d: d["shapes"][0].update(shape_type="blob"), "shapes[0]", "unknown shape_type"),
+    (lambda d: d["shapes"][5].update(mask="not base64!"), "shapes[5].mask", "base64"),
+    (lambda d: d["shapes"][0].update(points=[[1, "x"], [2, 2], [3, 3]]), "shapes[0].points",
+     "finite numbers"),
+    (lambda d: d["shapes"][3].update(group_id="7"), "shapes[3]", "group_id"),
+    (lambda d: d["shapes"][0].update(label="horse"), "shapes[0]", "not in the category table"),
+])
+def test_bad_shapes_are_located(tmp_path: Path, change: Any, where: str, words: str) -> None:
+    doc = copy.deepcopy(_document())
+    change(doc)
+    folder = _write(tmp_path / "lm", doc, ["cat", "dog"])
+    with pytest.raises(FormatError) as caught:
+        read_labelme(folder)
+    message = str(caught.value)
+    assert words in message and f"at {where}" in message and "img.json" in message
+
+
+def test_image_path_outside_the_dataset_is_refused(tmp_path: Path) -> None:
+    doc = _document()
+    doc["imagePath"] = "../../etc/passwd"
+    from instkit.errors import PathEscapeError
+
+    with pytest.raises(PathEscapeError):
+        read_labelme(_write(tmp_path / "lm", doc))
+
+
+def test_files_that_are_not_labelme_are_counted_not_read(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "lm", _document())
+    (folder / "notes.json").write_text(json.dumps({"comment": "not a label file"}))
+    data = read_labelme(folder)
+    assert len(data) == 1 and data.read_counts["files_skipped"] == 1

@@ -1,0 +1,144 @@
+"""The format registry: one place for detection, reading, writing and losses; COCO -> X -> COCO
+through ``instkit.io.open`` / ``save`` for every format, and the command line and the engine
+going through it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import instkit.io as io
+from instkit.cli import cli
+from instkit.errors import FormatError, InstkitError
+from instkit.io import registry
+from tests.io._roundtrip import by_annotation, mask_iou
+
+# Exact formats keep every mask pixel for pixel; the others are checked in their own tests.
+EXACT = ["labelme", "cvat", "sa1b", "lvis", "labelschema", "pngmasks", "hf"]
+FILE_TARGETS = {"coco": "a.json", "lvis": "a.json", "cvat": "annotations.xml"}
+
+
+def _target(root: Path, fmt: str) -> Path:
+    return root / fmt / FILE_TARGETS.get(fmt, "")
+
+
+def test_every_format_is_registered_once() -> None:
+    assert set(registry.names()) >= {"coco", "hf", "yolo", "labelschema", "pngmasks", "labelme",
+                                     "cvat", "sa1b", "lvis"}
+    for fmt in registry.formats().values():
+        assert fmt.output in ("file", "folder") and fmt.description
+        assert all(isinstance(v, str) for v in fmt.loss_table().values())
+
+
+@pytest.mark.parametrize("fmt", EXACT)
+def test_coco_to_format_and_back_is_exact(fmt: str, tinycoco: dict[str, Path],
+                                          tmp_path: Path) -> None:
+    if fmt == "hf":
+        pytest.importorskip("datasets")
+    source = io.open(tinycoco["val_json"], images=tinycoco["val_images"])
+    out = _target(tmp_path, fmt)
+    counts = io.save(source, out, fmt)
+    assert counts["images"] == len(source)
+    assert io.detect(out.parent if fmt == "cvat" else out) == fmt
+    back = io.open(out)
+    assert len(back) == len(source)
+    mine = {s.meta.file_name: s for s in back}
+    objects = 0
+    for sample in source:
+        other = mine[sample.meta.file_name]
+        assert len(other.instances) == len(sample.instances)
+        if fmt in ("lvis", "labelschema", "pngmasks", "hf", "sa1b"):  # ids are kept
+            pairs = by_annotation([other])
+            rows = [pairs[i][1] for i in sample.instances.ids.tolist()]
+        else:  # ids are renumbered, objects stay in order
+            rows = list(range(len(other.instances)))
+        for i, j in enumerate(rows):
+            assert mask_iou(sample, i, other, j) == 1.0
+            if fmt != "sa1b":  # SA-1B has no classes
+                assert sample.instances.labels[i] == other.instances.labels[j]
+            objects += 1
+    assert objects == sum(len(s.instances) for s in source) > 100
+    # what the target could not keep is counted, never silent: tinycoco val has one crowd region
+    if fmt in ("labelme", "cvat", "sa1b", "lvis"):
+        assert counts["crowd"] == 1
+
+
+def test_detection_failure_names_the_formats_tried(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FormatError) as caught:
+        io.detect(tmp_path / "empty")
+    assert "labelme" in str(caught.value) and "cvat" in str(caught.value)
+    with pytest.raises(InstkitError, match="not found"):
+        io.detect(tmp_path / "nothing")
+
+
+def test_options_a_format_does_not_take_are_refused(tinycoco: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    with pytest.raises(InstkitError, match="the coco reader does not take split"):
+        io.open(tinycoco["val_json"], split="train")
+    with pytest.raises(InstkitError, match="unknown format 'voc'"):
+        io.open(tinycoco["val_json"], format="voc")
+    source = io.open(tinycoco["val_json"], images=tinycoco["val_images"])
+    with pytest.raises(InstkitError, match="the labelme writer does not take mask_format"):
+        io.save(source, tmp_path / "x", "labelme", mask_format="rle")
+
+
+def test_registering_a_format_makes_it_openable(tmp_path: Path) -> None:
+    from instkit.io.registry import Format, SampleList
+
+    marker = tmp_path / "data.toy"
+    marker.write_text("toy")
+    toy = Format("toy", "a test format", lambda p: p.suffix == ".toy",
+                 lambda p: SampleList([], format="toy"), lambda s, o, c: {"images": 0})
+    registry.register(toy)
+    try:
+        assert io.detect(marker) == "toy"
+        assert len(io.open(marker)) == 0
+    finally:
+        registry._FORMATS.pop("toy")
+
+
+@pytest.mark.parametrize("fmt", ["labelme", "cvat", "sa1b", "lvis"])
+def test_convert_command_to_the_new_formats_and_back(fmt: str, tinycoco: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = _target(tmp_path, fmt)
+    result = runner.invoke(cli, ["convert", str(tinycoco["val_json"]), str(out), "--to", fmt,
+                                 "--images", str(tinycoco["val_images"])])
+    assert result.exit_code == 0, result.output
+    assert "crowd regions written as ordinary" in result.output  # the loss is stated
+    back = tmp_path / "back" / "annotations.json"
+    result = runner.invoke(cli, ["convert", str(out), str(back), "--to", "coco", "--format",
+                                 "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["from"] == fmt
+    original = json.loads(tinycoco["val_json"].read_text())
+    document = json.loads(back.read_text())
+    assert len(document["annotations"]) == len(original["annotations"])
+    check = runner.invoke(cli, ["validate", str(back), "--images", str(back.parent / "images")])
+    assert check.exit_code == 0, check.output
+
+
+def test_convert_states_what_reading_approximated(tmp_path: Path) -> None:
+    from tests.io.test_labelme import _document, _write
+
+    folder = _write(tmp_path / "lm", _document(), ["cat", "dog"])
+    result = CliRunner().invoke(cli, ["convert", str(folder), str(tmp_path / "out" / "a.json"),
+                                      "--to", "coco"])
+    assert result.exit_code == 0, result.output
+    assert "LabelMe circles traced as polygons (reading labelme)" in result.output
+    assert "point/line shapes" in result.output
+
+
+def test_engine_opens_any_registered_format(tinycoco: dict[str, Path], tmp_path: Path) -> None:
+    from instkit.engine.data import open_dataset
+
+    source = io.open(tinycoco["val_json"], images=tinycoco["val_images"])
+    io.save(source, tmp_path / "lm", "labelme")
+    data = open_dataset(tmp_path / "lm")
+    assert len(data) == len(source) and data.categories.names == source.categories.names
+    assert data[0].image.shape[2] == 3
+    assert len(open_dataset(tinycoco["val_json"], tinycoco["val_images"])) == len(source)
