@@ -177,3 +177,63 @@ def test_cli_merge(tmp_path: Path) -> None:
     assert over.exit_code == 2 and "would be written over" in over.output
     bad = runner.invoke(cli, ["merge", str(a_path), "-o", str(tmp_path / "x.json"), "--map", "cat"])
     assert bad.exit_code == 2 and "OLD=NEW" in bad.output
+
+
+def _content(path: Path) -> list[tuple]:
+    """Every annotation as (image file base name, category name, bbox, area, iscrowd,
+    segmentation), sorted: what a split-and-merge round trip must keep."""
+    doc = json.loads(path.read_text())
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    files = {im["id"]: Path(im["file_name"]).name for im in doc["images"]}
+    return sorted((files[a["image_id"]], names[a["category_id"]], tuple(a["bbox"]), a["area"],
+                   a["iscrowd"], json.dumps(a["segmentation"], sort_keys=True))
+                  for a in doc["annotations"])
+
+
+def test_split_then_merge_gives_the_input_back(tmp_path: Path, tinycoco) -> None:
+    from instkit.ops import split_dataset, write_splits
+
+    data = read_coco(tinycoco["train_json"], tinycoco["train_images"])
+    paths = write_splits(data, split_dataset(data, {"a": 0.5, "b": 0.3, "c": 0.2}, seed=4),
+                         tmp_path / "parts")
+    parts = [read_coco(p, tinycoco["train_images"]) for p in paths.values()]
+    out = tmp_path / "whole.json"
+    result = merge_datasets(parts, out=out)
+    write_merged(result, out)
+    assert not result.duplicates and not result.drops.images
+    assert _content(out) == _content(Path(tinycoco["train_json"]))
+    assert_resolves(out, Path(result.image_root))
+
+
+def test_copies_with_and_without_masks_or_keypoints(tmp_path: Path) -> None:
+    _image(tmp_path / "p" / "one.png", 9)
+    (tmp_path / "q").mkdir()
+    shutil.copyfile(tmp_path / "p" / "one.png", tmp_path / "q" / "same.png")
+    shutil.copyfile(tmp_path / "p" / "one.png", tmp_path / "q" / "again.png")
+    size = {"width": 32, "height": 24}
+    person = {"id": 1, "name": "person", "keypoints": ["nose", "eye"], "skeleton": [[1, 2]]}
+    posed = annotation(1, 1, 1, keypoints=[3, 3, 2, 4, 4, 1], num_keypoints=2)
+    a = write(tmp_path / "p" / "a.json", document([{"id": 1, "file_name": "one.png", **size}],
+                                                  [posed], [person]))
+    boxes = annotation(1, 1, 1, x=9)
+    del boxes["segmentation"]
+    b = write(tmp_path / "q" / "b.json", document([{"id": 1, "file_name": "same.png", **size}],
+                                                  [boxes], [{"id": 1, "name": "person"}]))
+    c = write(tmp_path / "q" / "c.json", document([{"id": 1, "file_name": "again.png", **size}],
+                                                  [annotation(1, 1, 1, x=15)],
+                                                  [{"id": 1, "name": "person"}]))
+    result = merge_datasets([read_coco(a), read_coco(b), read_coco(c)])
+    assert len(result.samples) == 1
+    inst = result.samples[0].instances
+    # c's polygon joined a's posed row, with keypoints "not labelled"; b's box-only row could not.
+    assert len(inst) == 2 and inst.keypoints.shape == (2, 2, 3)
+    assert inst.keypoints[1].tolist() == [[0, 0, 0], [0, 0, 0]]
+    assert result.drops.annotations == {"identical-image-not-united": [1]}
+    assert [d["annotations"] for d in result.duplicates] == [
+        "annotations of the copy dropped: one copy has masks and the other only boxes",
+        "annotations united"]
+    out = tmp_path / "m.json"
+    write_merged(result, out)
+    doc = json.loads(out.read_text())
+    assert [a["num_keypoints"] for a in doc["annotations"]] == [2, 0]
+    assert doc["categories"][0]["keypoints"] == ["nose", "eye"]
