@@ -131,6 +131,9 @@ def test_unreadable_images_are_listed(tmp_path: Path, tinycoco) -> None:
     (path.parent / "small.jpg").write_bytes(b"not an image")
     result = find_duplicates([read_coco(path)])
     assert [u["file_name"] for u in result.unreadable] == ["small.jpg"]
+    removed = CliRunner().invoke(cli, ["dedup", str(path), "--remove", "exact", "-o",
+                                       str(tmp_path / "out.json")])
+    assert removed.exit_code == 1 and "unreadable, not compared: small.jpg" in removed.output
     assert _pairs(result) == {("exact", _photos(tinycoco)[0].name, "exact.jpg")}
 
 

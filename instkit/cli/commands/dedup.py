@@ -36,7 +36,7 @@ def command(inputs: tuple[Path, ...], images: tuple[Path, ...], hash_kind: str,
             workers: int | None, progress: bool, output_format: str) -> None:
     """Find exact and near-duplicate images in one COCO file or across several (train/val
     leakage). Reports first; removes only with --remove and -o. Exit 1 when duplicates are
-    found and not removed."""
+    found and not removed, or an image cannot be read."""
     from instkit.cli import EXIT_FINDINGS
     from instkit.io.coco import read_coco
     from instkit.io.files import refuse_overwrite
@@ -65,5 +65,5 @@ def command(inputs: tuple[Path, ...], images: tuple[Path, ...], hash_kind: str,
         echo_json(result.as_dict())
     else:
         click.echo(result.to_text())
-    if remove is None and result.pairs:
-        sys.exit(EXIT_FINDINGS)
+    if (remove is None and result.pairs) or result.unreadable:
+        sys.exit(EXIT_FINDINGS)  # duplicates left in place, or images that could not be compared
