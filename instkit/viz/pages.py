@@ -35,6 +35,7 @@ from instkit.instances import Instances
 from instkit.io.coco import CocoDataset, read_coco
 from instkit.io.files import atomic_write, load_json
 from instkit.masks import BitmapMask, PolygonMask, RLEMask
+from instkit.sample import Sample, categories_of
 from instkit.viz import charts
 from instkit.viz.assets import CSS, JS, TEMPLATE
 from instkit.viz.colors import class_color, hex_color, instance_colors
@@ -348,20 +349,40 @@ def dataset_report(
     title: str | None = None,
     page_size: int = 60,
 ) -> Path:
-    """Write the dataset page for a COCO file to ``out_dir``; returns the ``index.html`` path.
+    """Write the dataset page for a dataset to ``out_dir``; returns the ``index.html`` path.
 
-    The file is read leniently (what cannot be read is listed as a finding); with ``validate``
-    the findings of ``instkit.validate.validate_file`` are attached to their image and instance.
+    ``annotation_file``: any format of ``instkit.io.registry`` (detected). A COCO file is read
+    leniently (what cannot be read is listed as a finding); with ``validate`` the findings of
+    ``instkit.validate.validate_file`` are attached to their image and instance. Other formats
+    are read by their reader (validation, COCO's rules, is skipped and the page says so; what
+    the reader approximated is listed in the notes).
     """
     out = Path(out_dir)
     _check_output(out, [annotation_file, images])
-    dataset = read_coco(annotation_file, images, strict=False)
-    categories = dataset.categories
+    from instkit.io import registry
+
+    notes: list[str] = []
+    source_format = registry.detect(annotation_file)
+    dataset: Any
+    if source_format == "coco":
+        dataset = read_coco(annotation_file, images, strict=False)
+    else:  # any other format of the registry; validate's rules are COCO's
+        dataset = registry.open(annotation_file, source_format, images=images)
+        if validate:
+            notes.append(f"read as {source_format}: validation (COCO's rules) was not run")
+            validate = False
+        for _key, count, note in registry.loss_notes(getattr(dataset, "read_counts", {}),
+                                                    source_format):
+            notes.append(f"reading {source_format}: {count} {note}")
+    categories = categories_of(dataset)
+    if categories is None:
+        raise InstkitError("the dataset carries no category table",
+                           Location(file=os.fspath(annotation_file)))
+    image_root = getattr(dataset, "image_root", None) or os.fspath(annotation_file)
     per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     per_instance: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     loose: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for problem in dataset.problems:
+    for problem in getattr(dataset, "problems", []):
         entry = {"code": "unreadable", "severity": "error", "message": problem.message,
                  "where": problem.location.describe(),
                  "annotation_id": problem.location.annotation_id}
@@ -395,7 +416,7 @@ def dataset_report(
     code_severity: dict[str, str] = {}
     records: list[dict[str, Any]] = []
     jobs: list[_Job] = []
-    root_stamp = str(dataset.image_root)
+    root_stamp = str(image_root)
     for index in range(len(dataset)):
         sample = dataset[index]
         inst = sample.instances
@@ -453,8 +474,8 @@ def dataset_report(
         _digest_instances(h, inst)
         h.update(_file_stamp(sample.image_path).encode() + root_stamp.encode())
         h.update(json.dumps(categories.names).encode())
-        jobs.append(_Job(record_key, image_id, h.hexdigest(), _sample_drawer(dataset, index),
-                         sample.image_size))
+        jobs.append(_Job(record_key, image_id, h.hexdigest(),
+                         _sample_drawer(dataset, index, categories), sample.image_size))
 
     out.mkdir(parents=True, exist_ok=True)
     entries, errors, drawn = _render_all(jobs, out / "img", thumb_size, detail_size, workers,
@@ -509,7 +530,7 @@ def dataset_report(
     name = title or f"Dataset: {Path(annotation_file).name}"
     data = {
         "kind": "dataset", "title": name, "page_size": page_size,
-        "subtitle": (f"{os.fspath(annotation_file)} — images from {dataset.image_root} — "
+        "subtitle": (f"{os.fspath(annotation_file)} — images from {image_root} — "
                      f"instkit {__version__}, {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"),
         "summary": summary, "notes": notes, "charts": chart_list,
         "categories": _categories_data(categories, instance_counts, image_counts),
@@ -523,11 +544,12 @@ def dataset_report(
     return _write_page(out, name, data)
 
 
-def _sample_drawer(dataset: CocoDataset, index: int) -> Callable[[int], np.ndarray]:
+def _sample_drawer(dataset: Sequence[Sample], index: int,
+                   categories: Categories) -> Callable[[int], np.ndarray]:
     def draw(max_side: int) -> np.ndarray:
         sample = dataset[index]
         many = len(sample.instances) > 12 and max_side <= 400
-        return draw_instances(sample.image, sample.instances, dataset.categories,
+        return draw_instances(sample.image, sample.instances, categories,
                               max_side=max_side, labels=not many)
 
     return draw

@@ -142,3 +142,19 @@ def test_engine_opens_any_registered_format(tinycoco: dict[str, Path], tmp_path:
     assert len(data) == len(source) and data.categories.names == source.categories.names
     assert data[0].image.shape[2] == 3
     assert len(open_dataset(tinycoco["val_json"], tinycoco["val_images"])) == len(source)
+
+
+def test_dataset_page_reads_through_the_registry(tmp_path: Path) -> None:
+    from instkit.viz.pages import dataset_report
+    from tests.io.test_cvat import _write as write_cvat_folder
+    from tests.viz.test_pages import load_data
+
+    folder = write_cvat_folder(tmp_path / "cvat")
+    out = tmp_path / "report"
+    dataset_report(folder / "annotations.xml", out_dir=out, progress=False, workers=1)
+    data = load_data(out)
+    assert [r["n"] for r in data["images"]] == [3, 1]
+    assert [c["name"] for c in data["categories"]][:2] == ["car", "person"]
+    assert any("validation (COCO's rules) was not run" in n for n in data["notes"])
+    assert any("points/polylines/tags kept beside the objects" in n for n in data["notes"])
+    assert all((out / r["thumb"]).exists() for r in data["images"])
