@@ -45,15 +45,19 @@ def _gray(path: str | os.PathLike[str], size: tuple[int, int]) -> np.ndarray:
     import cv2
     from PIL import ImageOps
 
-    from instkit.sample import open_image
+    from instkit.sample import open_image, pil_to_rgb_uint8
 
     where = Location(file=os.fspath(path))
     try:
         with open_image(path, where) as opened:
             # JPEG draft: decode at a reduced scale (never below twice the hash size).
             opened.draft("L", (size[0] * 8, size[1] * 8))
-            image = ImageOps.exif_transpose(opened.convert("L"))
-            gray = np.asarray(image, dtype=np.float32)
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("L", "RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "1"):
+                gray = np.asarray(image.convert("L"), dtype=np.float32)
+            else:  # 16-bit and float images: scaled to 8 bits as instkit loads them
+                rgb = pil_to_rgb_uint8(image, [])
+                gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     except FileNotFoundError:
         raise ImageError("image file not found", where) from None
     except (OSError, SyntaxError, ValueError) as exc:

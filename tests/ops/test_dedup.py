@@ -162,3 +162,24 @@ def test_cli_dedup(tmp_path: Path, tinycoco) -> None:
     clean = runner.invoke(cli, ["dedup", str(tinycoco["val_json"]), "--images",
                                 str(tinycoco["val_images"])])
     assert clean.exit_code == 0 and "0 exact pair(s)" in clean.output
+
+
+def test_hashes_see_the_image_as_instkit_does(tmp_path: Path, tinycoco) -> None:
+    import numpy as np
+
+    photo = _photos(tinycoco, 1)[0]
+    with Image.open(photo) as im:
+        rgb = im.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    rgb.save(tmp_path / "tagged.jpg", exif=exif, quality=95)
+    rgb.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "turned.jpg", quality=95)
+    tagged = dedup_module.phash(tmp_path / "tagged.jpg")
+    assert hamming(tagged, dedup_module.phash(tmp_path / "turned.jpg")) <= 2
+    assert hamming(tagged, dedup_module.phash(photo)) > 12  # the unturned photo is another image
+    # A 16-bit grayscale PNG hashes like its 8-bit version (scaled, not clipped at 255).
+    gray = np.asarray(rgb.convert("L"), dtype=np.uint16)
+    Image.fromarray(gray * 257).save(tmp_path / "deep.png")
+    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "flat.png")
+    assert hamming(dedup_module.phash(tmp_path / "deep.png"),
+                   dedup_module.phash(tmp_path / "flat.png")) <= 2
