@@ -96,6 +96,9 @@ class SplitResult:
             cells = "  ".join(f"{self.counts[n][name]['images']:>7}/{self.counts[n][name]['instances']:<8}"
                               for n in names)
             lines.append(f"  {name:<{width}}  {cells}")
+        for split in names:
+            if not self.totals[split]["images"] and any(t["images"] for t in self.totals.values()):
+                lines.append(f"  note: {split} is empty (too few images or groups for its share)")
         for split, absent in self.missing().items():
             if absent:
                 lines.append(f"  note: {len(absent)} class(es) absent from {split} (too few images "
