@@ -9,12 +9,19 @@ image and annotation it leaves out under a reason (``DropLog``), and writes thro
 from __future__ import annotations
 
 from instkit.ops.common import DropLog, class_counts, parse_ratios
-from instkit.ops.dedup import DedupResult, dhash, find_duplicates, phash, remove_duplicates
+from instkit.ops.dedup import (
+    DedupResult,
+    dhash,
+    duplicate_groups,
+    find_duplicates,
+    phash,
+    remove_duplicates,
+)
 from instkit.ops.filter import FilterResult, drop_findings_in, filter_dataset
 from instkit.ops.merge import MergeResult, file_sha256, merge_datasets, write_merged
 from instkit.ops.split import SplitResult, split_dataset, stratify, write_splits
 
 __all__ = ["DedupResult", "DropLog", "FilterResult", "MergeResult", "SplitResult", "class_counts",
-           "dhash", "drop_findings_in", "file_sha256", "filter_dataset", "find_duplicates",
+           "dhash", "drop_findings_in", "duplicate_groups", "file_sha256", "filter_dataset", "find_duplicates",
            "merge_datasets", "parse_ratios", "phash", "remove_duplicates", "split_dataset",
            "stratify", "write_merged", "write_splits"]
