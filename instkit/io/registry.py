@@ -370,6 +370,8 @@ _COMMON_LOSSES = {
     "crowd": "crowd regions written as ordinary objects (iscrowd is not stored)",
 }
 
+_RENUMBERED = "categories whose id was not kept (labels are names; ids 1..C in label order)"
+
 _builtins_done = False
 
 
@@ -415,15 +417,18 @@ def _builtin_formats() -> list[Format]:
                                        "objects)",
                        "crowd": "crowd regions written as ordinary masks (iscrowd is not "
                                 "stored)",
-                       "boxes_only": "objects without a mask written as <box>",
-                       "ids_not_kept": "annotation ids not stored (numbered 1..M on reading)"},
+                       "ellipses_as_polygons": "CVAT ellipses traced as polygons",
+                       "image_ids_renumbered": "images whose id became their frame index "
+                                               "(<image id> counts frames from 0)",
+                       "category_ids_renumbered": _RENUMBERED},
                read_options=("images",), write_options=("images_dir",)),
         Format("sa1b", "SA-1B: per-image JSON with RLE masks (folders or tar shards)",
                _detect_sa1b, _lazy("instkit.io.sa1b", "read_sa1b"),
                _lazy("instkit.io.sa1b", "write_sa1b"),
                losses={**_COMMON_LOSSES,
                        "labels_dropped": "objects whose class is not kept (SA-1B has no classes)",
-                       "crowd": "crowd regions written as ordinary masks (iscrowd is not stored)"}),
+                       "crowd": "crowd regions written as ordinary masks (iscrowd is not stored)",
+                       "images_without_json": "images in a shard without a JSON left out"}),
         Format("labelme", "LabelMe: one JSON per image with shapes",
                _detect_labelme, _lazy("instkit.io.labelme", "read_labelme"),
                _lazy("instkit.io.labelme", "write_labelme"),
@@ -432,7 +437,8 @@ def _builtin_formats() -> list[Format]:
                        "other_shapes": "point/line shapes kept beside the objects (not objects)",
                        "crowd": "crowd regions written as ordinary shapes (iscrowd is not "
                                 "stored)",
-                       "ids_not_kept": "annotation ids not stored (numbered 1..M on reading)"}),
+                       "files_skipped": "JSON files without 'shapes' (not LabelMe) left out",
+                       "category_ids_renumbered": _RENUMBERED}),
         Format("lvis", "LVIS: COCO plus neg/not-exhaustive category ids and frequency tags",
                _detect_lvis, _lazy("instkit.io.lvis", "read_lvis"),
                _lazy("instkit.io.lvis", "save_lvis"), output="file",
