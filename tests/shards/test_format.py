@@ -149,3 +149,27 @@ def test_fsspec_url(small_shards: Path) -> None:
     records = list(iter_tar(shards.shards[1].path))
     assert len(records) == 4
     assert io.BytesIO(records[0].members[".json"][1]).read().startswith(b"{")
+
+
+def test_convert_cli(small_coco: Path, small_shards: Path, sa1b_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from instkit.cli import cli
+
+    runner = CliRunner()
+    out = tmp_path / "cli-shards"
+    result = runner.invoke(cli, ["convert", str(small_coco), str(out), "--to", "shards",
+                                 "--shard-size", "4", "--workers", "2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["counts"] == {"images": 24, "objects": read_coco(
+        small_coco).num_annotations, "shards": 6}
+    assert _digests(out) == _digests(small_shards)
+    coco = tmp_path / "from-sa1b" / "all.json"
+    result = runner.invoke(cli, ["convert", str(sa1b_dir), str(coco), "--to", "coco",
+                                 "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    back = read_coco(coco, coco.parent / "images")
+    assert len(back) == 24 and [c.name for c in back.categories] == ["object"]
+    assert back[0].instances.extras["coco_fields"][0]["predicted_iou"] == 0.9
+    again = runner.invoke(cli, ["convert", str(small_shards), str(tmp_path / "y"), "--to", "yolo"])
+    assert again.exit_code == 2 and "coco or shards" in again.output
