@@ -133,6 +133,13 @@ class EncodedImageSlot(_ImageSlot):
     def array(self, value: np.ndarray | None) -> None:
         self._array = value
 
+    # Pickled (for DataLoader workers) as the encoded source: never decoded to be sent.
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.source, self.size, self._array
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.source, self.size, self._array = state
+
 
 def copy_image(sample: Sample, destination: Path) -> None:
     """Write the sample's image to ``destination``: its file or stored bytes copied as they are

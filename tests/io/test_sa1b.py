@@ -156,3 +156,14 @@ def test_not_a_tar_is_refused(tmp_path: Path) -> None:
     (tmp_path / "x.tar").write_bytes(b"gzip? no")
     with pytest.raises(FormatError, match="tar"):
         read_sa1b(tmp_path / "x.tar")
+
+
+def test_samples_pickle_without_decoding_their_image(tmp_path: Path) -> None:
+    import pickle
+
+    data = read_sa1b(_shard(tmp_path / "sa_000000.tar"))
+    sample = data[1]
+    copy = pickle.loads(pickle.dumps(sample))  # as DataLoader workers receive it
+    assert sample._slot._array is None and copy._slot._array is None  # still the tar member
+    assert int(copy.image[0, 0, 0]) == 80 and copy._slot._array is not None
+    assert len(pickle.loads(pickle.dumps(data))) == 2
