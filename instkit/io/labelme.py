@@ -14,7 +14,8 @@ within 1 px, as ``labelme2coco`` does: ``circles_as_polygons``), ``mask`` (a bit
 object made only of polygon-like shapes is a polygon mask (its parts); one with a ``mask`` shape
 is the union as a bitmap. ``point``, ``points``, ``line`` and ``linestrip`` are not regions: they
 are kept in ``sample.meta.extra["labelme_other_shapes"]`` and written back, and counted
-(``other_shapes``).
+(``other_shapes``); so are shapes labelled ``__ignore__`` or ``_background_`` (``ignore_shapes``;
+``labelme2coco`` leaves them out).
 
 Points are read as COCO polygon vertices (pixel-edge coordinates), the convention
 ``labelme2coco`` uses; LabelMe's own renderer (PIL) fills a polygon's edge pixels slightly
@@ -174,6 +175,7 @@ def _categories(folder: Path, documents: list[tuple[Path, Any]]) -> Categories:
     for _, doc in documents:
         for shape in doc.get("shapes", []) if isinstance(doc, dict) else []:
             if isinstance(shape, dict) and isinstance(shape.get("label"), str) and \
+                    shape["label"] not in _SKIP_LABELS and \
                     (shape.get("shape_type") or "polygon") in REGION_TYPES:
                 found.add(shape["label"])
     return Categories.from_names(sorted(found))
@@ -202,7 +204,7 @@ def read_labelme(path: str | os.PathLike[str]) -> SampleList:
     files = [target] if target.is_file() else sorted(
         p for p in target.rglob("*.json") if not p.name.startswith("."))
     documents: list[tuple[Path, Any]] = []
-    counts = {"files_skipped": 0, "circles_as_polygons": 0, "other_shapes": 0}
+    counts = {"files_skipped": 0, "circles_as_polygons": 0, "other_shapes": 0, "ignore_shapes": 0}
     for file in files:
         doc = load_json(file)
         if not isinstance(doc, dict) or "shapes" not in doc:
@@ -259,10 +261,10 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
             raise FormatError(f"'label' must be a string, got {show_value(label)}", at)
         if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
             raise FormatError(f"'group_id' must be an integer or null, got {show_value(group)}", at)
-        if kind in OTHER_TYPES:
+        if kind in OTHER_TYPES or label in _SKIP_LABELS:
             _points(shape, at)
             other.append(shape)
-            counts["other_shapes"] += 1
+            counts["ignore_shapes" if label in _SKIP_LABELS else "other_shapes"] += 1
             continue
         if kind not in REGION_TYPES:
             raise FormatError(f"unknown shape_type {kind!r} (LabelMe has "

@@ -434,10 +434,12 @@ def _builtin_formats() -> list[Format]:
                _lazy("instkit.io.labelme", "write_labelme"),
                losses={**_COMMON_LOSSES,
                        "circles_as_polygons": "LabelMe circles traced as polygons",
-                       "other_shapes": "point/line shapes kept beside the objects (not objects)",
+                       "other_shapes": "point/line (and __ignore__) shapes kept beside the objects",
                        "crowd": "crowd regions written as ordinary shapes (iscrowd is not "
                                 "stored)",
                        "files_skipped": "JSON files without 'shapes' (not LabelMe) left out",
+                       "ignore_shapes": "shapes labelled __ignore__/_background_ kept beside "
+                                        "the objects (not objects)",
                        "category_ids_renumbered": _RENUMBERED}),
         Format("lvis", "LVIS: COCO plus neg/not-exhaustive category ids and frequency tags",
                _detect_lvis, _lazy("instkit.io.lvis", "read_lvis"),

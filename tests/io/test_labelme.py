@@ -181,3 +181,14 @@ def test_files_that_are_not_labelme_are_counted_not_read(tmp_path: Path) -> None
     (folder / "notes.json").write_text(json.dumps({"comment": "not a label file"}))
     data = read_labelme(folder)
     assert len(data) == 1 and data.read_counts["files_skipped"] == 1
+
+
+def test_ignore_regions_are_kept_beside_the_objects(tmp_path: Path) -> None:
+    doc = _document()
+    doc["shapes"].append({**doc["shapes"][0], "label": "__ignore__"})
+    data = read_labelme(_write(tmp_path / "lm", doc))
+    assert data.categories.names == ["cat", "dog"]
+    assert len(data[0].instances) == 5 and data.read_counts["ignore_shapes"] == 1
+    write_labelme(data, tmp_path / "out")
+    shapes = json.loads((tmp_path / "out" / "img.json").read_text())["shapes"]
+    assert shapes[-1]["label"] == "__ignore__"  # written back as it was

@@ -130,7 +130,7 @@ def test_convert_states_what_reading_approximated(tmp_path: Path) -> None:
                                       "--to", "coco"])
     assert result.exit_code == 0, result.output
     assert "LabelMe circles traced as polygons (reading labelme)" in result.output
-    assert "point/line shapes" in result.output
+    assert "point/line (and __ignore__) shapes" in result.output
 
 
 def test_engine_opens_any_registered_format(tinycoco: dict[str, Path], tmp_path: Path) -> None:
