@@ -154,6 +154,7 @@ class DedupResult:
     inputs: list[str]
     keep: str = "first"
     removed: str | None = None
+    removed_from: str | None = None
     drops: DropLog = field(default_factory=DropLog)
     output: str | None = None
 
@@ -181,6 +182,7 @@ class DedupResult:
             "keep": self.keep,
             "unreadable": self.unreadable,
             "removed": self.removed,
+            "removed_from": self.removed_from,
             "dropped": self.drops.as_dict(),
             "output": self.output,
         }
@@ -203,6 +205,7 @@ class DedupResult:
         if self.removed is None:
             lines.append("  nothing removed (report only; --remove exact|near -o OUT.json removes)")
         else:
+            lines.append(f"  removed {self.removed} duplicates from {self.removed_from}")
             lines += self.drops.text_lines()
         if self.output:
             lines.append(f"  wrote {self.output}")
@@ -288,14 +291,7 @@ def find_duplicates(datasets: Sequence[Sequence[Sample]], *, hash: str = "phash"
     members: dict[int, list[int]] = {}
     for i in range(len(images)):
         members.setdefault(find(i), []).append(i)
-    groups = []
-    for group in members.values():
-        if len(group) < 2:
-            continue
-        if keep == "largest":
-            best = max(group, key=lambda i: (images[i].pixels, images[i].annotations, -i))
-            group = [best] + [i for i in group if i != best]
-        groups.append(group)
+    groups = [_keep_first(group, images, keep) for group in members.values() if len(group) > 1]
     groups.sort(key=lambda g: g[0])
     inputs = [str(getattr(d, "file", None) or f"input {k + 1}") for k, d in enumerate(datasets)]
     return DedupResult(images, hash, limit, pairs, groups, unreadable, inputs, keep)
@@ -318,23 +314,47 @@ def duplicate_groups(result: DedupResult, kind: str = "near") -> list[list[int]]
 
 
 def remove_duplicates(dataset: Sequence[Sample], result: DedupResult, *,
-                      remove: str = "near") -> list[Sample]:
-    """``dataset`` without the duplicates ``result`` found in it (one input only): ``exact``
-    removes copies with the same bytes, ``near`` also the near-duplicates. Every removed image
-    and annotation is counted in ``result.drops``."""
+                      remove: str = "near", input: int | None = None) -> list[Sample]:
+    """Input ``input`` of ``result`` (``dataset``) without its duplicates: ``exact`` removes
+    copies with the same bytes, ``near`` also the near-duplicates. In each group one image
+    stays (``result.keep``: the first, or the largest) unless the group holds an image of an
+    earlier input: then every copy in this input goes, so cleaning ``val`` against ``train``
+    leaves no copy of a training image. ``input`` may be left out when there is one. Every
+    removed image and annotation is counted in ``result.drops``."""
     if remove not in ("exact", "near"):
         raise InstkitError(f"remove must be exact or near, got {remove!r}")
-    if len(result.inputs) != 1:
-        raise InstkitError("duplicates are removed from one file at a time; give one input "
-                           "(several inputs are for finding duplicates across files)")
+    if input is None:
+        if len(result.inputs) != 1:
+            raise InstkitError("several inputs: say which one to remove duplicates from (input=)")
+        input = 0
+    if not 0 <= input < len(result.inputs):
+        raise InstkitError(f"input {input} is out of range for {len(result.inputs)} inputs")
+    count = sum(1 for ref in result.images if ref.input == input)
+    if count != len(dataset):
+        raise InstkitError(f"the dataset has {len(dataset)} images but input {input} of the "
+                           f"result has {count}: pass the dataset the result was found in")
+    images = result.images
+    if remove == "near":
+        groups = result.groups
+    else:
+        by_digest: dict[str, list[int]] = {}
+        for position, ref in enumerate(images):
+            if ref.sha256 is not None:
+                by_digest.setdefault(ref.sha256, []).append(position)
+        groups = [_keep_first(g, images, result.keep) for g in by_digest.values() if len(g) > 1]
     drop: dict[int, str] = {}
-    for group in result.groups:
-        kept = result.images[group[0]]
-        for i in group[1:]:
-            ref = result.images[i]
-            same_bytes = ref.sha256 is not None and ref.sha256 == kept.sha256
-            if remove == "near" or same_bytes:
-                drop[ref.index] = "exact-duplicate" if same_bytes else "near-duplicate"
+    for group in groups:
+        here = [i for i in group if images[i].input == input]
+        if not here:
+            continue
+        earlier = [i for i in group if images[i].input < input]
+        staying = earlier if earlier else here[:1]
+        for i in here:
+            if i in staying:
+                continue
+            same = any(images[i].sha256 is not None and images[i].sha256 == images[j].sha256
+                       for j in staying)
+            drop[images[i].index] = "exact-duplicate" if same else "near-duplicate"
     out: list[Sample] = []
     for index, sample in enumerate(dataset):
         if index in drop:
@@ -344,7 +364,17 @@ def remove_duplicates(dataset: Sequence[Sample], result: DedupResult, *,
             continue
         out.append(sample)
     result.removed = remove
+    result.removed_from = result.inputs[input]
     return out
+
+
+def _keep_first(group: list[int], images: list[ImageRef], keep: str) -> list[int]:
+    """``group`` in input order, with the image ``keep`` prefers first."""
+    group = sorted(group)
+    if keep == "largest":
+        best = max(group, key=lambda i: (images[i].pixels, images[i].annotations, -i))
+        group = [best] + [i for i in group if i != best]
+    return group
 
 
 __all__ = ["DEFAULT_THRESHOLD", "DedupResult", "HASHES", "dhash", "duplicate_groups",

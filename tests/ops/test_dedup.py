@@ -122,8 +122,35 @@ def test_across_files_and_removal(tmp_path: Path, tinycoco) -> None:
     other = read_coco(tinycoco["train_json"], tinycoco["train_images"])
     cross = find_duplicates([other, dataset])
     assert {(p["a"]["input"], p["b"]["input"]) for p in cross.pairs} >= {(0, 1)}
-    with pytest.raises(Exception, match="one file at a time"):
+    with pytest.raises(Exception, match="say which one"):
         remove_duplicates(dataset, cross)
+    # Cleaning the second file against the first: every image goes, its six photos (which
+    # the first file holds) included, though within its own file each would be kept.
+    cleaned = remove_duplicates(dataset, cross, remove="near", input=1)
+    assert cleaned == []
+    assert cross.drops.images == {"exact-duplicate": [1, 2, 3, 4, 5, 6, 7], "near-duplicate": [8]}
+    # Cleaning against the first only for exact copies keeps the resized one.
+    exact_only = find_duplicates([other, dataset])
+    assert [s.meta.file_name for s in remove_duplicates(dataset, exact_only, remove="exact",
+                                                        input=1)] == ["small.jpg"]
+
+
+def test_exact_removal_inside_a_near_group(tmp_path: Path, tinycoco) -> None:
+    # small.jpg is near photo 1; a byte copy of small.jpg joins the group through it. Exact
+    # removal drops the byte copy (same bytes as small.jpg, not as the group's first image).
+    path = _with_copies(tmp_path, tinycoco)
+    shutil.copyfile(path.parent / "small.jpg", path.parent / "small2.jpg")
+    doc = json.loads(path.read_text())
+    entry = dict(next(im for im in doc["images"] if im["file_name"] == "small.jpg"))
+    entry.update(id=99, file_name="small2.jpg")
+    doc["images"].append(entry)
+    write(path, doc)
+    dataset = read_coco(path)
+    result = find_duplicates([dataset])
+    kept = remove_duplicates(dataset, result, remove="exact")
+    names = [s.meta.file_name for s in kept]
+    assert "small2.jpg" not in names and "small.jpg" in names and "exact.jpg" not in names
+    assert result.drops.images == {"exact-duplicate": [7, 99]}
 
 
 def test_unreadable_images_are_listed(tmp_path: Path, tinycoco) -> None:
@@ -159,6 +186,15 @@ def test_cli_dedup(tmp_path: Path, tinycoco) -> None:
     assert runner.invoke(cli, ["dedup", str(path), "--remove", "near"]).exit_code == 2
     over = runner.invoke(cli, ["dedup", str(path), "--remove", "near", "-o", str(path)])
     assert over.exit_code == 2 and "would be written over" in over.output
+    # Against the train file: the last input is written without its copies of train images.
+    leak = runner.invoke(cli, ["dedup", str(tinycoco["train_json"]), str(path), "--images",
+                               str(tinycoco["train_images"]), "--images", str(path.parent),
+                               "--remove", "exact", "-o", str(tmp_path / "val_clean.json"),
+                               "--format", "json"])
+    assert leak.exit_code == 0, leak.output
+    assert json.loads(leak.output)["removed_from"] == str(path)
+    names = [im["file_name"] for im in json.loads((tmp_path / "val_clean.json").read_text())["images"]]
+    assert names == ["small.jpg"]
     clean = runner.invoke(cli, ["dedup", str(tinycoco["val_json"]), "--images",
                                 str(tinycoco["val_images"])])
     assert clean.exit_code == 0 and "0 exact pair(s)" in clean.output

@@ -25,7 +25,8 @@ from instkit.cli.commands._options import echo_json, format_option, progress_opt
               show_default=True, help="Which image of a duplicate group --remove keeps.")
 @click.option("--remove", type=click.Choice(["exact", "near"]), default=None,
               help="Write a copy without the duplicates (exact: same bytes; near: also "
-                   "perceptual); needs -o and one input.")
+                   "perceptual); needs -o. With several inputs, the last input is written "
+                   "without its copies of earlier inputs' images and of its own.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where --remove writes (a new file, never the input).")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Processes for hashing.")
@@ -49,17 +50,17 @@ def command(inputs: tuple[Path, ...], images: tuple[Path, ...], hash_kind: str,
     if (remove is None) != (out is None):
         raise click.UsageError("--remove and -o go together: the report comes first, removal "
                                "writes a new file")
-    if remove is not None and len(inputs) != 1:
-        raise click.UsageError("--remove works on one input at a time")
     if out is not None:
         refuse_overwrite([out], [*inputs, *images], what="OUT")
     datasets = [read_coco(path, images[k] if images else None) for k, path in enumerate(inputs)]
     result = find_duplicates(datasets, hash=hash_kind, threshold=threshold, keep=keep,
                              workers=workers, progress=None if progress else False)
     if remove is not None and out is not None:
-        kept = remove_duplicates(datasets[0], result, remove=remove)
-        write_samples(kept, out, datasets[0].categories, inputs=[*inputs, *images],
-                      source=datasets[0])
+        # With several inputs the last one is cleaned: of its copies of an earlier input's
+        # images (train/val leakage) and of its own duplicates.
+        last = datasets[-1]
+        kept = remove_duplicates(last, result, remove=remove, input=len(datasets) - 1)
+        write_samples(kept, out, last.categories, inputs=[*inputs, *images], source=last)
         result.output = str(out)
     if output_format == "json":
         echo_json(result.as_dict())
