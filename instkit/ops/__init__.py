@@ -18,10 +18,10 @@ from instkit.ops.dedup import (
     remove_duplicates,
 )
 from instkit.ops.filter import FilterResult, drop_findings_in, filter_dataset
-from instkit.ops.merge import MergeResult, file_sha256, merge_datasets, write_merged
+from instkit.ops.merge import MergeResult, copy_images, file_sha256, merge_datasets, write_merged
 from instkit.ops.split import SplitResult, split_dataset, stratify, write_splits
 
-__all__ = ["DedupResult", "DropLog", "FilterResult", "MergeResult", "SplitResult", "class_counts",
+__all__ = ["DedupResult", "DropLog", "FilterResult", "MergeResult", "SplitResult", "class_counts", "copy_images",
            "dhash", "drop_findings_in", "duplicate_groups", "file_sha256", "filter_dataset", "find_duplicates",
            "merge_datasets", "parse_ratios", "phash", "remove_duplicates", "split_dataset",
            "stratify", "write_merged", "write_splits"]

@@ -290,6 +290,32 @@ def merge_datasets(datasets: Sequence[Sequence[Sample]], *, mapping: dict[str, s
                        notes, info=infos[0], licenses=license_out)
 
 
+def copy_images(result: MergeResult, dest: str | os.PathLike[str]) -> int:
+    """Copy every merged image into ``dest`` (a new or empty folder) under its ``file_name``,
+    all or nothing, so the merged file is self-contained; ``result.image_root`` becomes
+    ``dest``. Returns the number of files copied."""
+    import shutil
+
+    from instkit.io.files import safe_join, staged_folder
+
+    count = 0
+    with staged_folder(dest) as folder:
+        for sample in result.samples:
+            name = sample.meta.file_name or ""
+            target = Path(safe_join(folder, name, Location(image_id=int(sample.image_id))))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(sample.image_path or "", target)
+            except OSError as exc:
+                raise ImageError(f"image cannot be copied: {exc.strerror or exc}",
+                                 Location(file=sample.image_path, image_id=int(sample.image_id))
+                                 ) from None
+            count += 1
+    result.image_root = str(Path(dest).resolve())
+    result.notes.append(f"{count} image(s) copied to {result.image_root}")
+    return count
+
+
 def write_merged(result: MergeResult, out: str | os.PathLike[str], *,
                  inputs: Sequence[str | os.PathLike[str] | None] = ()) -> Path:
     """Write the merge as COCO at ``out`` (annotation ids 1..M), never over an input."""
@@ -300,4 +326,4 @@ def write_merged(result: MergeResult, out: str | os.PathLike[str], *,
     return path
 
 
-__all__ = ["MergeResult", "file_sha256", "merge_datasets", "merged_categories", "write_merged"]
+__all__ = ["MergeResult", "copy_images", "file_sha256", "merge_datasets", "merged_categories", "write_merged"]

@@ -251,3 +251,22 @@ def test_copies_with_and_without_masks_or_keypoints(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert [a["num_keypoints"] for a in doc["annotations"]] == [2, 0]
     assert doc["categories"][0]["keypoints"] == ["nose", "eye"]
+
+
+def test_cli_merge_copies_images_into_a_new_folder(tmp_path: Path) -> None:
+    a_path, b_path = _two_inputs(tmp_path)
+    out = tmp_path / "self" / "merged.json"
+    copies = tmp_path / "self" / "images"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["merge", str(a_path), str(b_path), "-o", str(out),
+                                 "--copy-images", str(copies), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["image_root"] == str(copies.resolve())
+    assert sorted(p.name for p in copies.rglob("*.png")) == ["a1.png", "a2.png", "b2.png"]
+    assert_resolves(out, copies)
+    assert (tmp_path / "A" / "img" / "a1.png").is_file()  # the inputs are untouched
+    again = runner.invoke(cli, ["merge", str(a_path), "-o", str(tmp_path / "x.json"),
+                                "--copy-images", str(copies)])
+    assert again.exit_code == 2 and "not empty" in again.output
+    assert not (tmp_path / "x.json").exists()

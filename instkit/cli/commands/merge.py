@@ -40,11 +40,15 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--image-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the output's file_names are relative to (default: OUT's folder when "
                    "it holds every image, else the deepest folder that does).")
+@click.option("--copy-images", "copy_to", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Copy every image into this new (or empty) folder, under the "
+                                 "output's file_names: a self-contained merge.")
 @progress_option
 @format_option
 def command(inputs: tuple[Path, ...], out: Path, images: tuple[Path, ...],
             mapping: tuple[str, ...], on_duplicate: str, hash_images: bool,
-            image_root: Path | None, progress: bool, output_format: str) -> None:
+            image_root: Path | None, copy_to: Path | None, progress: bool,
+            output_format: str) -> None:
     """Merge COCO files: categories matched by name, image and annotation ids renumbered,
     identical images written once."""
     from instkit.io.coco import read_coco
@@ -55,10 +59,16 @@ def command(inputs: tuple[Path, ...], out: Path, images: tuple[Path, ...],
         raise click.UsageError(f"--images given {len(images)} time(s) for {len(inputs)} inputs: "
                                "give one per input, in order, or none")
     refuse_overwrite([out], [*inputs], what="OUT")
+    if copy_to is not None:
+        refuse_overwrite([copy_to], [*inputs, *images], what="--copy-images")
     datasets = [read_coco(path, images[k] if images else None) for k, path in enumerate(inputs)]
     result = merge_datasets(datasets, mapping=_mapping(mapping), hash_images=hash_images,
                             on_duplicate=on_duplicate, image_root=image_root, out=out,
                             progress=None if progress else False)
+    if copy_to is not None:
+        from instkit.ops.merge import copy_images
+
+        copy_images(result, copy_to)
     write_merged(result, out, inputs=[*inputs])
     if output_format == "json":
         echo_json(result.as_dict())
