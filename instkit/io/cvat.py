@@ -17,6 +17,11 @@ each with ``label``, ``occluded`` (0/1), ``z_order``, ``source``, optional ``gro
   beside the objects (``sample.meta.extra["cvat_other"]``, XML text), written back, counted
   (``other_shapes``).
 
+A project export (``<image subset="Train" task_id>``, images under ``images/<subset>/``) reads
+with ``file_name`` ``<subset>/<name>``, the subset in ``meta.extra["split"]``, and image ids the
+images' positions (its frame ids repeat across subsets); labels with a ``<parent>`` (a
+skeleton's points) are not classes.
+
 Objects. Shapes with the same non-zero ``group_id`` in an image are one object, as CVAT's COCO
 export groups them: the union of its regions (a polygon mask when all are polygons, else a
 bitmap), its label the first region's, its box a grouped ``<box>``'s when it has one; a shape
@@ -186,8 +191,8 @@ def _meta_labels(meta: ET.Element | None) -> list[Category]:
     for labels in meta.iter("labels"):
         for label in labels.findall("label"):
             name = (label.findtext("name") or "").strip()
-            if not name or name in seen:
-                continue
+            if not name or name in seen or (label.findtext("parent") or "").strip():
+                continue  # a skeleton's point labels (<parent>) are not classes
             seen.add(name)
             extra = {}
             color = (label.findtext("color") or "").strip()
@@ -232,19 +237,26 @@ def read_cvat(path: str | os.PathLike[str], images: str | os.PathLike[str] | Non
     categories = Categories(categories_list)
     label_of = {c.name: i for i, c in enumerate(categories)}
     counts = {"ellipses_as_polygons": 0, "other_shapes": 0}
+    # A project export repeats frame ids across its subsets: ids are then the image's position.
+    ids = [image.get("id") for image in images_el]
+    unique = len(set(ids)) == len(ids)
     samples: list[Sample] = []
     next_id = 1
     for k, image in enumerate(images_el):
-        sample = _sample(image, k, file, root_dir, categories, label_of, next_id, counts)
+        sample = _sample(image, k, file, root_dir, categories, label_of, next_id, counts,
+                         None if unique else k)
         next_id += len(sample.instances)
         samples.append(sample)
     return SampleList(samples, categories, {k: v for k, v in counts.items() if v}, format="cvat")
 
 
 def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: Categories,
-            label_of: dict[str, int], first_id: int, counts: dict[str, int]) -> Sample:
+            label_of: dict[str, int], first_id: int, counts: dict[str, int],
+            position_id: int | None) -> Sample:
     where = Location(file=str(file), json_path=f"image[{k}]")
     image_id = int(_number(image, "id", where, integer=True))
+    if position_id is not None:
+        image_id = position_id
     where = Location(file=str(file), json_path=f"image[{k}]", image_id=image_id)
     name = image.get("name")
     if not name:
@@ -328,6 +340,10 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
         extra["cvat_image"] = image_attrs
     if other:
         extra["cvat_other"] = other
+    subset = image.get("subset")
+    if subset:  # a project export: images/<subset>/<name>
+        extra["split"] = subset
+        name = f"{subset}/{name}"
     image_path = safe_join(root_dir, name, Location(file=str(file), json_path=f"image[{k}].name"))
     meta = SampleMeta(source=str(file), file_name=name, original_size=size,
                       categories=categories, extra=extra)
@@ -444,9 +460,12 @@ def write_cvat(samples: Iterable[Sample], path: str | os.PathLike[str],
         name = sample.meta.file_name or f"{sample.image_id:012d}.png"
         copy_image(sample, Path(safe_join(out_images, name)))
         h, w = sample.image_size
-        attrs = {"id": str(frame), "name": name}
-        attrs.update({k: v for k, v in sample.meta.extra.get("cvat_image", {}).items()
-                      if k not in ("id", "name", "width", "height")})
+        image_attrs = {k: v for k, v in sample.meta.extra.get("cvat_image", {}).items()
+                       if k not in ("id", "name", "width", "height")}
+        subset = image_attrs.get("subset")
+        if subset and name.startswith(f"{subset}/"):  # the image is under images/<subset>/
+            name = name[len(subset) + 1:]
+        attrs = {"id": str(frame), "name": name, **image_attrs}
         attrs.update({"width": str(int(w)), "height": str(int(h))})
         image_el = ET.SubElement(root, "image", attrs)
         counts["image_ids_renumbered"] += int(sample.image_id) != frame

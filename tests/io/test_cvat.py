@@ -173,3 +173,54 @@ def test_video_exports_and_broken_xml_are_refused(tmp_path: Path) -> None:
     folder = _write(tmp_path / "x", XML[:300])
     with pytest.raises(FormatError, match="invalid XML"):
         read_cvat(folder)
+
+
+PROJECT = """<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <project>
+      <name>p</name>
+      <subsets>Train
+Test</subsets>
+      <labels>
+        <label><name>car</name><attributes/></label>
+        <label><name>hand</name><type>skeleton</type><attributes/></label>
+        <label><name>tip</name><type>points</type><attributes/><parent>hand</parent></label>
+      </labels>
+    </project>
+  </meta>
+  <image id="0" name="img0.png" subset="Train" task_id="4" width="8" height="6">
+    <polygon label="car" occluded="0" points="1,1;5,1;5,4" z_order="0"/>
+    <skeleton label="hand" occluded="0" points="" z_order="0">
+      <points label="tip" occluded="0" outside="0" points="2,2" z_order="0"/>
+    </skeleton>
+  </image>
+  <image id="0" name="img0.png" subset="Test" task_id="5" width="8" height="6">
+    <box label="car" occluded="1" xtl="0" ytl="0" xbr="3" ybr="2" z_order="1"/>
+  </image>
+</annotations>
+"""
+
+
+def test_project_export_with_subsets(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    for subset in ("Train", "Test"):
+        (folder / "images" / subset).mkdir(parents=True)
+        Image.new("RGB", (8, 6)).save(folder / "images" / subset / "img0.png")
+    (folder / "annotations.xml").write_text(PROJECT)
+    data = read_cvat(folder)
+    assert data.categories.names == ["car", "hand"]  # "tip" (a skeleton's point) is no class
+    assert [s.meta.file_name for s in data] == ["Train/img0.png", "Test/img0.png"]
+    assert [s.image_id for s in data] == [0, 1]  # frame ids repeat across subsets
+    assert [s.meta.extra["split"] for s in data] == ["Train", "Test"]
+    assert all(s.image.shape == (6, 8, 3) for s in data)
+    assert "<skeleton" in data[0].meta.extra["cvat_other"][0]
+    write_cvat(data, tmp_path / "out" / "annotations.xml")
+    images = ET.parse(tmp_path / "out" / "annotations.xml").getroot().findall("image")
+    assert [(i.get("name"), i.get("subset")) for i in images] == [("img0.png", "Train"),
+                                                                  ("img0.png", "Test")]
+    assert (tmp_path / "out" / "images" / "Test" / "img0.png").is_file()
+    again = read_cvat(tmp_path / "out")
+    assert [s.meta.file_name for s in again] == ["Train/img0.png", "Test/img0.png"]
+    assert again[1].instances.masks == data[1].instances.masks
