@@ -31,11 +31,12 @@ def tiny(tinycoco: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return {"train": train, "val": val, "out": out, "counts": counts}
 
 
-def _has_holes(sample: Any, i: int) -> bool:
-    from scipy.ndimage import binary_fill_holes
+def _holes(sample: Any, i: int) -> int:
+    """Holes of mask ``i``, counted by scipy (8-connected, as the writer traces them)."""
+    from scipy.ndimage import binary_fill_holes, label
 
     bitmap = sample.instances.masks[i].to_bitmaps().items[0].bitmap
-    return bool(binary_fill_holes(bitmap).sum() > bitmap.sum())
+    return int(label(binary_fill_holes(bitmap) & ~bitmap, np.ones((3, 3)))[1])
 
 
 def test_round_trip_is_pixel_exact_but_for_counted_losses(tiny: dict[str, Any]) -> None:
@@ -46,20 +47,20 @@ def test_round_trip_is_pixel_exact_but_for_counted_losses(tiny: dict[str, Any]) 
                 if k == "polygon"]
     extra_parts = sum(len(item.parts) - 1 for item in polygons)
     traced = [(s, i) for s in samples for i, k in enumerate(s.instances.masks.kinds) if k != "polygon"]
-    with_holes = sum(_has_holes(s, i) for s, i in traced)
+    holes = sum(_holes(s, i) for s, i in traced)
     traced_parts = sum(len(s.instances.masks[i].to_polygons().items[0].parts) - 1  # type: ignore[union-attr]
                        for s, i in traced)
     # what tinycoco holds: before, all these extra parts were dropped
-    assert (extra_parts, traced_parts, len(traced), with_holes) == (26, 33, 5, 1)
+    assert (extra_parts, traced_parts, len(traced), holes) == (26, 33, 5, 8)
     assert counts["parts_joined"] == extra_parts + traced_parts and counts["parts_dropped"] == 0
-    assert counts["rle_as_polygons"] == len(traced) and counts["holes_filled"] == with_holes
+    assert counts["rle_as_polygons"] == len(traced) and counts["holes_kept"] == holes
     assert counts["crowd"] == sum(int(s.instances.iscrowd.sum()) for s in samples)
     assert counts["objects"] == sum(len(s.instances) for s in samples)
     assert counts["overlapping_parts"] == 0 and counts["clipped_to_image"] == 0
 
     back = read_yolo_splits(tiny["out"])
     assert list(back) == ["train", "val"]
-    ious: dict[str, list[float]] = {"polygon": [], "traced": [], "holes": []}
+    ious: dict[str, list[float]] = {"polygon": [], "traced": []}
     for split in ("train", "val"):
         assert [s.image_id for s in back[split]] == sorted(s.image_id for s in tiny[split])
         by_id = {s.image_id: s for s in back[split]}
@@ -74,12 +75,46 @@ def test_round_trip_is_pixel_exact_but_for_counted_losses(tiny: dict[str, Any]) 
                     assert len(other.instances.masks.items[i].parts) == len(item.parts)
                     ious["polygon"].append(iou)
                 else:
-                    ious["holes" if _has_holes(sample, i) else "traced"].append(iou)
-    # every polygon, multi-part ones included: the same pixels; traced crowd masks too, but
-    # the one with holes (filled: a counted loss)
+                    ious["traced"].append(iou)
+    # every mask, multi-part polygons and crowd RLE with holes included: the same pixels
     assert min(ious["polygon"]) == 1.0 and len(ious["polygon"]) == 419
-    assert min(ious["traced"]) >= 0.99 and len(ious["traced"]) == 4
-    assert ious["holes"] and max(ious["holes"]) < 0.95
+    assert min(ious["traced"]) == 1.0 and len(ious["traced"]) == 5
+
+
+def test_traced_masks_with_holes_and_islands_come_back_pixel_exact(tmp_path: Path) -> None:
+    import cv2
+
+    from instkit.categories import Categories, Category
+    from instkit.instances import Instances
+    from instkit.sample import Sample, SampleMeta
+
+    rng = np.random.default_rng(0)
+    size = (48, 48)
+    dense = []
+    for k in range(24):  # noise: holes, islands in holes, diagonal contacts
+        blob = rng.random((40, 40)) < rng.uniform(0.3, 0.8)
+        if k % 2:
+            blob = cv2.morphologyEx(blob.astype(np.uint8), cv2.MORPH_OPEN,
+                                    np.ones((2, 2), np.uint8)).astype(bool)
+        plane = np.zeros(size, bool)
+        plane[4:44, 3:43] = blob
+        dense.append(plane)
+    masks = Masks.from_dense(np.stack(dense)).to_rle_masks()
+    sample = Sample.from_array(
+        np.zeros((*size, 3), np.uint8),
+        Instances(image_size=size, masks=masks, labels=np.zeros(len(dense), np.int64)), 1,
+        SampleMeta(file_name="1.png", categories=Categories([Category(id=1, name="a")])))
+    counts = write_yolo([sample], tmp_path / "y")
+    assert counts["rle_as_polygons"] == 24 and counts["holes_kept"] > 24
+    back = read_yolo(tmp_path / "y")[0].instances.masks.to_bitmaps()
+    for plane, item in zip(dense, back.items, strict=True):
+        got = np.zeros(size, bool)
+        (y0, x0), bitmap = item.offset, item.bitmap  # type: ignore[union-attr]
+        got[y0 : y0 + bitmap.shape[0], x0 : x0 + bitmap.shape[1]] = bitmap
+        np.testing.assert_array_equal(got, plane)
+    # the check has teeth: outer contours only (holes filled) would not give these back
+    filled = masks.to_polygons().area()
+    assert (filled > masks.area()).sum() == 19
 
 
 def test_keeping_only_the_largest_part_would_fail_the_bound(tiny: dict[str, Any]) -> None:
@@ -236,7 +271,7 @@ _ULTRALYTICS = textwrap.dedent("""
     from ultralytics.cfg import get_cfg
     from ultralytics.data import YOLODataset
     from ultralytics.data.converter import merge_multi_segment
-    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.data.utils import check_det_dataset, polygon2mask
     from instkit.io.coco import read_coco
     from instkit.io.yolo import join_parts
     from instkit.masks import Masks
@@ -250,9 +285,29 @@ _ULTRALYTICS = textwrap.dedent("""
                       sum(len(lb["segments"]) for lb in ds.labels)]
         ds[0]  # an item builds (masks from the joined outlines)
     same = differ = 0
+    holes = []
     for sample in read_coco(sys.argv[2], sys.argv[3]):
-        for item in sample.instances.masks.items:
-            if len(getattr(item, "parts", ())) < 2:
+        masks = sample.instances.masks
+        for i, item in enumerate(masks.items):
+            if not hasattr(item, "parts"):  # a crowd RLE: how Ultralytics fills its holes
+                h, w = sample.image_size
+                label = f"{sys.argv[4]}/{sample.meta.file_name.rsplit('.', 1)[0]}.txt"
+                line = open(label).read().splitlines()[i].split()
+                xy = np.asarray(line[1:], float).reshape(-1, 2) * [w, h]
+                theirs = polygon2mask((h, w), [xy.reshape(-1)], color=1, downsample_ratio=1) > 0
+                bitmap = masks[i].to_bitmaps().items[0]
+                (y0, x0), b = bitmap.offset, bitmap.bitmap
+                ours = np.zeros((h, w), bool)
+                ours[y0 : y0 + b.shape[0], x0 : x0 + b.shape[1]] = b
+                filled = masks[i].to_polygons().to_bitmaps().items[0]
+                (y1, x1), f = filled.offset, filled.bitmap
+                hole = np.zeros((h, w), bool)
+                hole[y1 : y1 + f.shape[0], x1 : x1 + f.shape[1]] = f
+                hole &= ~ours
+                if hole.sum() > 100:
+                    holes.append(float((theirs & hole).sum() / hole.sum()))
+                continue
+            if len(item.parts) < 2:
                 continue
             theirs = np.concatenate(merge_multi_segment([list(p) for p in item.parts]))
             pair = Masks.from_polygons([[theirs.reshape(-1)], [join_parts(item.parts)]],
@@ -260,6 +315,7 @@ _ULTRALYTICS = textwrap.dedent("""
             same += pair[0] == pair[1]
             differ += pair[0] != pair[1]
     out["joins"] = [same, differ]
+    out["holes_filled_by_ultralytics"] = holes
     print(json.dumps(out))
 """)
 
@@ -275,7 +331,8 @@ def test_ultralytics_reads_what_instkit_writes(tiny: dict[str, Any], tinycoco: d
                                            os.environ.get("PYTHONPATH", "")]))
     run = subprocess.run(
         [sys.executable, "-c", _ULTRALYTICS, str(tiny["out"] / "data.yaml"),
-         str(tinycoco["train_json"]), str(tinycoco["train_images"])],
+         str(tinycoco["train_json"]), str(tinycoco["train_images"]),
+         str(tiny["out"] / "labels" / "train")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -284,3 +341,7 @@ def test_ultralytics_reads_what_instkit_writes(tiny: dict[str, Any], tinycoco: d
     assert result["train"] == [32, objects["train"], objects["train"]]  # no image, no line lost
     assert result["val"] == [6, objects["val"], objects["val"]]
     assert result["joins"] == [17, 0]
+    # the crowd mask with 4,268 hole pixels: Ultralytics' fillPoly leaves them out too (but
+    # for its outline pixels, which fillPoly draws)
+    assert len(result["holes_filled_by_ultralytics"]) == 1
+    assert result["holes_filled_by_ultralytics"][0] < 0.2
