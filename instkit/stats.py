@@ -107,12 +107,18 @@ class DatasetStats:
         plt.close(fig)
 
 
-def compute_stats(samples: Sequence[Sample], categories: Categories | None = None) -> DatasetStats:
-    """Statistics of samples (a ``CocoDataset``, an ``HFDataset`` or a list)."""
+def compute_stats(samples: Sequence[Sample], categories: Categories | None = None, *,
+                  progress: bool = False) -> DatasetStats:
+    """Statistics of samples (a ``CocoDataset``, an ``HFDataset`` or a list); ``progress``: a
+    bar on stderr, shown only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
     categories = categories or getattr(samples, "categories", None)
     stats = DatasetStats()
     counts: dict[int, list[int]] = {}
-    for sample in samples:
+    # disable=None: tqdm stays quiet when stderr is not a terminal
+    for sample in tqdm(samples, total=len(samples), desc="stats", unit="img", leave=False,
+                       disable=None if progress else True):
         inst = sample.instances
         categories = categories or sample.meta.categories
         stats.num_images += 1

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from instkit.cli.commands._options import engine_options, format_option, workers_option
+from instkit.cli.commands._options import (
+    engine_options,
+    format_option,
+    progress_option,
+    workers_option,
+)
 
 if TYPE_CHECKING:
     from instkit.io.coco import CocoDataset
@@ -21,8 +26,9 @@ if TYPE_CHECKING:
               help="Write a PNG of histograms here.")
 @workers_option
 @engine_options
+@progress_option
 def command(annotations: Path, output_format: str, plot: Path | None, workers: int | None,
-            engine: str | None, address: str | None) -> None:
+            engine: str | None, address: str | None, progress: bool) -> None:
     """Statistics of ANNOTATIONS (a COCO JSON file, a folder saved by `instkit convert --to hf`,
     or a sharded dataset: shard folder, glob, manifest)."""
     import json
@@ -48,10 +54,24 @@ def command(annotations: Path, output_format: str, plot: Path | None, workers: i
     else:
         from instkit.io.coco import read_coco
 
+        _say_reading(annotations, progress)
         dataset = read_coco(annotations, strict=False)
-    stats = compute_stats(dataset, dataset.categories)
+    stats = compute_stats(dataset, dataset.categories, progress=progress)
     click.echo(json.dumps(stats.as_dict(), indent=2) if output_format == "json"
                else stats.to_text())
     if plot is not None:
         stats.plot(plot)
         click.echo(f"histograms written to {plot}", err=True)
+
+
+#: files above this size get a "reading" line (parsing runs a few MB/s on a small machine)
+_ANNOUNCE_BYTES = 10_000_000
+
+
+def _say_reading(path: Path, progress: bool) -> None:
+    """One line on a terminal's stderr before a long parse (it has no bar of its own)."""
+    import sys
+
+    size = path.stat().st_size
+    if progress and size >= _ANNOUNCE_BYTES and sys.stderr.isatty():
+        click.echo(f"reading {path.name} ({size / 1e6:.0f} MB)...", err=True)
