@@ -49,11 +49,18 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from instkit.categories import Categories
-from instkit.errors import FormatError, InstkitError, Location, MaskError, show_value
+from instkit.errors import (
+    FormatError,
+    InstkitError,
+    Location,
+    MaskError,
+    PathEscapeError,
+    show_value,
+)
 from instkit.instances import Instances
 from instkit.io.files import load_json, safe_join, staged_folder
 from instkit.io.registry import SampleList
-from instkit.io.sa1b import EncodedImageSlot, InlineImage, copy_image
+from instkit.io.sa1b import EncodedImageSlot, InlineImage, copy_image, suffix_for
 from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
 from instkit.sample import Sample, SampleMeta, open_image
 
@@ -232,8 +239,13 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
     shapes = doc.get("shapes")
     if not isinstance(shapes, list):
         raise FormatError("'shapes' must be a list", Location(file=str(file), json_path="shapes"))
-    image_path = _image_file(doc, file, root, where)
     inline = doc.get("imageData")
+    try:
+        image_path = _image_file(doc, file, root, where)
+    except PathEscapeError:
+        if not (isinstance(inline, str) and inline):
+            raise
+        image_path = None  # the inline image is the image; the path leaves the dataset
     height, width = doc.get("imageHeight"), doc.get("imageWidth")
     has_file = image_path is not None and os.path.isfile(image_path)
     encoded: bytes | None = None
@@ -305,8 +317,9 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
     if image_path is not None:
         file_name = Path(image_path).relative_to(root.resolve()).as_posix() \
             if root.resolve() in Path(image_path).parents else Path(image_path).name
-    else:
-        file_name = file.with_suffix(".png").relative_to(root).as_posix()
+    else:  # only the inline image: named after the JSON, in its own format
+        file_name = file.with_suffix(suffix_for(encoded) if encoded else ".png") \
+            .relative_to(root).as_posix()
     meta = SampleMeta(source=str(file), file_name=file_name, original_size=size,
                       categories=categories, extra=extra)
     if encoded is not None:

@@ -141,9 +141,31 @@ class EncodedImageSlot(_ImageSlot):
         self.source, self.size, self._array = state
 
 
+_SUFFIX_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+                  ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def encoded_format(data: bytes) -> str | None:
+    """The image format of encoded bytes (``"JPEG"``, ``"PNG"``...: PIL's name), from the header
+    alone; None when PIL does not know it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return str(image.format) if image.format else None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return None
+
+
+def suffix_for(data: bytes) -> str:
+    """A file suffix for encoded image bytes (``.png`` when the format is not known)."""
+    found = encoded_format(data)
+    return next((k for k, v in _SUFFIX_FORMAT.items() if v == found), ".png")
+
+
 def copy_image(sample: Sample, destination: Path) -> None:
     """Write the sample's image to ``destination``: its file or stored bytes copied as they are
-    when the suffix matches, else encoded (PNG/JPEG by suffix)."""
+    when they are in the suffix's format, else encoded (PNG/JPEG by suffix)."""
     import shutil
 
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -153,10 +175,11 @@ def copy_image(sample: Sample, destination: Path) -> None:
         shutil.copyfile(sample.image_path, destination)
         return
     slot = sample._slot
-    if isinstance(slot, EncodedImageSlot) and PurePosixPath(slot.source.name).suffix.lower() \
-            == suffix:
-        destination.write_bytes(slot.source.read())
-        return
+    if isinstance(slot, EncodedImageSlot):
+        data = slot.source.read()
+        if encoded_format(data) == _SUFFIX_FORMAT.get(suffix, "?"):
+            destination.write_bytes(data)
+            return
     from PIL import Image
 
     fmt = "JPEG" if suffix in (".jpg", ".jpeg") else "PNG"

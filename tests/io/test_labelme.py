@@ -192,3 +192,17 @@ def test_ignore_regions_are_kept_beside_the_objects(tmp_path: Path) -> None:
     write_labelme(data, tmp_path / "out")
     shapes = json.loads((tmp_path / "out" / "img.json").read_text())["shapes"]
     assert shapes[-1]["label"] == "__ignore__"  # written back as it was
+
+
+def test_inline_jpeg_with_a_path_outside_keeps_its_bytes(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((H, W, 3), 120, np.uint8)).save(buffer, format="JPEG")
+    doc = _document()
+    doc.update(imagePath="../../elsewhere/a.png", imageData=base64.b64encode(buffer.getvalue()).decode())
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "frame7.json").write_text(json.dumps(doc))
+    (sample,) = read_labelme(tmp_path / "lm")  # the path leaves the dataset: the inline image
+    assert sample.meta.file_name == "frame7.jpg" and sample.image.shape == (H, W, 3)
+    write_labelme([sample], tmp_path / "out")
+    assert (tmp_path / "out" / "frame7.jpg").read_bytes() == buffer.getvalue()  # not re-encoded
+    assert json.loads((tmp_path / "out" / "frame7.json").read_text())["imagePath"] == "frame7.jpg"
