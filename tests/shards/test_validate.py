@@ -121,6 +121,7 @@ def test_sa1b_tars_findings_in_members(small_coco: Path, tmp_path: Path) -> None
     broken[3][0]["annotations"][0]["segmentation"]["counts"] = "!!"
     broken[9][0]["annotations"][1]["id"] = broken[2][0]["annotations"][0]["id"]
     broken[10][0]["image"]["width"] += 1  # the PNG is not that wide
+    broken[20][0]["annotations"][0]["area"] = float("nan")
     folder = write_sa1b_tars(tmp_path / "bad", broken, 8)
     with tarfile.open(folder / "sa_000002.tar", "a") as archive:  # a row that is no JSON
         add_member(archive, "sa_999.png", broken[0][1])
@@ -139,6 +140,9 @@ def test_sa1b_tars_findings_in_members(small_coco: Path, tmp_path: Path) -> None
     assert duplicate.location.json_path == "annotations[1].id"
     assert by_code["image-size-mismatch"].location.file.endswith(".png")
     assert by_code["json-parse"].location.file.endswith("sa_000002.tar/sa_999.json")
+    nan = by_code["json-nonfinite"]
+    assert nan.location.file.endswith(f"sa_{rows[20][0]['image']['image_id']}.json")
+    assert nan.location.json_path == "annotations[0].area"
     assert by_code["image-missing"].location.file.endswith("sa_000002.tar/sa_998.json")
     # the id of sa_998 repeats image 0's annotation ids: reported across shards
     assert sum(f.code == "duplicate-annotation-id" for f in report.findings) == 1 + len(
