@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class ValidatePart:
 _NO_ID = np.iinfo(np.int64).min  # an annotation whose image_id is not an int64
 
 
-def _int64(value: Any) -> bool:
+def _int64(value: Any) -> TypeGuard[int]:
     return is_int(value) and -(2**63) <= value < 2**63
 
 
