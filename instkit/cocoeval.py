@@ -213,31 +213,46 @@ def evaluate_coco(
         if len(sel) == 0 and g_of_cat[k] == 0:
             continue  # no evaluation entry at all: stays -1
         npig_all = np.count_nonzero(~g_ig_all[g_cat_sorted == k], axis=0)
+        counted_areas = np.flatnonzero(npig_all > 0)
+        if not counted_areas.size:
+            continue
+        npig = npig_all[counted_areas].astype(np.float64)  # (A',)
+        # the fewest true positives whose recall (tp / npig, as floats) reaches each recall
+        # threshold: recall is monotone in tp, so "recall < thr" is "tp < need" (exact)
+        need = _true_positives_needed(npig, rec_thrs)  # (A', R)
         for m, limit in enumerate(MAX_DETS):
             chosen = sel[d_rank[sel] < limit]
             chosen = chosen[np.argsort(-kept_score[chosen], kind="mergesort")]
             nd = len(chosen)
-            for a in range(n_a):
-                npig = int(npig_all[a])
-                if npig == 0:
-                    continue
-                if nd == 0:
-                    recall[:, k, a, m] = 0
-                    precision[:, :, k, a, m] = 0
-                    continue
-                counted = ~d_ig[chosen, a, :].T  # (T, nd)
-                tp_sum = np.cumsum(d_is_tp[chosen, a, :].T & counted, axis=1).astype(dtype=float)
-                fp_sum = np.cumsum(~d_is_tp[chosen, a, :].T & counted, axis=1).astype(dtype=float)
-                rc = tp_sum / npig
-                pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-                recall[:, k, a, m] = rc[:, -1]
-                pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # COCO's envelope
-                for t in range(n_t):
-                    at = np.searchsorted(rc[t], rec_thrs, side="left")
-                    inside = at < nd
-                    q = np.zeros((n_r,))
-                    q[inside] = pr[t, at[inside]]
-                    precision[t, :, k, a, m] = q
+            if nd == 0:
+                recall[:, k, counted_areas, m] = 0
+                precision[:, :, k, counted_areas, m] = 0
+                continue
+            counted = ~d_ig[chosen][:, counted_areas, :]  # (nd, A', T)
+            is_tp = d_is_tp[chosen][:, counted_areas, :]
+            tp_count = np.cumsum(is_tp & counted, axis=0)
+            tp_sum = tp_count.astype(dtype=float)
+            fp_sum = np.cumsum(~is_tp & counted, axis=0).astype(dtype=float)
+            rc = tp_sum / npig[None, :, None]
+            pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+            recall[:, k, counted_areas, m] = rc[-1].T
+            pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # COCO's envelope
+            # searchsorted(rc, rec_thrs, "left") for every (area, threshold) row at once, on
+            # integer keys: row * (nd + 2) + tp count
+            n_rows = counted_areas.size * n_t
+            stride = nd + 2
+            keys = (tp_count.transpose(1, 2, 0).reshape(n_rows, nd)
+                    + (np.arange(n_rows, dtype=np.int64) * stride)[:, None]).reshape(-1)
+            queries = (np.minimum(np.repeat(need, n_t, axis=0), nd + 1)
+                       + (np.arange(n_rows, dtype=np.int64) * stride)[:, None])
+            at = np.searchsorted(keys, queries.reshape(-1), side="left").reshape(n_rows, n_r) \
+                - (np.arange(n_rows, dtype=np.int64) * nd)[:, None]
+            inside = at < nd
+            values = pr.transpose(1, 2, 0).reshape(n_rows, nd)
+            q = np.where(inside, values[np.arange(n_rows)[:, None], np.minimum(at, nd - 1)], 0.0)
+            # n_rows are (area, threshold); precision is (T, R, K, A, M)
+            precision[:, :, k, counted_areas, m] = q.reshape(counted_areas.size, n_t,
+                                                             n_r).transpose(1, 2, 0)
 
     stats = _summarize(precision, recall, np.asarray(params.iouThrs))
 
@@ -258,6 +273,19 @@ def evaluate_coco(
         per_image[int(image_id)] = (kept_score[ds], d_is_tp[ds, 0, t50], d_ig[ds, 0, t50],
                                     g_ig_all[gs, 0], found_score[gs])
     return CocoEvalResult(stats, precision, recall, cats.tolist(), images.tolist(), per_image)
+
+
+def _true_positives_needed(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """``(A, R)``: the least integer ``i`` with ``i / npig[a] >= rec_thrs[r]`` in float64
+    division (what COCOeval's float recalls compare), found among the integers next to
+    ``thr * npig``."""
+    guess = np.floor(rec_thrs[None, :] * npig[:, None]) - 2
+    candidates = np.maximum(guess[:, :, None] + np.arange(5)[None, None, :], 0)  # (A, R, 5)
+    reaches = candidates / npig[:, None, None] >= rec_thrs[None, :, None]
+    first = np.argmax(reaches, axis=2)
+    need = np.take_along_axis(candidates, first[:, :, None], axis=2)[:, :, 0]
+    need[~reaches.any(axis=2)] = np.inf  # past every candidate: never reached
+    return np.minimum(need, np.iinfo(np.int64).max // 4).astype(np.int64)
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray, iou_thrs: np.ndarray) -> np.ndarray:

@@ -37,7 +37,14 @@ from instkit.errors import FormatError, InstkitError, Location, show_value
 from instkit.instances import Instances
 from instkit.io.coco import CocoDataset, sample_annotations
 from instkit.io.files import load_json
-from instkit.masks import Masks, PolygonMask, RLEMask
+from instkit.masks import (
+    RLE_OK,
+    Masks,
+    PolygonMask,
+    RLEMask,
+    decode_rle_counts_batch,
+    rle_areas,
+)
 from instkit.sample import Sample, SampleMeta
 from instkit.sample import categories_of as sample_categories
 from instkit.validate import rules
@@ -382,13 +389,51 @@ def _check_same_categories(sample: Sample, categories: Categories, where: Locati
             f"mapped to the wrong classes): {own!r} vs {categories!r}", where)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _GroundTruth:
     categories: Categories
     sizes: dict[int, tuple[int, int]]
     order: list[int]
-    samples: list[Sample]
+    source: Sequence[Sample] | CocoDataset
     has_masks: bool
+    _samples: list[Sample] | None = None
+
+    @property
+    def samples(self) -> list[Sample]:
+        if self._samples is None:
+            self._samples = list(self.source)
+        return self._samples
+
+
+def _usable_counts(results: list[Any], sizes: Mapping[int, tuple[int, int]]) -> set[int]:
+    """Indices of the results whose ``segmentation`` is a compressed RLE that passes the
+    rulebook's RLE rules (``rules.rle_geometry``: its image's size, counts that decode and sum
+    to H*W), all counts strings decoded in one pass; the others go through ``rle_geometry`` one
+    by one, which names what is wrong."""
+    max_pixels = rules.DEFAULT_LIMITS.max_image_pixels
+    candidates: list[int] = []
+    strings: list[str] = []
+    pixels: list[int] = []
+    for k, result in enumerate(results):
+        segmentation = result.get("segmentation") if type(result) is dict else None
+        if type(segmentation) is not dict or type(segmentation.get("counts")) is not str:
+            continue
+        size = segmentation.get("size")
+        if type(size) is not list or len(size) != 2 or type(size[0]) is not int \
+                or type(size[1]) is not int:
+            continue
+        image_size = sizes.get(result.get("image_id"))
+        if image_size is None or (size[0], size[1]) != tuple(image_size) \
+                or size[0] * size[1] > max_pixels:
+            continue
+        candidates.append(k)
+        strings.append(segmentation["counts"])
+        pixels.append(size[0] * size[1])
+    if not candidates:
+        return set()
+    batch = decode_rle_counts_batch(strings)
+    usable = (batch.status == RLE_OK) & (batch.totals == np.asarray(pixels, dtype=np.int64))
+    return {candidates[i] for i in np.flatnonzero(usable).tolist()}
 
 
 def _normalise_results(
@@ -402,6 +447,7 @@ def _normalise_results(
     if not isinstance(results, list):
         raise rules.rule_error("schema-type", f"COCO results must be a JSON list, got "
                                f"{type(results).__name__}", Location(file=file, json_path="$"))
+    good_counts = _usable_counts(results, sizes)
     out = []
     for k, result in enumerate(results):
         where = Location(file=file, json_path=f"[{k}]")
@@ -430,7 +476,9 @@ def _normalise_results(
         size = sizes[image_id]
         segmentation = result.get("segmentation")
         rle: dict[str, Any] | None = None
-        if isinstance(segmentation, dict):
+        if k in good_counts:
+            rle = {"size": [size[0], size[1]], "counts": result["segmentation"]["counts"]}
+        elif isinstance(segmentation, dict):
             checked = rules.rle_geometry(segmentation, size, f"[{k}]", image_id, None,
                                          rules.Collector(file, strict=True))
             if checked is None:
@@ -523,8 +571,15 @@ def read_coco_results(
 def _ground_truth_table(ground_truth: Sequence[Sample] | CocoDataset,
                         categories: Categories | None) -> _GroundTruth:
     cats = _categories_of(ground_truth, categories)
+    if isinstance(ground_truth, CocoDataset):  # sizes from its tables, samples only if needed
+        ids = ground_truth.image_ids.tolist()
+        sizes: dict[int, tuple[int, int]] = {
+            image_id: (int(h), int(w))
+            for image_id, (h, w) in zip(ids, ground_truth._image_sizes.tolist(), strict=True)}
+        if len(sizes) == len(ids):
+            return _GroundTruth(cats, sizes, ids, ground_truth, ground_truth._has_masks)
     samples = list(ground_truth)
-    sizes: dict[int, tuple[int, int]] = {}
+    sizes = {}
     has_masks = True
     for index, sample in enumerate(samples):
         if sample.image_id in sizes:
@@ -532,7 +587,7 @@ def _ground_truth_table(ground_truth: Sequence[Sample] | CocoDataset,
                                   Location(sample_index=index, image_id=sample.image_id))
         sizes[sample.image_id] = sample.image_size
         has_masks &= sample.instances.masks is not None
-    return _GroundTruth(cats, sizes, [s.image_id for s in samples], samples, has_masks)
+    return _GroundTruth(cats, sizes, [s.image_id for s in samples], samples, has_masks, samples)
 
 
 # --- evaluate -----------------------------------------------------------------------------------
@@ -628,37 +683,39 @@ def _mean_defined(values: np.ndarray) -> float:
     return float(defined.mean()) if defined.size else math.nan
 
 
-def _gt_document(gt: _GroundTruth, need_masks: bool, bar: Any) -> dict[str, Any]:
-    images = []
-    annotations = []
-    next_id = 1
+def _gt_columns(gt: _GroundTruth, need_masks: bool, bar: Any) -> dict[str, Any]:
+    """What COCOeval reads of each ground-truth annotation (``image_id``, ``category_id``,
+    ``area``, ``iscrowd``, ``bbox`` and, for masks, ``segm``), as ``sample_annotations``
+    writes them: from a ``CocoDataset``'s tables directly, else through its samples."""
+    if need_masks and not gt.has_masks:
+        first = next(s for s in gt.samples if s.instances.masks is None)
+        raise EvaluationError("ground truth without masks cannot be evaluated for mask AP; "
+                              "use iou_types=('bbox',)", Location(image_id=first.image_id))
+    if isinstance(gt.source, CocoDataset) and gt.categories == gt.source.categories:
+        columns = gt.source.evaluation_columns(need_masks)
+        if columns is not None:
+            bar.update(len(gt.order))
+            return columns
+    keys = ("image_id", "category_id", "area", "iscrowd", "bbox", "id")
+    annotations: list[dict[str, Any]] = []
     for index, sample in enumerate(gt.samples):
-        h, w = sample.image_size
-        images.append({"id": int(sample.image_id), "height": int(h), "width": int(w)})
         where = Location(sample_index=index, image_id=sample.image_id)
         inst = sample.instances
         if len(inst) and (inst.labels.min() < 0 or inst.labels.max() >= len(gt.categories)):
             raise EvaluationError(f"ground-truth labels {sorted(set(inst.labels.tolist()))} go "
                                   f"outside 0..{len(gt.categories) - 1}", where)
-        if need_masks and inst.masks is None:
-            raise EvaluationError("ground truth without masks cannot be evaluated for mask AP; "
-                                  "use iou_types=('bbox',)", where)
-        for annotation in sample_annotations(sample, gt.categories, mask_format="rle"):
-            kept: dict[str, Any] = {key: annotation[key] for key in
-                    ("segmentation", "area", "iscrowd", "image_id", "bbox", "category_id")
-                    if key in annotation}
-            # COCOeval marks "no match" with id 0, so ids are renumbered from 1.
-            kept["id"] = next_id
-            kept["source_id"] = annotation["id"]
-            next_id += 1
-            annotations.append(kept)
+        annotations.extend(sample_annotations(sample, gt.categories, mask_format="rle"))
         bar.update(1)
-    return {"images": images, "annotations": annotations, "categories": gt.categories.to_coco()}
+    columns = {key: [a[key] for a in annotations] for key in keys}
+    if need_masks:
+        columns["segm"] = _regions(annotations, "segm", gt.sizes)
+    return columns
 
 
 def _regions(annotations: list[dict[str, Any]], iou_type: str,
              sizes: Mapping[int, tuple[int, int]]) -> list[Any]:
-    """What ``COCOeval`` compares: RLE dicts (``annToRLE``'s conversions) or ``xywh`` boxes."""
+    """What ``COCOeval`` compares of the results: RLE dicts (``annToRLE``'s conversions) or
+    ``xywh`` boxes."""
     if iou_type == "bbox":
         return [a["bbox"] for a in annotations]
     out = []
@@ -672,21 +729,14 @@ def _regions(annotations: list[dict[str, Any]], iou_type: str,
     return out
 
 
-def _run_protocol(document: dict[str, Any], results: list[dict[str, Any]],
+def _run_protocol(sizes: Mapping[int, tuple[int, int]], cat_ids: Sequence[int],
+                  gt_columns: dict[str, Any], results: list[dict[str, Any]],
                   iou_type: str) -> CocoEvalResult:
-    """COCOeval's numbers (``instkit.cocoeval``) for the ground-truth document and results."""
-    sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in document["images"]}
-    anns = document["annotations"]
-    gt_columns = {
-        "image_id": [a["image_id"] for a in anns], "category_id": [a["category_id"] for a in anns],
-        "area": [a["area"] for a in anns], "iscrowd": [a["iscrowd"] for a in anns],
-        "regions": _regions(anns, iou_type, sizes),
-    }
+    """COCOeval's numbers (``instkit.cocoeval``) for the ground truth's columns (``_gt_columns``)
+    and results, over the images of ``sizes`` and the categories ``cat_ids``."""
     regions = _regions(results, iou_type, sizes)
     if iou_type == "segm":  # COCO.loadRes: a result's area is its mask's, or its box's
-        # pycocotools' area() overflows on lists of more than 255 objects: chunks of 255
-        area = [float(v) for k in range(0, len(regions), 255)
-                for v in mask_utils.area(regions[k : k + 255])]
+        area = [float(v) for v in rle_areas(regions)]
     else:
         area = [b[2] * b[3] for b in regions]
     dt_columns = {
@@ -694,8 +744,9 @@ def _run_protocol(document: dict[str, Any], results: list[dict[str, Any]],
         "category_id": [r["category_id"] for r in results],
         "score": [r["score"] for r in results], "area": area, "regions": regions,
     }
-    return evaluate_coco(iou_type, list(sizes), [c["id"] for c in document["categories"]],
-                         gt_columns, dt_columns)
+    gt_view = {key: gt_columns[key] for key in ("image_id", "category_id", "area", "iscrowd")}
+    gt_view["regions"] = gt_columns[iou_type]
+    return evaluate_coco(iou_type, list(sizes), cat_ids, gt_view, dt_columns)
 
 
 def _per_image_counts(evaluated: CocoEvalResult, score_threshold: float,
@@ -710,21 +761,25 @@ def _per_image_counts(evaluated: CocoEvalResult, score_threshold: float,
     return counts
 
 
-def _results_mean_iou(gt_samples: list[Sample], results: list[dict[str, Any]],
-                      score_threshold: float) -> float:
-    """:func:`union_mean_iou` over checked COCO results, without building prediction samples
-    (scores compared as float32, as prediction ``Instances`` store them)."""
+def _results_mean_iou(gt: _GroundTruth, gt_columns: dict[str, Any],
+                      results: list[dict[str, Any]], score_threshold: float) -> float:
+    """:func:`union_mean_iou` over checked COCO results and the ground truth's regions, without
+    building samples (scores compared as float32, as prediction ``Instances`` store them)."""
     by_image: dict[int, list[dict[str, Any]]] = {}
     for r in results:
         if np.float32(r["score"]) >= score_threshold:
             by_image.setdefault(r["image_id"], []).append(r["segmentation"])
+    gt_by_image: dict[int, list[dict[str, Any]]] = {}
+    for image_id, region in zip(np.asarray(gt_columns["image_id"]).tolist(), gt_columns["segm"],
+                                strict=True):
+        gt_by_image.setdefault(image_id, []).append(region)
     values = []
-    for sample in gt_samples:
-        if len(sample.instances) == 0:
+    for image_id in gt.order:
+        gt_rles = gt_by_image.get(image_id)
+        if not gt_rles:
             continue
-        gt_union = _union_rle(sample.instances.masks)
-        assert gt_union is not None
-        rles = by_image.get(sample.image_id)
+        gt_union = gt_rles[0] if len(gt_rles) == 1 else mask_utils.merge(gt_rles, intersect=False)
+        rles = by_image.get(image_id)
         if not rles:
             values.append(0.0)
             continue
@@ -764,7 +819,7 @@ def evaluate(
     gt = _ground_truth_table(ground_truth, categories)
     disable = None if progress is None else not progress
     sample_predictions: list[Sample] | None = None
-    with tqdm(total=len(gt.samples) + 2 * len(iou_types), desc="evaluate", unit="step",
+    with tqdm(total=len(gt.order) + 2 * len(iou_types), desc="evaluate", unit="step",
               disable=disable, leave=False) as bar:
         if isinstance(predictions, list) and (not predictions or isinstance(predictions[0], dict)):
             results = _normalise_results(predictions, gt.sizes, gt.categories)
@@ -789,22 +844,24 @@ def evaluate(
             for r in results:
                 if r.get("bbox") is None:
                     r["bbox"] = [float(v) for v in mask_utils.toBbox(r["segmentation"])]
-        document = _gt_document(gt, "segm" in iou_types, bar)
+        gt_columns = _gt_columns(gt, "segm" in iou_types, bar)
 
-        out = EvaluationResult(num_images=len(gt.samples), num_predictions=len(results),
+        out = EvaluationResult(num_images=len(gt.order), num_predictions=len(results),
                                score_threshold=float(score_threshold), iou_types=iou_types)
         evaluators: dict[str, CocoEvalResult] = {}
         for iou_type in iou_types:
             bar.set_postfix_str(iou_type)
             bar.update(1)
-            evaluators[iou_type] = _run_protocol(document, results, iou_type)
+            evaluators[iou_type] = _run_protocol(gt.sizes, gt.categories.ids, gt_columns,
+                                                   results, iou_type)
             bar.update(1)
 
     cat_ids = gt.categories.ids
     num_gt = {c: 0 for c in cat_ids}
-    for annotation in document["annotations"]:
-        if not annotation["iscrowd"]:
-            num_gt[annotation["category_id"]] += 1
+    for category_id, crowd in zip(np.asarray(gt_columns["category_id"]).tolist(),
+                                  np.asarray(gt_columns["iscrowd"]).tolist(), strict=True):
+        if not crowd:
+            num_gt[category_id] += 1
     num_pred = {c: 0 for c in cat_ids}
     for r in results:
         num_pred[r["category_id"]] += 1
@@ -848,7 +905,7 @@ def evaluate(
     out.per_image = _per_image_counts(evaluators[curve_type], score_threshold, gt.order)
     if "segm" in iou_types:
         # straight from the checked results: each result's RLE is decoded once (by the check)
-        out.mean_iou = _results_mean_iou(gt.samples, results, score_threshold)
+        out.mean_iou = _results_mean_iou(gt, gt_columns, results, score_threshold)
     return out
 
 

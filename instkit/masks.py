@@ -112,45 +112,126 @@ RLE_MAX_DIGITS = 7
 RLE_MAX_RUN = 2**32 - 1
 
 
-def decode_rle_counts(counts: bytes | str) -> np.ndarray:
-    """Compressed pycocotools counts string -> int64 run lengths (vectorised ``rleFrString``).
+# Why a counts string is refused (``RleCountsBatch.status``); 0 is usable.
+RLE_OK, RLE_BAD_CHARACTER, RLE_UNFINISHED, RLE_TOO_LONG, RLE_OUT_OF_RANGE = range(5)
+_RLE_REFUSALS = {
+    RLE_BAD_CHARACTER: "RLE counts string has characters outside pycocotools' alphabet",
+    RLE_UNFINISHED: "RLE counts string ends in the middle of a number",
+    RLE_TOO_LONG: f"RLE counts string has a number of more than {RLE_MAX_DIGITS} characters; "
+                  f"pycocotools reads at most {RLE_MAX_DIGITS} the same way",
+    RLE_OUT_OF_RANGE: "RLE counts decode to a run length outside 0..2**32-1",
+}
 
-    Refuses (``MaskError``) what pycocotools would read differently or not at all: characters
-    outside its alphabet (48..111, so no NUL or non-ASCII), a string ending inside a number, a
-    number longer than ``RLE_MAX_DIGITS`` characters, and runs outside ``0..2**32-1``."""
-    if isinstance(counts, str):
-        try:
-            counts = counts.encode("ascii")
-        except UnicodeEncodeError:
-            raise MaskError("RLE counts string has non-ASCII characters") from None
-    raw = np.frombuffer(counts, dtype=np.uint8)
-    if raw.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if raw.min() < 48 or raw.max() > 111:
-        raise MaskError("RLE counts string has characters outside pycocotools' alphabet")
-    chars = raw.astype(np.int64) - 48
+
+@dataclass(frozen=True)
+class RleCountsBatch:
+    """Many compressed counts strings decoded in one pass: ``runs`` (int64, every string's run
+    lengths one after another), ``offsets`` (``(N + 1,)``: string ``i``'s runs are
+    ``runs[offsets[i]:offsets[i + 1]]``), ``status`` (``(N,)``, ``RLE_OK`` or why the string
+    is refused; a refused string's runs are meaningless), ``totals`` and ``areas`` (``(N,)``:
+    sum of all runs / of the odd runs, the foreground pixels)."""
+
+    runs: np.ndarray
+    offsets: np.ndarray
+    status: np.ndarray
+    totals: np.ndarray
+    areas: np.ndarray
+
+
+def decode_rle_counts_batch(strings: Sequence[bytes | str]) -> RleCountsBatch:
+    """Compressed pycocotools counts strings -> run lengths (vectorised ``rleFrString``).
+
+    Refuses (per string, in ``status``) what pycocotools would read differently or not at all:
+    characters outside its alphabet (48..111, so no NUL or non-ASCII), a string ending inside a
+    number, a number longer than ``RLE_MAX_DIGITS`` characters, and runs outside
+    ``0..2**32-1``. One NumPy pass over all strings: checking thousands of results costs about
+    what one string does in a Python loop."""
+    n = len(strings)
+    encoded: list[bytes] = []
+    status = np.zeros(n, dtype=np.int8)
+    for i, counts in enumerate(strings):
+        if isinstance(counts, str):
+            try:
+                counts = counts.encode("ascii")
+            except UnicodeEncodeError:
+                status[i] = RLE_BAD_CHARACTER
+                counts = b""
+        encoded.append(counts)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    bad = (raw < 48) | (raw > 111)
+    if bad.any():
+        status[np.searchsorted(starts, np.flatnonzero(bad), side="right") - 1] = RLE_BAD_CHARACTER
+    chars = raw - np.uint8(48)  # (a refused string's characters wrap; its runs are not used)
     more = (chars & 0x20) != 0
-    if more[-1]:
-        raise MaskError("RLE counts string ends in the middle of a number")
+    # a number never runs on into the next string
+    last_char = starts[1:][lengths > 0] - 1
+    unfinished = last_char[more[last_char]]
+    if unfinished.size:
+        owners = np.searchsorted(starts, unfinished, side="right") - 1
+        status[owners] = np.maximum(status[owners], RLE_UNFINISHED)
+        more[unfinished] = False
     ends = np.flatnonzero(~more)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lengths = ends - starts + 1
-    if lengths.max() > RLE_MAX_DIGITS:
-        raise MaskError(f"RLE counts string has a number of {int(lengths.max())} characters; "
-                        f"pycocotools reads at most {RLE_MAX_DIGITS} the same way")
-    position = np.arange(chars.size) - np.repeat(starts, lengths)
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
+    number_starts = np.empty_like(ends)
+    if ends.size:
+        number_starts[0] = 0
+        number_starts[1:] = ends[:-1] + 1
+    digits = ends - number_starts + 1
+    string_of_number = np.searchsorted(starts, ends, side="right") - 1
+    too_long = digits > RLE_MAX_DIGITS
+    if too_long.any():
+        where = np.unique(string_of_number[too_long])
+        status[where] = np.where(status[where] == RLE_OK, RLE_TOO_LONG, status[where])
+    # Most numbers are one character: start from each number's first digit, then add the
+    # k-th digits of the numbers that have one (a refused long number stops at the 7th).
+    values = (chars[number_starts] & 0x1F).astype(np.int64)
+    longer = np.flatnonzero(digits > 1)
+    for k in range(1, RLE_MAX_DIGITS):
+        longer = longer[digits[longer] > k]
+        if not longer.size:
+            break
+        values[longer] |= (chars[number_starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
     negative = (chars[ends] & 0x10) != 0
     if negative.any():
-        values[negative] |= np.left_shift(-1, 5 * lengths[negative])
-    # Delta coding: from the fourth count on, each count adds the count two places back.
-    values[2::2] = np.cumsum(values[2::2])
-    values[1::2] = np.cumsum(values[1::2])
-    if values.size and (values.min() < 0 or values.max() > RLE_MAX_RUN):
-        raise MaskError("RLE counts decode to a run length outside 0..2**32-1")
-    return values
+        values[negative] |= np.left_shift(-1, 5 * np.minimum(digits[negative], RLE_MAX_DIGITS))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(string_of_number, minlength=n), out=offsets[1:])
+    # Delta coding: from the fourth count of a string on, each count adds the one two places
+    # back: a running sum along each string's odd counts and along its even counts from the
+    # third, restarted at every string.
+    index_in_string = np.arange(values.size) - np.repeat(offsets[:-1], np.diff(offsets))
+    for chain in ((index_in_string % 2 == 1), (index_in_string % 2 == 0) & (index_in_string >= 2)):
+        members = np.flatnonzero(chain)
+        if members.size:
+            sums = np.cumsum(values[members])
+            owner = string_of_number[members]
+            first = np.ones(members.size, dtype=bool)
+            first[1:] = owner[1:] != owner[:-1]
+            heads = np.flatnonzero(first)
+            before = (sums - values[members])[heads]  # the running sum as each string starts
+            values[members] = sums - np.repeat(before, np.diff(np.append(heads, members.size)))
+    out_of_range = (values < 0) | (values > RLE_MAX_RUN)
+    if out_of_range.any():
+        where = np.unique(string_of_number[out_of_range])
+        status[where] = np.where(status[where] == RLE_OK, RLE_OUT_OF_RANGE, status[where])
+    running = np.concatenate([[0], np.cumsum(values)])
+    totals = running[offsets[1:]] - running[offsets[:-1]]
+    running = np.concatenate([[0], np.cumsum(np.where(index_in_string % 2 == 1, values, 0))])
+    areas = running[offsets[1:]] - running[offsets[:-1]]
+    return RleCountsBatch(values, offsets, status, totals, areas)
+
+
+def decode_rle_counts(counts: bytes | str) -> np.ndarray:
+    """Compressed pycocotools counts string -> int64 run lengths (``decode_rle_counts_batch``
+    of one string); raises ``MaskError`` saying why a string is refused."""
+    batch = decode_rle_counts_batch([counts])
+    if batch.status[0] != RLE_OK:
+        if isinstance(counts, str) and not counts.isascii():
+            raise MaskError("RLE counts string has non-ASCII characters")
+        raise MaskError(_RLE_REFUSALS[int(batch.status[0])])
+    return batch.runs
 
 
 # pycocotools' ``area`` builds its output with ``np.array((n,), dtype=np.uint8)``, which NumPy 2

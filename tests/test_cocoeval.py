@@ -15,7 +15,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from instkit.evaluation import _run_protocol
+from instkit.cocoeval import CocoEvalResult
+from instkit.evaluation import _regions
+from instkit.evaluation import _run_protocol as _run_columns
 from tests.test_evaluation import _perturbed_results
 
 
@@ -32,6 +34,18 @@ def _pycocotools(document: dict[str, Any], results: list[dict[str, Any]], iou_ty
         evaluator.accumulate()
         evaluator.summarize()
     return evaluator
+
+
+def _run_protocol(document: dict[str, Any], results: list[dict[str, Any]], iou_type: str
+                  ) -> CocoEvalResult:
+    """instkit's protocol on a COCO document's annotations as pycocotools reads them."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in document["images"]}
+    anns = document["annotations"]
+    columns = {key: [a[key] for a in anns]
+               for key in ("image_id", "category_id", "area", "iscrowd", "bbox")}
+    columns["segm"] = _regions(anns, "segm", sizes)
+    return _run_columns(sizes, [c["id"] for c in document["categories"]], columns, results,
+                        iou_type)
 
 
 def _crowded_results(results: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

@@ -63,6 +63,11 @@ class CocoProblem:
         return f"{self.message} ({where})" if where else self.message
 
 
+# Bound on the rasterised polygons a strict read keeps for evaluation (compressed RLE is
+# about 2/3 of the polygons' own size): past it, evaluation rasterises them again.
+POLYGON_RLE_CACHE_BYTES = 64 * 2**20
+
+
 class _StringTable:
     """Strings packed into one byte buffer with offsets (no per-string Python objects)."""
 
@@ -101,9 +106,11 @@ class CocoDataset(Sequence[Sample]):
         # the lenient one leaves out what breaks one. What remains is packed without checks.
         skip: dict[str, set[int]] = {"images": set(), "annotations": set(), "categories": set()}
         dropped_keys: set[str] = set()
+        polygons: dict[int, tuple[list[np.ndarray], bytes]] | None = None
         if strict:
-            rules.check_document(document, file=file, raw=raw, strict=True, warnings=False,
-                                 limits=limits)
+            _, context = rules.check_document(document, file=file, raw=raw, strict=True,
+                                              warnings=False, limits=limits, keep_polygons=True)
+            polygons = context.polygons
         else:
             dropped_keys = self._leave_out(document, skip, limits, raw)
         self.info = document.get("info") if "info" not in dropped_keys else None
@@ -116,7 +123,8 @@ class CocoDataset(Sequence[Sample]):
             [c for i, c in enumerate(categories) if i not in skip["categories"]]
             if isinstance(categories, list) else [], file=file)
         self._pack_images(document["images"], skip["images"])
-        self._pack_annotations(document.get("annotations") or [], skip["annotations"])
+        self._pack_annotations(document.get("annotations") or [], skip["annotations"],
+                               polygons)
         if self.problems:
             log.warning(
                 "%s: skipped %d problem(s) while reading leniently; see dataset.problems",
@@ -194,8 +202,18 @@ class CocoDataset(Sequence[Sample]):
         self._file_names = _StringTable(names)
         self._image_extras = _StringTable(extras)
 
-    def _pack_annotations(self, annotations: list[Any], skip: set[int]) -> None:
+    def _pack_annotations(self, annotations: list[Any], skip: set[int],
+                          polygons: dict[int, tuple[list[np.ndarray], bytes]] | None = None
+                          ) -> None:
+        """``polygons``: the strict check's parts and rasterised RLE of each polygon annotation
+        (by index in ``annotations``): packed as they are; the RLEs are kept (up to a bound)
+        for ``evaluation_columns``."""
         kept = [(k, ann) for k, ann in enumerate(annotations) if k not in skip]
+        polygons = polygons or {}
+        self._polygon_rles: _StringTable | None = None
+        if polygons and sum(len(rle) for _, rle in polygons.values()) <= POLYGON_RLE_CACHE_BYTES:
+            self._polygon_rles = _StringTable([polygons[k][1].decode("ascii") if k in polygons
+                                               else "" for k, _ in kept])
         num_keypoints = max([self.categories.num_keypoints] + [
             len(ann["keypoints"]) // 3 for _, ann in kept if isinstance(ann.get("keypoints"), list)])
         self._num_keypoints = num_keypoints
@@ -218,8 +236,11 @@ class CocoDataset(Sequence[Sample]):
             seg_kind, parts, rle_index = _SEG_NONE, 0, -1
             if isinstance(segmentation, list):
                 seg_kind = _SEG_POLYGON
-                for part in segmentation:
-                    coords.append(np.asarray(part, dtype=np.float64))
+                checked = polygons.get(k)
+                if checked is not None:
+                    coords.extend(checked[0])
+                else:
+                    coords.extend(np.asarray(part, dtype=np.float64) for part in segmentation)
                 parts = len(segmentation)
             elif isinstance(segmentation, dict):
                 height, width = (int(v) for v in self._image_sizes[image_index])
@@ -289,6 +310,48 @@ class CocoDataset(Sequence[Sample]):
             f"{self.num_annotations} annotations, {len(self.categories)} categories"
             f"{f', {len(self.problems)} problems skipped' if self.problems else ''})"
         )
+
+    def evaluation_columns(self, masks: bool) -> dict[str, Any] | None:
+        """What COCO's evaluation reads of every annotation, in sample order, straight from the
+        tables: ``image_id``, ``category_id``, ``id``, ``iscrowd`` (int64), ``area``, ``bbox``
+        (``xywh``; the file's values, which ``sample_annotations`` keeps for unchanged samples)
+        and with ``masks`` the ``segm`` regions (compressed RLE dicts, polygons rasterised as
+        pycocotools' ``annToRLE`` does). None when an annotation has no ``bbox`` or ``area``
+        (those come from the mask, through the samples)."""
+        rows = self._order
+        bbox = self._ann_bbox[rows]
+        area = self._ann_area[rows]
+        if np.isnan(bbox).any() or np.isnan(area).any() or (masks and (
+                not self._has_masks or (self._ann_seg[rows] == _SEG_NONE).any())):
+            return None
+        image_index = self._ann_image[rows]
+        columns: dict[str, Any] = {
+            "image_id": self._image_ids[image_index],
+            "category_id": np.asarray(self.categories.ids, dtype=np.int64)[self._ann_labels[rows]],
+            "id": self._ann_ids[rows], "iscrowd": self._ann_crowd[rows].astype(np.int64),
+            "area": area, "bbox": bbox.tolist(),
+        }
+        if masks:
+            regions: list[dict[str, Any]] = []
+            for index in range(len(self)):
+                image_rows = rows[self._image_start[index] : self._image_start[index + 1]]
+                height, width = (int(v) for v in self._image_sizes[index])
+                items: list[MaskItem] = []
+                cached = self._polygon_rles
+                for row in image_rows:
+                    if cached is not None and self._ann_seg[row] == _SEG_POLYGON:
+                        items.append(RLEMask(cached.raw(int(row))))
+                    elif self._ann_seg[row] == _SEG_POLYGON:
+                        start, stop = self._ann_parts[row]
+                        items.append(PolygonMask._trusted(tuple(
+                            self._coords[self._part_offsets[p] : self._part_offsets[p + 1]]
+                            for p in range(start, stop))))
+                    else:
+                        items.append(RLEMask(self._rles.raw(int(self._ann_rle[row]))))
+                counts = Masks(items, (height, width)).rle_counts() if items else []
+                regions.extend({"size": [height, width], "counts": c} for c in counts)
+            columns["segm"] = regions
+        return columns
 
     @property
     def num_annotations(self) -> int:

@@ -246,6 +246,10 @@ class Context:
     # Entries left out (lenient reading): list name -> indices in the file.
     skip: dict[str, set[int]] = field(default_factory=dict)
     image_files: list[tuple[int, str]] = field(default_factory=list)  # (id, usable file_name)
+    # With a dict: each checked polygon annotation's parts (float64) and compressed RLE counts,
+    # by its index in 'annotations' (the reader packs them instead of converting and
+    # rasterising again).
+    polygons: dict[int, tuple[list[np.ndarray], bytes]] | None = None
 
 
 class Collector:
@@ -313,7 +317,7 @@ def check_bbox(bbox: Any, report: Report, where: str, limits: Limits = DEFAULT_L
         return None
     if any(isinstance(v, float) and not math.isfinite(v) for v in bbox):
         return None  # reported as json-nonfinite
-    if max(abs(v) for v in bbox) > limits.max_coordinate:  # exact for ints of any size
+    if max(map(abs, bbox)) > limits.max_coordinate:  # exact for ints of any size
         report("coordinate-out-of-range", f"'bbox' {show_value(bbox)} has a value beyond "
                f"+-{limits.max_coordinate:g}", where)
         return None
@@ -359,7 +363,8 @@ def polygon_parts(segmentation: list[Any], path: str, image_id: Any, ann_id: Any
             report("coordinate-out-of-range", f"a coordinate is beyond float64 (limit "
                    f"+-{limits.max_coordinate:g})", where)
             continue
-        if not np.isfinite(coords).all():
+        largest = float(np.abs(coords).max()) if coords.size else 0.0
+        if not math.isfinite(largest):  # NaN or infinity somewhere (max propagates both)
             report("polygon-nonfinite", "a coordinate is NaN or infinite", where)
             continue
         if coords.size == 4:
@@ -372,7 +377,6 @@ def polygon_parts(segmentation: list[Any], path: str, image_id: Any, ann_id: Any
         if coords.size < 6:
             report("polygon-too-few-points", f"part has {coords.size // 2} point(s); 3 are needed", where)
             continue
-        largest = float(np.abs(coords).max())
         if largest > limits.max_coordinate:
             report("coordinate-out-of-range", f"a coordinate reaches {largest:g}, beyond "
                    f"+-{limits.max_coordinate:g}", where)
@@ -663,31 +667,43 @@ def check_annotation(ann: dict[str, Any], index: int, ctx: Context, out: Collect
         if out is not None:
             out.add(code, message, json_path=where, image_id=image_id, annotation_id=ann_id)
 
-    if check_id(ann_id, "annotation 'id'", report, f"{path}.id", "id" in ann):
-        if ann_id in seen:
-            report("duplicate-annotation-id", f"annotation id {ann_id} is used again (first at "
-                   f"annotations[{seen[ann_id]}])", f"{path}.id")
-        else:
-            seen[ann_id] = index
     size: tuple[int, int] | None = None
-    if check_id(image_id, "'image_id'", report, f"{path}.image_id", "image_id" in ann):
-        if image_id not in ctx.images:
-            report("unknown-image", f"image_id {image_id} is not in 'images'", f"{path}.image_id")
-        else:
-            size = ctx.images[image_id][:2]
-            ctx.annotated_images.add(image_id)
     keypoint_names: int | None = None
-    if check_id(cat_id, "'category_id'", report, f"{path}.category_id", "category_id" in ann):
-        if cat_id not in ctx.categories:
-            report("unknown-category", f"category_id {cat_id} is not in 'categories'",
-                   f"{path}.category_id")
-        else:
-            keypoint_names = ctx.categories[cat_id]
-            ctx.used_categories.add(cat_id)
     crowd = ann.get("iscrowd", 0)
-    if not (is_int(crowd) and crowd in (0, 1)):
-        report("iscrowd-invalid", f"iscrowd must be the integer 0 or 1, got {show_value(crowd)}",
-               f"{path}.iscrowd")
+    # The common well-formed header in a few type tests (ids found in 'images' and
+    # 'categories' were checked there); anything else goes rule by rule, which reports it.
+    if type(ann_id) is int and INT64_MIN <= ann_id <= INT64_MAX and ann_id not in seen \
+            and type(image_id) is int and image_id in ctx.images \
+            and type(cat_id) is int and cat_id in ctx.categories \
+            and type(crowd) is int and (crowd == 0 or crowd == 1):
+        seen[ann_id] = index
+        size = ctx.images[image_id][:2]
+        ctx.annotated_images.add(image_id)
+        keypoint_names = ctx.categories[cat_id]
+        ctx.used_categories.add(cat_id)
+    else:
+        if check_id(ann_id, "annotation 'id'", report, f"{path}.id", "id" in ann):
+            if ann_id in seen:
+                report("duplicate-annotation-id", f"annotation id {ann_id} is used again (first at "
+                       f"annotations[{seen[ann_id]}])", f"{path}.id")
+            else:
+                seen[ann_id] = index
+        if check_id(image_id, "'image_id'", report, f"{path}.image_id", "image_id" in ann):
+            if image_id not in ctx.images:
+                report("unknown-image", f"image_id {image_id} is not in 'images'", f"{path}.image_id")
+            else:
+                size = ctx.images[image_id][:2]
+                ctx.annotated_images.add(image_id)
+        if check_id(cat_id, "'category_id'", report, f"{path}.category_id", "category_id" in ann):
+            if cat_id not in ctx.categories:
+                report("unknown-category", f"category_id {cat_id} is not in 'categories'",
+                       f"{path}.category_id")
+            else:
+                keypoint_names = ctx.categories[cat_id]
+                ctx.used_categories.add(cat_id)
+        if not (is_int(crowd) and crowd in (0, 1)):
+            report("iscrowd-invalid", f"iscrowd must be the integer 0 or 1, got {show_value(crowd)}",
+                   f"{path}.iscrowd")
     bbox = ann.get("bbox")
     if bbox is not None:
         check_bbox(bbox, report, f"{path}.bbox", limits)
@@ -701,7 +717,8 @@ def check_annotation(ann: dict[str, Any], index: int, ctx: Context, out: Collect
     if raw_kp is not None:
         check_keypoints(raw_kp, f"{path}.keypoints", size, keypoint_names, report, limits,
                         ann.get("num_keypoints"), f"{path}.num_keypoints")
-    _free_form(ann, ANNOTATION_FIELDS, path, ctx, report)
+    if not ann.keys() <= ANNOTATION_FIELDS:
+        _free_form(ann, ANNOTATION_FIELDS, path, ctx, report)
     segmentation = ann.get("segmentation")
     if segmentation is None:
         if with_masks:
@@ -780,14 +797,17 @@ def rasterise_and_compare(
         part_rles = mask_utils.frPyObjects(image_parts, h, w) if image_parts else []
         part_areas = rle_areas(part_rles) if part_rles and not warnings else None
         start = 0
-        for _index, _ann, geometry in rows:
+        keep = ctx.polygons
+        for index, _ann, geometry in rows:
             if geometry.kind != "polygon":
                 continue
             stop = start + len(geometry.parts)
-            if warnings:
+            if warnings or keep is not None:
                 group = part_rles[start:stop]
                 geometry.rle = group[0] if len(group) == 1 else mask_utils.merge(group)
-            else:
+            if keep is not None:
+                keep[index] = (geometry.parts, bytes(geometry.rle["counts"]))  # type: ignore[index]
+            if not warnings:
                 assert part_areas is not None
                 geometry.area = int(part_areas[start:stop].max())  # > 0 iff the union is not empty
             start = stop
@@ -887,13 +907,15 @@ def find_nonfinite(document: Any, out: Collector, raw: bytes | None = None) -> N
 
 def check_document(document: Any, *, file: str | None = None, raw: bytes | None = None,
                    strict: bool = False, warnings: bool = True, limits: Limits | None = None,
-                   skip: dict[str, set[int]] | None = None,
-                   progress: bool = False) -> tuple[list[Finding], Context]:
+                   skip: dict[str, set[int]] | None = None, progress: bool = False,
+                   keep_polygons: bool = False) -> tuple[list[Finding], Context]:
     """Every rule that needs no image file. ``strict`` raises the first error; ``warnings=False``
     skips the checks that can only give warnings or info (shapely validity, bbox/area
-    comparisons, unused categories). ``raw`` (the file's bytes) locates NaN/Infinity."""
+    comparisons, unused categories). ``raw`` (the file's bytes) locates NaN/Infinity.
+    ``keep_polygons``: the context's ``polygons`` collects the checked, rasterised polygons."""
     out = Collector(file, strict=strict)
-    ctx = Context(file, limits or DEFAULT_LIMITS, skip=skip or {})
+    ctx = Context(file, limits or DEFAULT_LIMITS, skip=skip or {},
+                  polygons={} if keep_polygons else None)
     find_nonfinite(document, out, raw)
     if not isinstance(document, dict):
         out.add("schema-type", f"a COCO file must hold a JSON object, got {_type_name(document)}",
