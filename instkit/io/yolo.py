@@ -71,6 +71,11 @@ COUNT_NOTES = {
     "keypoints_dropped": "instances whose keypoints the format cannot hold",
     "empty_masks_dropped": "objects with empty masks left out",
     "crowd": "crowd regions written as ordinary objects (iscrowd is not stored)",
+    # task="pose"
+    "masks_dropped": "masks left out (pose labels hold boxes and keypoints)",
+    "objects_without_keypoints": "objects written with no labelled keypoint (box only)",
+    "unlabelled_keypoints_zeroed": "objects whose unlabelled keypoints (v = 0) had coordinates, "
+                                   "written as 0 0 0",
 }
 
 
@@ -261,25 +266,34 @@ def trace_rings(item: BitmapMask) -> tuple[list[np.ndarray], int]:
 
 def write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]],
                out_dir: str | os.PathLike[str],
-               categories: Categories | None = None) -> dict[str, int]:
-    """Write YOLO-seg labels, images and ``data.yaml``; returns counts of what was approximated
+               categories: Categories | None = None, *, task: str = "segment") -> dict[str, int]:
+    """Write YOLO labels, images and ``data.yaml``; returns counts of what was approximated
     (``COUNT_NOTES`` says what each means) over all splits.
 
     ``samples`` is one collection (one folder, ``train`` and ``val`` both naming it) or a mapping
-    of split name (``train``, ``val``, ``test``) to samples (Ultralytics' split layout). The
-    folder is written beside ``out_dir`` and renamed in when complete."""
+    of split name (``train``, ``val``, ``test``) to samples (Ultralytics' split layout).
+    ``task="segment"`` writes YOLO-seg polygons; ``task="pose"`` writes Ultralytics' pose
+    labels (``class cx cy w h`` and ``x y v`` per keypoint; ``kpt_shape``, ``flip_idx`` and
+    ``kpt_names`` in data.yaml; masks left out). The folder is written beside ``out_dir`` and
+    renamed in when complete."""
+    if task not in ("segment", "pose"):
+        raise ValueError(f"task must be 'segment' or 'pose', got {task!r}")
     with staged_folder(out_dir) as out:
-        return _write_yolo(samples, out, categories)
+        return _write_yolo(samples, out, categories, task)
 
 
 def _write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]], out: Path,
-                categories: Categories | None) -> dict[str, int]:
+                categories: Categories | None, task: str) -> dict[str, int]:
     import yaml
 
-    counts = {"images": 0, "objects": 0, "parts_joined": 0, "overlapping_parts": 0,
-              "parts_dropped": 0, "rle_as_polygons": 0, "holes_kept": 0,
-              "boxes_as_polygons": 0, "clipped_to_image": 0, "keypoints_dropped": 0,
-              "empty_masks_dropped": 0, "crowd": 0}
+    if task == "pose":
+        counts = {"images": 0, "objects": 0, "masks_dropped": 0, "objects_without_keypoints": 0,
+                  "unlabelled_keypoints_zeroed": 0, "clipped_to_image": 0, "crowd": 0}
+    else:
+        counts = {"images": 0, "objects": 0, "parts_joined": 0, "overlapping_parts": 0,
+                  "parts_dropped": 0, "rle_as_polygons": 0, "holes_kept": 0,
+                  "boxes_as_polygons": 0, "clipped_to_image": 0, "keypoints_dropped": 0,
+                  "empty_masks_dropped": 0, "crowd": 0}
     if isinstance(samples, Mapping):
         unknown = [str(k) for k in samples if k not in SPLITS]
         if unknown:
@@ -298,7 +312,10 @@ def _write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]], out:
             categories = categories or sample.meta.categories
             image = images / names.claim(sample)
             save_image(sample, image)
-            lines = _label_lines(sample, counts)
+            if task == "pose":
+                lines = _pose_lines(sample, counts, _pose_shape(categories, sample))
+            else:
+                lines = _label_lines(sample, counts)
             counts["images"] += 1
             label = label_path(image)
             label.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +324,19 @@ def _write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]], out:
         raise InstkitError("write_yolo needs categories")
     data["names"] = dict(enumerate(categories.names))
     data["coco_category_ids"] = categories.ids
+    if task == "pose":
+        k = _pose_shape(categories, None)
+        data["kpt_shape"] = [k, 3]
+        flip = list(range(k))
+        for a, b in categories.flip_pairs():
+            flip[a], flip[b] = b, a
+        data["flip_idx"] = flip
+        data["kpt_names"] = {label: list(c.keypoints) for label, c in enumerate(categories)
+                             if c.keypoints}
+        skeletons = {label: [list(e) for e in c.skeleton] for label, c in enumerate(categories)
+                     if c.skeleton}
+        if skeletons:
+            data["coco_skeleton"] = skeletons
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
                                    encoding="utf-8")
     return counts
@@ -315,6 +345,54 @@ def _write_yolo(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]], out:
 def _number(value: float) -> str:
     """A normalised coordinate to 1e-10 (1e-6 px on a 10,000 px image), trailing zeros cut."""
     return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
+
+
+def _pose_shape(categories: Categories | None, sample: Sample | None) -> int:
+    """The number of keypoints of a pose dataset: the categories' keypoint names."""
+    k = categories.num_keypoints if categories is not None else 0
+    where = Location(image_id=sample.image_id) if sample is not None else None
+    if not k:
+        raise InstkitError("task='pose' needs categories with keypoint names (COCO's "
+                           "'keypoints')", where)
+    if sample is not None and sample.instances.keypoints is not None and \
+            sample.instances.keypoints.shape[1] != k:
+        raise InstkitError(f"the sample has {sample.instances.keypoints.shape[1]} keypoints per "
+                           f"object, its categories name {k}", where)
+    return k
+
+
+def _pose_lines(sample: Sample, counts: dict[str, int], k: int) -> list[str]:
+    """``class cx cy w h`` and ``x y v`` per keypoint, normalised; unlabelled keypoints (v = 0)
+    as ``0 0 0`` (COCO's and Ultralytics' convention)."""
+    h, w = sample.image_size
+    inst = sample.instances
+    size = np.asarray([w, h], dtype=np.float64)
+    counts["crowd"] += int(inst.iscrowd.sum())
+    counts["masks_dropped"] += len(inst) if inst.masks is not None else 0
+    lines = []
+    for i in range(len(inst)):
+        box = inst.boxes[i].astype(np.float64).reshape(2, 2) / size
+        points = np.zeros((k, 3), np.float64)
+        if inst.keypoints is None or not (inst.keypoints[i, :, 2] > 0).any():
+            counts["objects_without_keypoints"] += 1
+        if inst.keypoints is not None:
+            kp = inst.keypoints[i].astype(np.float64)
+            seen = kp[:, 2] > 0
+            counts["unlabelled_keypoints_zeroed"] += int((kp[~seen, :2] != 0).any(axis=1).sum())
+            points[seen, :2] = kp[seen, :2] / size
+            points[seen, 2] = kp[seen, 2]
+        xy = np.concatenate([box, points[:, :2]])
+        if (xy < 0).any() or (xy > 1).any():  # Ultralytics rejects coordinates past [0, 1]
+            counts["clipped_to_image"] += 1
+            box = box.clip(0, 1)
+            points[:, :2] = points[:, :2].clip(0, 1)
+        (x0, y0), (x1, y1) = box
+        fields = [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+        text = " ".join(_number(v) for v in fields)
+        text += "".join(f" {_number(x)} {_number(y)} {int(v)}" for x, y, v in points)
+        lines.append(f"{int(inst.labels[i])} {text}")
+        counts["objects"] += 1
+    return lines
 
 
 def _label_lines(sample: Sample, counts: dict[str, int]) -> list[str]:
@@ -402,8 +480,47 @@ def _load_data(root: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Cate
     if not isinstance(ids, list) or len(ids) != len(names):
         raise FormatError(f"data.yaml 'coco_category_ids' must list one id per name ({len(names)})",
                           Location(file=str(data_file)))
-    categories = Categories(Category(id=int(i), name=str(n)) for i, n in zip(ids, names, strict=True))
+    keypoints, skeletons = _keypoint_names(data, data_file, len(names))
+    categories = Categories(
+        Category(id=int(i), name=str(n), keypoints=keypoints.get(label, ()),
+                 skeleton=skeletons.get(label, ()))
+        for label, (i, n) in enumerate(zip(ids, names, strict=True)))
     return data_file, data, categories
+
+
+def _keypoint_names(data: dict[str, Any], data_file: Path, num_classes: int
+                    ) -> tuple[dict[int, tuple[str, ...]], dict[int, tuple[tuple[int, int], ...]]]:
+    """Per class, keypoint names (``kpt_names``) and skeleton (``coco_skeleton``) of a pose
+    dataset. Without ``kpt_names`` the names come from ``flip_idx``: a pair ``a <-> b`` is
+    named ``left_a`` / ``right_a`` (others ``kpt_i``), so that instkit's flips swap them."""
+    where = Location(file=str(data_file))
+    shape = _kpt_shape(data, data_file)
+    if shape is None:
+        return {}, {}
+    k = shape[0]
+    given = data.get("kpt_names")
+    if given is not None:
+        if not isinstance(given, dict) or not all(
+                isinstance(v, list) and len(v) == k for v in given.values()):
+            raise FormatError(f"data.yaml 'kpt_names' must map a class to its {k} keypoint names",
+                              where)
+        names = {int(c): tuple(str(v) for v in values) for c, values in given.items()}
+    else:
+        flip = data.get("flip_idx") or list(range(k))
+        if sorted(flip) != list(range(k)) or any(flip[flip[i]] != i for i in range(k)):
+            raise FormatError(f"data.yaml 'flip_idx' must swap pairs of 0..{k - 1}, got {flip!r}",
+                              where)
+        generic = tuple(f"kpt_{i}" if flip[i] == i else
+                        f"{'left' if i < flip[i] else 'right'}_{min(i, flip[i])}" for i in range(k))
+        names = {c: generic for c in range(num_classes)}
+    skeletons: dict[int, tuple[tuple[int, int], ...]] = {}
+    for c, edges in (data.get("coco_skeleton") or {}).items():
+        try:
+            skeletons[int(c)] = tuple((int(a), int(b)) for a, b in edges)
+        except (TypeError, ValueError):
+            raise FormatError("data.yaml 'coco_skeleton' must map a class to [a, b] pairs",
+                              where) from None
+    return names, skeletons
 
 
 def _dataset_root(data_file: Path, data: dict[str, Any]) -> Path:
@@ -477,10 +594,16 @@ def read_yolo_splits(root: str | os.PathLike[str]) -> dict[str, list[Sample]]:
     ``root`` is the dataset folder or its YAML file. Image ids are the numeric file stems where
     all images are numeric and distinct (COCO's names), else 1..N over the splits in order;
     annotation ids are 1..M in reading order; an image listed by two splits (the one-folder
-    layout names it for ``train`` and ``val``) is one sample in both. Masks are polygons; an
-    outline joined from parts comes back as those parts where that gives the same pixels
-    (``split_outline``). Each sample's ``meta.extra["split"]`` is the first split listing it;
-    ``file_name`` is relative to the split's image folder.
+    layout names it for ``train`` and ``val``) is one sample in both. Each sample's
+    ``meta.extra["split"]`` is the first split listing it; ``file_name`` is relative to the
+    split's image folder.
+
+    Lines: a polygon ``class x1 y1 x2 y2 ...`` (YOLO-seg; an outline joined from parts comes
+    back as those parts where that gives the same pixels, see ``split_outline``); a box
+    ``class cx cy w h`` (YOLO detection: without any polygon in the dataset the samples have
+    boxes and no masks, else the box is read as a rectangle and noted in ``meta.notes``); with
+    ``kpt_shape`` in data.yaml, pose lines ``class cx cy w h`` and ``x y [v]`` per keypoint
+    (boxes and keypoints, no masks).
     """
     data_file, data, categories = _load_data(root)
     per_split = _split_images(data_file, data)
@@ -493,19 +616,24 @@ def read_yolo_splits(root: str | os.PathLike[str]) -> dict[str, list[Sample]]:
         for path, _ in found:
             first_split.setdefault(path.resolve(), split)
     paths = list(unique)
-    ids = image_ids(paths)
+    kpt = _kpt_shape(data, data_file)
+    parsed = [_parse_labels(path, image_id, len(categories), kpt)
+              for path, image_id in zip(paths, image_ids(paths), strict=True)]
+    polygons = kpt is None and any(kind == "polygon" for one in parsed for _, kind, _ in one[3])
     samples: dict[Path, Sample] = {}
     next_ann = 1
-    for path, image_id in zip(paths, ids, strict=True):
-        sample = _read_one(path, image_id, unique[path], first_split[path], next_ann,
-                           categories, data_file.parent)
-        next_ann += len(sample.instances)
-        samples[path] = sample
+    for path, (image_id, height, width, rows) in zip(paths, parsed, strict=True):
+        meta = SampleMeta(source=str(data_file.parent), file_name=unique[path],
+                          original_size=(height, width), categories=categories,
+                          extra={"split": first_split[path]})
+        instances = _instances(rows, (height, width), next_ann, polygons, kpt, meta)
+        next_ann += len(instances)
+        samples[path] = Sample(instances, image_id, meta, str(path))
     return {split: [samples[p.resolve()] for p, _ in found] for split, found in per_split.items()}
 
 
 def read_yolo(root: str | os.PathLike[str], split: str | None = None) -> list[Sample]:
-    """Read a YOLO-seg dataset (``data.yaml``, images, labels) as samples: every image of every
+    """Read a YOLO dataset (``data.yaml``, images, labels) as samples: every image of every
     split that data.yaml lists, once (``split=None``), or one split's. See ``read_yolo_splits``.
     """
     splits = read_yolo_splits(root)
@@ -521,48 +649,105 @@ def read_yolo(root: str | os.PathLike[str], split: str | None = None) -> list[Sa
     return list(seen.values())
 
 
+def _kpt_shape(data: dict[str, Any], data_file: Path) -> tuple[int, int] | None:
+    shape = data.get("kpt_shape")
+    if shape is None:
+        return None
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) for v in shape)
+            and shape[0] > 0 and shape[1] in (2, 3)):
+        raise FormatError(f"data.yaml 'kpt_shape' must be [K, 2] or [K, 3], got {shape!r}",
+                          Location(file=str(data_file)))
+    return int(shape[0]), int(shape[1])
 
-def _read_one(image: Path, image_id: int, file_name: str, split: str, first_ann: int,
-              categories: Categories, source: Path) -> Sample:
+
+Row = tuple[int, str, np.ndarray]  # class, "polygon" | "box" | "pose", numbers in pixels
+
+
+def _parse_labels(image: Path, image_id: int, num_classes: int, kpt: tuple[int, int] | None
+                  ) -> tuple[int, int, int, list[Row]]:
+    """An image's ``(image_id, height, width, rows)``; every number denormalised to pixels
+    and kept to 1e-5 px (``x / w * w`` comes back as ``x``: pycocotools' rasteriser rounds at
+    fifths of a pixel, so 369.49999999 and 369.5 can differ by a column)."""
     with open_image(image, Location(file=str(image))) as opened:
         width, height = opened.size
     label = label_path(image)
+    rows: list[Row] = []
+    if not label.is_file():
+        return image_id, height, width, rows
+    size = np.asarray([width, height], dtype=np.float64)
+    for n, line in enumerate(label.read_text(encoding="utf-8").splitlines()):
+        fields = line.split()
+        if not fields:
+            continue
+        where = Location(file=f"{label}:{n + 1}", image_id=image_id)
+        try:
+            cls, coords = int(fields[0]), np.asarray(fields[1:], dtype=np.float64)
+        except ValueError:
+            raise FormatError(f"line is not 'class x1 y1 ...': {line[:60]!r}", where) from None
+        if not 0 <= cls < num_classes:
+            raise FormatError(f"class {cls} is outside 0..{num_classes - 1}", where)
+        if not np.isfinite(coords).all():
+            raise FormatError("a coordinate is NaN or infinite", where)
+        if kpt is not None:
+            k, dims = kpt
+            if coords.size != 4 + k * dims:
+                raise FormatError(f"a pose line needs 4 + {k} x {dims} numbers (kpt_shape), got "
+                                  f"{coords.size}", where)
+            box = np.round(coords[:4] * np.r_[size, size], 5)
+            points = coords[4:].reshape(k, dims)
+            out = np.zeros((k, 3), np.float64)
+            out[:, :2] = np.round(points[:, :2] * size, 5)
+            # [K, 2]: Ultralytics takes a negative coordinate as "not labelled"
+            out[:, 2] = points[:, 2] if dims == 3 else np.where((points < 0).any(axis=1), 0, 2)
+            out[out[:, 2] <= 0] = 0
+            rows.append((cls, "pose", np.concatenate([box, out.reshape(-1)])))
+        elif coords.size == 4:
+            rows.append((cls, "box", np.round(coords * np.r_[size, size], 5)))
+        elif coords.size >= 6 and coords.size % 2 == 0:
+            rows.append((cls, "polygon", np.round(coords.reshape(-1, 2) * size, 5).reshape(-1)))
+        else:
+            raise FormatError(f"a line needs a box (4 numbers) or a polygon (an even count >= 6), "
+                              f"got {coords.size} numbers", where)
+    return image_id, height, width, rows
+
+
+def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = cxcywh
+    return np.asarray([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float64)
+
+
+def _instances(rows: list[Row], size: tuple[int, int], first_ann: int, polygons: bool,
+               kpt: tuple[int, int] | None, meta: SampleMeta) -> Instances:
+    height, width = size
+    labels = np.asarray([cls for cls, _, _ in rows], dtype=np.int64)
+    ids = np.arange(first_ann, first_ann + len(rows), dtype=np.int64)
+    if kpt is not None:
+        k = kpt[0]
+        boxes = np.asarray([_xyxy(v[:4]) for _, _, v in rows], np.float64).reshape(-1, 4)
+        keypoints = np.asarray([v[4:].reshape(k, 3) for _, _, v in rows],
+                               np.float32).reshape(-1, k, 3)
+        return Instances(image_size=size, boxes=boxes, labels=labels, keypoints=keypoints, ids=ids)
+    if not polygons:
+        boxes = np.asarray([_xyxy(v) for _, _, v in rows], np.float64).reshape(-1, 4)
+        return Instances(image_size=size, boxes=boxes, labels=labels, ids=ids)
     parts: list[list[np.ndarray]] = []
-    labels: list[int] = []
-    if label.is_file():
-        for n, line in enumerate(label.read_text(encoding="utf-8").splitlines()):
-            fields = line.split()
-            if not fields:
-                continue
-            where = Location(file=f"{label}:{n + 1}", image_id=image_id)
-            try:
-                cls, coords = int(fields[0]), np.asarray(fields[1:], dtype=np.float64)
-            except ValueError:
-                raise FormatError(f"line is not 'class x1 y1 ...': {line[:60]!r}", where) from None
-            if not 0 <= cls < len(categories):
-                raise FormatError(f"class {cls} is outside 0..{len(categories) - 1}", where)
-            if coords.size < 6 or coords.size % 2:
-                raise FormatError(f"a polygon needs an even count >= 6 of numbers, got {coords.size}", where)
-            if not np.isfinite(coords).all():
-                raise FormatError("a coordinate is NaN or infinite", where)
-            # to 1e-5 px: x / w * w comes back as x (pycocotools' rasteriser rounds at
-            # fifths of a pixel, so 369.49999999 and 369.5 can differ by a column)
-            xy = np.round(coords.reshape(-1, 2) * np.asarray([width, height], dtype=np.float64),
-                          5).reshape(-1)
-            pieces = split_outline(xy)
-            if len(pieces) > 1:
-                union, total = _areas(pieces, (height, width))
-                if union != total:  # overlapping pieces: only the whole outline fills as written
-                    pieces = [xy]
-            parts.append(pieces or [xy])
-            labels.append(cls)
-    masks = Masks.from_polygons(parts, (height, width))
-    instances = Instances(image_size=(height, width), masks=masks,
-                          labels=np.asarray(labels, dtype=np.int64),
-                          ids=np.arange(first_ann, first_ann + len(labels), dtype=np.int64))
-    meta = SampleMeta(source=str(source), file_name=file_name, original_size=(height, width),
-                      categories=categories, extra={"split": split})
-    return Sample(instances, image_id, meta, str(image))
+    rectangles = 0
+    for _, kind, xy in rows:
+        if kind == "box":
+            x0, y0, x1, y1 = _xyxy(xy)
+            parts.append([np.asarray([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)])
+            rectangles += 1
+            continue
+        pieces = split_outline(xy)
+        if len(pieces) > 1:
+            union, total = _areas(pieces, (height, width))
+            if union != total:  # overlapping pieces: only the whole outline fills as written
+                pieces = [xy]
+        parts.append(pieces or [xy])
+    if rectangles:
+        meta.notes.append(f"yolo: {rectangles} box line(s) read as rectangle masks")
+    masks = Masks.from_polygons(parts, size)
+    return Instances(image_size=size, masks=masks, labels=labels, ids=ids)
 
 
 class YoloDataset(Sequence[Sample]):

@@ -256,6 +256,80 @@ def test_split_names_are_ultralytics_keys(tiny: dict[str, Any], tmp_path: Path) 
     assert not (tmp_path / "y").exists()
 
 
+@pytest.fixture(scope="module")
+def pose(pose_minicoco: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+         ) -> dict[str, Any]:
+    train = read_coco(pose_minicoco["train_json"], pose_minicoco["train_images"])
+    val = read_coco(pose_minicoco["val_json"], pose_minicoco["val_images"])
+    out = tmp_path_factory.mktemp("pose") / "pose"
+    counts = write_yolo({"train": train, "val": val}, out, task="pose")
+    return {"train": train, "val": val, "out": out, "counts": counts}
+
+
+def test_pose_labels_keep_keypoints_and_boxes(pose: dict[str, Any]) -> None:
+    counts = pose["counts"]
+    samples = [*pose["train"], *pose["val"]]
+    objects = sum(len(s.instances) for s in samples)
+    bare = sum(int((~(s.instances.keypoints[:, :, 2] > 0).any(axis=1)).sum()) for s in samples)
+    assert counts["objects"] == counts["masks_dropped"] == objects == 152
+    assert counts["objects_without_keypoints"] == bare > 0 and counts["crowd"] == 1
+    data = yaml.safe_load((pose["out"] / "data.yaml").read_text())
+    assert data["kpt_shape"] == [17, 3] and data["kpt_names"][0][5] == "left_shoulder"
+    back = read_yolo_splits(pose["out"])
+    for split in ("train", "val"):
+        by_id = {s.image_id: s for s in back[split]}
+        for sample in pose[split]:
+            other = by_id[sample.image_id]
+            assert other.instances.masks is None
+            kp, kq = sample.instances.keypoints, other.instances.keypoints
+            np.testing.assert_array_equal(kq[..., 2], kp[..., 2])
+            seen = kp[..., 2] > 0
+            np.testing.assert_allclose(kq[seen][:, :2], kp[seen][:, :2], atol=1e-5)
+            np.testing.assert_allclose(other.instances.boxes, sample.instances.boxes, atol=1e-3)
+    table = back["train"][0].meta.categories
+    assert table.flip_pairs() == pose["train"].categories.flip_pairs()
+    assert table[0].skeleton == pose["train"].categories[0].skeleton
+
+
+def test_ultralytics_pose_and_detection_files_read(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    # Ultralytics' own pose layout without kpt_names: names from flip_idx, so flips swap
+    (tmp_path / "data.yaml").write_text("train: images\nval: images\nnames: {0: p}\n"
+                                        "kpt_shape: [3, 2]\nflip_idx: [0, 2, 1]\n")
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5 0.5 0.5 0.25 0.5 -1 -1\n")
+    sample = read_yolo(tmp_path)[0]
+    assert sample.meta.categories.flip_pairs() == [(1, 2)]
+    np.testing.assert_allclose(sample.instances.keypoints[0],
+                               [[20, 10, 2], [10, 10, 2], [0, 0, 0]])
+    np.testing.assert_allclose(sample.instances.boxes[0], [10, 5, 30, 15])
+    (tmp_path / "data.yaml").write_text("names: [p]\nkpt_shape: [3, 2]\nflip_idx: [1, 1, 2]\n")
+    with pytest.raises(FormatError, match="'flip_idx' must swap pairs"):
+        read_yolo(tmp_path)
+    # YOLO detection: boxes only, no masks
+    (tmp_path / "data.yaml").write_text("names: [p]\n")
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    sample = read_yolo(tmp_path)[0]
+    assert sample.instances.masks is None
+    np.testing.assert_allclose(sample.instances.boxes, [[10, 5, 30, 15]])
+    # a box line among polygons: a rectangle mask, noted
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n0 0.1 0.1 0.4 0.1 0.4 0.6\n")
+    sample = read_yolo(tmp_path)[0]
+    assert sample.instances.masks.area().tolist() == [200, 60]
+    assert sample.meta.notes == ["yolo: 1 box line(s) read as rectangle masks"]
+    with pytest.raises(FormatError, match=r"a pose line needs 4 \+ 3 x 2 numbers"):
+        (tmp_path / "data.yaml").write_text("names: [p]\nkpt_shape: [3, 2]\n")
+        read_yolo(tmp_path)
+
+
+def test_pose_needs_keypoint_names(tiny: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(InstkitError, match="task='pose' needs categories with keypoint names"):
+        write_yolo(tiny["val"], tmp_path / "p", task="pose")
+
+
 def test_bad_lines_name_the_file_and_line(tmp_path: Path) -> None:
     _write_lines(tmp_path, ["0 0.1 0.1 0.5 0.1 0.5 0.5", "3 0.1 0.1 0.5 0.1 0.5 0.5"], 20)
     with pytest.raises(FormatError, match=r"1.txt:2"):
@@ -316,12 +390,17 @@ _ULTRALYTICS = textwrap.dedent("""
             differ += pair[0] != pair[1]
     out["joins"] = [same, differ]
     out["holes_filled_by_ultralytics"] = holes
+    pose = check_det_dataset(sys.argv[5], autodownload=False)
+    ds = YOLODataset(img_path=pose["train"], imgsz=320, augment=False, hyp=get_cfg(),
+                     task="pose", data=pose)
+    out["pose"] = [len(ds.labels), sum(len(lb["cls"]) for lb in ds.labels),
+                   list(ds[0]["keypoints"].shape[1:]), pose["flip_idx"]]
     print(json.dumps(out))
 """)
 
 
 def test_ultralytics_reads_what_instkit_writes(tiny: dict[str, Any], tinycoco: dict[str, Path],
-                                               tmp_path: Path) -> None:
+                                               pose: dict[str, Any], tmp_path: Path) -> None:
     """Ultralytics' own dataset check and loader on the split folder (no network), and its
     ``merge_multi_segment`` filling the same pixels as ``join_parts``; in a child process, as
     importing Ultralytics changes OpenCV's thread count and writes a settings file."""
@@ -332,7 +411,7 @@ def test_ultralytics_reads_what_instkit_writes(tiny: dict[str, Any], tinycoco: d
     run = subprocess.run(
         [sys.executable, "-c", _ULTRALYTICS, str(tiny["out"] / "data.yaml"),
          str(tinycoco["train_json"]), str(tinycoco["train_images"]),
-         str(tiny["out"] / "labels" / "train")],
+         str(tiny["out"] / "labels" / "train"), str(pose["out"] / "data.yaml")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -345,3 +424,7 @@ def test_ultralytics_reads_what_instkit_writes(tiny: dict[str, Any], tinycoco: d
     # for its outline pixels, which fillPoly draws)
     assert len(result["holes_filled_by_ultralytics"]) == 1
     assert result["holes_filled_by_ultralytics"][0] < 0.2
+    # pose labels: every person, 17 keypoints, COCO's flip_idx as in Ultralytics' coco-pose.yaml
+    objects = sum(len(s.instances) for s in pose["train"])
+    assert result["pose"] == [30, objects, [17, 3],
+                              [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]]
