@@ -149,6 +149,25 @@ def test_sa1b_tars_findings_in_members(small_coco: Path, tmp_path: Path) -> None
         rows[0][0]["annotations"])
 
 
+def test_validate_cli_checks_tar_images(small_coco: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from instkit.cli import cli
+
+    rows = sa1b_rows(small_coco)
+    rows[5] = (rows[5][0], rows[5][1][:200])  # a cut PNG
+    folder = write_sa1b_tars(tmp_path / "cut", rows, 12)
+    plain = CliRunner().invoke(cli, ["validate", str(folder), "--format", "json"])
+    assert plain.exit_code == 0 and not json.loads(plain.output)["images_checked"]
+    checked = CliRunner().invoke(cli, ["validate", str(folder), "--check-images", "--format",
+                                       "json", "--workers", "2"])
+    assert checked.exit_code == 1
+    report = json.loads(checked.output)
+    assert report["images_checked"] and report["by_code"] == {"image-unreadable": 1}
+    assert report["findings"][0]["location"]["file"].endswith(
+        f"sa_000000.tar/sa_{rows[5][0]['image']['image_id']}.png")
+
+
 def test_validate_cli_on_shards(small_shards: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
