@@ -422,7 +422,7 @@ def _label_lines(sample: Sample, counts: dict[str, int]) -> list[str]:
                     continue
                 counts["rle_as_polygons"] += 1
                 counts["holes_kept"] += holes
-            parts = [p for p in given if len(np.unique(p.reshape(-1, 2), axis=0)) >= 3]
+            parts = [p for p in given if len(set(zip(p[0::2].tolist(), p[1::2].tolist()))) >= 3]
             counts["parts_dropped"] += len(given) - len(parts)
             if not parts:
                 counts["empty_masks_dropped"] += 1
@@ -458,7 +458,8 @@ def _load_data(root: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Cate
     if not data_file.is_file():
         raise FormatError("no data.yaml", Location(file=str(root)))
     try:
-        data = yaml.safe_load(data_file.read_text(encoding="utf-8")) or {}
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where built in
+        data = yaml.load(data_file.read_text(encoding="utf-8"), Loader=loader) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise FormatError(f"data.yaml is not valid YAML: {exc}", Location(file=str(data_file))) from None
     if not isinstance(data, dict):
