@@ -48,6 +48,16 @@ def test_keypointrcnn_targets_are_the_annotations(persons: list[Any]) -> None:
     assert Collator("keypointrcnn")(crowd).info.drop_counts() == {"crowd": 1}
 
 
+def test_packed_in_a_worker_finished_in_the_main_process(persons: list[Any]) -> None:
+    import pickle
+
+    collator = Collator("keypointrcnn", size=(200, 240))
+    packed = pickle.loads(pickle.dumps(collator.pack(persons[:3])))  # what a worker returns
+    direct = collator(persons[:3])
+    for a, b in zip(collator.finish(packed).targets, direct.targets, strict=True):
+        assert torch.equal(a["keypoints"], b["keypoints"]) and torch.equal(a["boxes"], b["boxes"])
+
+
 def test_resized_keypoints_match_torchvision(persons: list[Any]) -> None:
     from torchvision.models.detection.transform import resize_keypoints
 
