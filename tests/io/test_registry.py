@@ -168,12 +168,15 @@ def test_any_sample_comes_back_pixel_for_pixel(fmt: str) -> None:
     import tempfile
 
     import numpy as np
-    from hypothesis import given
+    from hypothesis import assume, given
 
     from instkit.testing.strategies import samples
 
     @given(samples(max_instances=4))
     def check(sample: Any) -> None:
+        masks = sample.instances.masks
+        # A polygon that covers no pixel: SA-1B leaves it out (counted), COCO/LVIS cannot box it.
+        assume(fmt in ("labelme", "cvat") or not masks.is_empty().any())
         with tempfile.TemporaryDirectory() as folder:
             out = _target(Path(folder), fmt)
             counts = io.save([sample], out, fmt, sample.meta.categories)

@@ -167,3 +167,15 @@ def test_samples_pickle_without_decoding_their_image(tmp_path: Path) -> None:
     assert sample._slot._array is None and copy._slot._array is None  # still the tar member
     assert int(copy.image[0, 0, 0]) == 80 and copy._slot._array is not None
     assert len(pickle.loads(pickle.dumps(data))) == 2
+
+
+def test_empty_masks_are_left_out_and_counted(tmp_path: Path) -> None:
+    from instkit.masks import BitmapMask, Masks
+
+    sample = read_sa1b(_folder(tmp_path / "sa"))[0]
+    inst = sample.instances
+    empty = BitmapMask(np.zeros((0, 0), bool), (0, 0))
+    masks = Masks([inst.masks.items[0], empty], inst.image_size)
+    counts = write_sa1b([sample.replace(instances=inst.replace(masks=masks))], tmp_path / "out")
+    assert counts["empty_masks_dropped"] == 1 and counts["objects"] == 1
+    assert len(read_sa1b(tmp_path / "out")[0].instances) == 1
