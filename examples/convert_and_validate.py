@@ -5,8 +5,9 @@
 
 Steps: ``validate_file`` lists every finding with its check code and place; ``fix=`` writes a
 repaired copy (never over the input); the repaired file validates without errors; the dataset
-goes to YOLO-seg (normalised polygons, one object per line) and back, and the mask IoU per
-instance shows what that format cannot hold (holes, extra parts, crowd RLE).
+goes to YOLO-seg (normalised polygons, one object per line: parts and holes joined into one
+outline) and back, and the mask IoU per instance shows what came back (the writer's counts say
+what the format could not hold: crowd flags, keypoints).
 """
 
 from __future__ import annotations
