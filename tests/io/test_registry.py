@@ -188,3 +188,17 @@ def test_any_sample_comes_back_pixel_for_pixel(fmt: str) -> None:
             np.testing.assert_array_equal(back.image, sample.image)
 
     check()
+
+
+def test_report_command_takes_a_labelme_folder(tmp_path: Path) -> None:
+    from tests.io.test_labelme import _document, _write
+    from tests.viz.test_pages import load_data
+
+    folder = _write(tmp_path / "lm", _document(), ["cat", "dog"])
+    out = tmp_path / "page"
+    result = CliRunner().invoke(cli, ["report", "dataset", str(folder), "-o", str(out),
+                                      "--no-progress", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    data = load_data(out)
+    assert [r["n"] for r in data["images"]] == [5]
+    assert any("1 LabelMe circles traced as polygons" in n for n in data["notes"])

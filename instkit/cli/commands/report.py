@@ -36,7 +36,7 @@ def _common(function: click.decorators.FC) -> click.decorators.FC:
 
 
 @command.command("dataset")
-@click.argument("annotation_file", type=_EXISTING_FILE)
+@click.argument("annotation_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--images", type=_EXISTING_DIR, default=None,
               help="Folder of the images (default: the annotation file's folder).")
 @click.option("--no-validate", is_flag=True, help="Skip instkit validate's checks.")
@@ -44,7 +44,8 @@ def _common(function: click.decorators.FC) -> click.decorators.FC:
 def dataset(annotation_file: Path, images: Path | None, no_validate: bool, out_dir: Path,
             thumb_size: int, detail_size: int, workers: int | None, title: str | None,
             progress: bool) -> None:
-    """Summary, charts, filterable thumbnail grid and per-image details of ANNOTATION_FILE."""
+    """Summary, charts, filterable thumbnail grid and per-image details of ANNOTATION_FILE
+    (any format `instkit convert` reads: a COCO file, a LabelMe or SA-1B folder...)."""
     from instkit.viz.pages import dataset_report
 
     index = dataset_report(annotation_file, images, out_dir, validate=not no_validate,
