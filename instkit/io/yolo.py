@@ -526,14 +526,24 @@ def _keypoint_names(data: dict[str, Any], data_file: Path, num_classes: int
 
 def _dataset_root(data_file: Path, data: dict[str, Any]) -> Path:
     """The folder split paths are relative to: ``path`` (against the data.yaml folder, then as
-    given, as Ultralytics also tries the working directory), else the data.yaml folder."""
+    given, as Ultralytics also tries the working directory), else the data.yaml folder. A
+    ``path`` that names no folder holding the splits (a dataset moved, or one downloaded with
+    ``path: coco8`` for Ultralytics' datasets folder) falls back to the data.yaml folder when
+    the splits are there."""
     base = data_file.parent
     path = data.get("path")
     if not path:
         return base
-    for candidate in (base / str(path), Path(str(path))):
-        if candidate.is_dir():
+    entries: list[str] = []
+    for key in SPLITS:
+        value = data.get(key)
+        entries += [e for e in (value if isinstance(value, list) else [value]) if isinstance(e, str)]
+    candidates = [c for c in (base / str(path), Path(str(path)), base) if c.is_dir()]
+    for candidate in candidates:
+        if all((candidate / e).exists() for e in entries):
             return candidate
+    if candidates[0] != base:
+        return candidates[0]  # the missing split is named by the caller
     raise FormatError(f"data.yaml 'path' {path!r} is not a folder (tried beside data.yaml and "
                       "from the working directory)", Location(file=str(data_file)))
 

@@ -244,6 +244,10 @@ def test_split_lists_and_path(tmp_path: Path) -> None:
     assert [s.meta.file_name for s in splits["train"]] == ["b.png", "a.png"]
     assert [s.meta.file_name for s in splits["val"]] == ["c.png"]
     assert splits["val"][0].instances.masks.area()[0] > 0
+    # moved: a path that is no longer there, the splits beside data.yaml
+    (root / "data.yaml").write_text("path: /nowhere/data\ntrain: images/train\nval: images/val\n"
+                                    "names: [x, y]\n")
+    assert len(read_yolo(root)) == 3
     (tmp_path / "data.yaml").write_text("path: data\ntrain: images/train\nval: images/nope\n"
                                         "names: [x, y]\n")
     with pytest.raises(FormatError, match="'val': 'images/nope' is not a folder"):
