@@ -1,5 +1,6 @@
 """YOLO-seg text labels: ``images/``, ``labels/<stem>.txt`` (one object a line:
-``class x1 y1 x2 y2 ...`` normalised to [0, 1]) and ``data.yaml`` (splits and ``names``).
+``class x1 y1 x2 y2 ...`` normalised to [0, 1]) and ``data.yaml`` (splits and ``names``); also
+Ultralytics' pose labels (``task="pose"``) and, for reading, detection boxes.
 
 Layouts. ``write_yolo(samples, out)`` writes one folder of images (``images/``, ``labels/``,
 ``data.yaml`` with ``train: images`` and ``val: images``); ``write_yolo({"train": a, "val": b,
@@ -17,7 +18,7 @@ What the format cannot hold, and what ``write_yolo`` does (counted in its return
   there and back (``parts_joined`` extra parts). Even-odd filling (OpenCV's ``fillPoly``,
   pycocotools) gives back the parts' union unless parts overlap: an overlap is then left out
   (``overlapping_parts`` objects). ``read_yolo`` splits such a joined outline back into its parts
-  where that gives the same pixels.
+  where that gives the same pixels (an outline with holes stays one outline: its even-odd fill).
 - RLE and bitmap masks (crowd regions) are traced on their pixel edges (``rle_as_polygons``):
   every outer contour and every hole (``holes_kept``; islands in holes too), joined the same
   way, so that even-odd filling (OpenCV's ``fillPoly`` in Ultralytics, pycocotools) gives the
@@ -28,7 +29,8 @@ What the format cannot hold, and what ``write_yolo`` does (counted in its return
 - parts of fewer than 3 vertices cannot be polygons (``parts_dropped``); objects without masks
   are written as their box (``boxes_as_polygons``); empty masks are left out
   (``empty_masks_dropped``).
-- not stored: keypoints (``keypoints_dropped`` objects), ``iscrowd`` (``crowd``), annotation ids,
+- not stored: keypoints (``keypoints_dropped`` objects; ``task="pose"`` writes them, and no
+  masks), ``iscrowd`` (``crowd``), annotation ids,
   the file's bbox/area. ``data.yaml`` also records ``coco_category_ids`` so that COCO ids come
   back on reading.
 
