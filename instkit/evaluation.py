@@ -436,6 +436,34 @@ def _usable_counts(results: list[Any], sizes: Mapping[int, tuple[int, int]]) -> 
     return {candidates[i] for i in np.flatnonzero(usable).tolist()}
 
 
+def _check_result_header(result: Any, k: int, sizes: Mapping[int, tuple[int, int]],
+                         categories: Categories, file: str | None) -> tuple[int, int, float]:
+    """A result's ``image_id``, ``category_id`` and ``score`` by the rulebook's rules; raises
+    the rule's error naming the result index and field."""
+    if not isinstance(result, dict):
+        raise rules.rule_error("schema-type", f"a result must be an object, got "
+                               f"{type(result).__name__}", Location(file=file, json_path=f"[{k}]"))
+    image_id = result.get("image_id")
+    if not rules.check_id(image_id, "'image_id'", rules.raiser(file), f"[{k}].image_id",
+                          "image_id" in result):
+        raise AssertionError("unreachable: the report raised")  # narrows the type
+    report = rules.raiser(file, image_id=image_id)
+    if image_id not in sizes:
+        report("unknown-image", f"unknown image id {image_id} (not in the ground truth)",
+               f"[{k}].image_id")
+    category_id = result.get("category_id")
+    if not rules.check_id(category_id, "'category_id'", report, f"[{k}].category_id",
+                          "category_id" in result):
+        raise AssertionError("unreachable: the report raised")
+    if not categories.has_id(category_id):
+        report("unknown-category", f"unknown category id {category_id}", f"[{k}].category_id")
+    score = result.get("score")
+    if not rules.is_finite_number(score):
+        report("schema-type" if "score" in result else "schema-missing",
+               f"'score' must be a finite number, got {show_value(score)}", f"[{k}].score")
+    return image_id, category_id, float(score)  # type: ignore[arg-type]
+
+
 def _normalise_results(
     results: Any, sizes: Mapping[int, tuple[int, int]], categories: Categories,
     file: str | None = None,
@@ -448,31 +476,20 @@ def _normalise_results(
         raise rules.rule_error("schema-type", f"COCO results must be a JSON list, got "
                                f"{type(results).__name__}", Location(file=file, json_path="$"))
     good_counts = _usable_counts(results, sizes)
+    category_ids = set(categories.ids)
     out = []
     for k, result in enumerate(results):
-        where = Location(file=file, json_path=f"[{k}]")
-        if not isinstance(result, dict):
-            raise rules.rule_error("schema-type", f"a result must be an object, got "
-                                   f"{type(result).__name__}", where)
-        image_id = result.get("image_id")
-        if not rules.check_id(image_id, "'image_id'", rules.raiser(file), f"[{k}].image_id",
-                              "image_id" in result):
-            raise AssertionError("unreachable: the report raised")  # narrows the type
+        if type(result) is dict:
+            image_id, category_id = result.get("image_id"), result.get("category_id")
+            score = result.get("score")
+        # The well-formed header in a few type tests (ids found in the ground truth are
+        # checked ints); anything else goes rule by rule, which names what is wrong.
+        if not (type(result) is dict and type(image_id) is int and image_id in sizes
+                and type(category_id) is int and category_id in category_ids
+                and type(score) is float and math.isfinite(score)):
+            image_id, category_id, score = _check_result_header(result, k, sizes, categories,
+                                                                file)
         report = rules.raiser(file, image_id=image_id)
-        where = Location(file=file, json_path=f"[{k}]", image_id=image_id)
-        if image_id not in sizes:
-            report("unknown-image", f"unknown image id {image_id} (not in the ground truth)",
-                   f"[{k}].image_id")
-        category_id = result.get("category_id")
-        if not rules.check_id(category_id, "'category_id'", report, f"[{k}].category_id",
-                              "category_id" in result):
-            raise AssertionError("unreachable: the report raised")
-        if not categories.has_id(category_id):
-            report("unknown-category", f"unknown category id {category_id}", f"[{k}].category_id")
-        score = result.get("score")
-        if not rules.is_finite_number(score):
-            report("schema-type" if "score" in result else "schema-missing",
-                   f"'score' must be a finite number, got {show_value(score)}", f"[{k}].score")
         size = sizes[image_id]
         segmentation = result.get("segmentation")
         rle: dict[str, Any] | None = None
@@ -502,7 +519,7 @@ def _normalise_results(
                        f"[{k}].bbox")
         if rle is None and box is None:
             report("schema-missing", "a result needs a 'segmentation' or a 'bbox'", f"[{k}]")
-        out.append({"image_id": image_id, "category_id": category_id, "score": float(score),  # type: ignore[arg-type]
+        out.append({"image_id": image_id, "category_id": category_id, "score": float(score),
                     "segmentation": rle, "bbox": box})
     return out
 

@@ -250,6 +250,8 @@ class Context:
     # by its index in 'annotations' (the reader packs them instead of converting and
     # rasterising again).
     polygons: dict[int, tuple[list[np.ndarray], bytes]] | None = None
+    # The file's bytes hold no 'true'/'false' token, so no value is a JSON boolean.
+    no_booleans: bool = False
 
 
 class Collector:
@@ -338,13 +340,37 @@ def _nonfinite_or_huge(values: list[Any]) -> str | None:
     return None
 
 
+def _number_part(part: Any, no_booleans: bool) -> np.ndarray | None:
+    """A polygon part as float64 when it is a flat list of numbers, else None. With
+    ``no_booleans`` (the document has no ``true``/``false`` token) NumPy's own inference
+    decides (a flat list it makes ints or floats holds only numbers); otherwise each item's
+    type is tested. Raises OverflowError for an integer beyond float64."""
+    if type(part) is not list:
+        return None
+    if no_booleans:
+        try:
+            inferred = np.asarray(part)
+        except (ValueError, TypeError):
+            return None
+        if inferred.ndim == 1 and inferred.dtype.kind in "fi":
+            return inferred.astype(np.float64, copy=False)
+        if inferred.dtype.kind != "O":  # strings, nested lists
+            return None
+    if not all_numbers(part):
+        return None
+    return np.asarray(part, dtype=np.float64)
+
+
 def polygon_parts(segmentation: list[Any], path: str, image_id: Any, ann_id: Any,
-                  out: Collector | None, limits: Limits = DEFAULT_LIMITS) -> list[np.ndarray]:
+                  out: Collector | None, limits: Limits = DEFAULT_LIMITS, *,
+                  no_booleans: bool = False) -> list[np.ndarray]:
     """The usable parts of a polygon segmentation; problems with the others are reported.
 
     A part is a flat list of at least 3 (x, y) pairs of finite numbers within
     ``max_coordinate``; the annotation's summed outline must stay within
-    ``max_polygon_outline`` (then no part is usable)."""
+    ``max_polygon_outline`` (then no part is usable). ``no_booleans``: the document is known
+    to hold no JSON ``true``/``false`` (``Context.no_booleans``), which makes the type test
+    cheaper."""
 
     def report(code: str, message: str, where: str) -> None:
         if out is not None:
@@ -354,14 +380,14 @@ def polygon_parts(segmentation: list[Any], path: str, image_id: Any, ann_id: Any
     outline = bound = 0.0
     for k, part in enumerate(segmentation):
         where = f"{path}.segmentation[{k}]"
-        if not isinstance(part, list) or not all_numbers(part):
-            report("schema-type", "a polygon part must be a flat list of numbers", where)
-            continue
         try:
-            coords = np.asarray(part, dtype=np.float64)
+            coords = _number_part(part, no_booleans)
         except OverflowError:  # an integer beyond float64
             report("coordinate-out-of-range", f"a coordinate is beyond float64 (limit "
                    f"+-{limits.max_coordinate:g})", where)
+            continue
+        if coords is None:
+            report("schema-type", "a polygon part must be a flat list of numbers", where)
             continue
         largest = float(np.abs(coords).max()) if coords.size else 0.0
         if not math.isfinite(largest):  # NaN or infinity somewhere (max propagates both)
@@ -734,7 +760,8 @@ def check_annotation(ann: dict[str, Any], index: int, ctx: Context, out: Collect
         if not segmentation:
             report("mask-empty", "segmentation is an empty list", f"{path}.segmentation")
             return None
-        parts = polygon_parts(segmentation, path, image_id, ann_id, out, limits)
+        parts = polygon_parts(segmentation, path, image_id, ann_id, out, limits,
+                              no_booleans=ctx.no_booleans)
         if size is None:
             return None
         if not parts:
@@ -917,6 +944,7 @@ def check_document(document: Any, *, file: str | None = None, raw: bytes | None 
     ctx = Context(file, limits or DEFAULT_LIMITS, skip=skip or {},
                   polygons={} if keep_polygons else None)
     find_nonfinite(document, out, raw)
+    ctx.no_booleans = raw is not None and b"true" not in raw and b"false" not in raw
     if not isinstance(document, dict):
         out.add("schema-type", f"a COCO file must hold a JSON object, got {_type_name(document)}",
                 json_path="$")
