@@ -36,7 +36,7 @@ from instkit.cocoeval import CocoEvalResult, evaluate_coco
 from instkit.errors import FormatError, InstkitError, Location, show_value
 from instkit.instances import Instances
 from instkit.io.coco import CocoDataset, sample_annotations
-from instkit.io.files import load_json
+from instkit.io.files import collector_paused, load_json
 from instkit.masks import (
     RLE_OK,
     Masks,
@@ -836,8 +836,8 @@ def evaluate(
     gt = _ground_truth_table(ground_truth, categories)
     disable = None if progress is None else not progress
     sample_predictions: list[Sample] | None = None
-    with tqdm(total=len(gt.order) + 2 * len(iou_types), desc="evaluate", unit="step",
-              disable=disable, leave=False) as bar:
+    with collector_paused(), tqdm(total=len(gt.order) + 2 * len(iou_types), desc="evaluate",
+                                  unit="step", disable=disable, leave=False) as bar:
         if isinstance(predictions, list) and (not predictions or isinstance(predictions[0], dict)):
             results = _normalise_results(predictions, gt.sizes, gt.categories)
         else:

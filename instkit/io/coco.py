@@ -31,7 +31,7 @@ import numpy as np
 from instkit.categories import Categories
 from instkit.errors import FormatError, InstkitError, Location
 from instkit.instances import Instances
-from instkit.io.files import atomic_write, safe_join, same_file
+from instkit.io.files import atomic_write, collector_paused, safe_join, same_file
 from instkit.masks import (
     MaskItem,
     Masks,
@@ -455,11 +455,13 @@ def read_coco(
     ``limits``: the bounds of ``instkit.validate.rules.Limits``.
     """
     path = os.fspath(annotation_file)
-    document = rules.load_document(path)
-    with open(path, "rb") as handle:  # only searched for NaN/Infinity tokens (C speed)
-        raw = handle.read()
     root = os.fspath(image_root) if image_root is not None else str(Path(path).resolve().parent)
-    return CocoDataset(document, file=path, image_root=root, strict=strict, limits=limits, raw=raw)
+    with collector_paused():
+        document = rules.load_document(path)
+        with open(path, "rb") as handle:  # only searched for tokens (C speed)
+            raw = handle.read()
+        return CocoDataset(document, file=path, image_root=root, strict=strict, limits=limits,
+                           raw=raw)
 
 
 # --- writing ------------------------------------------------------------------------------------
