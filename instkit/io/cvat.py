@@ -52,10 +52,11 @@ from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location, MaskError
 from instkit.instances import Instances
 from instkit.io.files import atomic_write, safe_join
+from instkit.io.labelme import check_coordinates, check_outline
 from instkit.io.registry import SampleList
 from instkit.io.sa1b import copy_image
 from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
-from instkit.sample import Sample, SampleMeta
+from instkit.sample import Sample, SampleMeta, check_image_pixels
 
 REGIONS = ("polygon", "box", "mask", "ellipse")
 OTHERS = ("polyline", "points", "cuboid", "skeleton", "tag")
@@ -88,7 +89,9 @@ def _points(element: ET.Element, at: Location) -> np.ndarray:
         raise FormatError(f"points={raw[:60]!r} is not 'x0,y0;x1,y1;...'", at) from None
     if any(len(p) != 2 for p in pairs) or not all(math.isfinite(v) for p in pairs for v in p):
         raise FormatError(f"points={raw[:60]!r} is not 'x0,y0;x1,y1;...' of finite numbers", at)
-    return np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    array = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    check_coordinates(array, at)
+    return array
 
 
 def _rotated(corners: np.ndarray, degrees: float) -> np.ndarray:
@@ -123,24 +126,30 @@ def shape_region(element: ET.Element, size: tuple[int, int], at: Location) -> Ma
         points = _points(element, at)
         if len(points) < 3:
             raise FormatError(f"a polygon needs at least 3 points, got {len(points)}", at)
+        check_outline(points, at)
         return PolygonMask((points.reshape(-1),))
     if tag == "box":
         x0, y0, x1, y1 = (_number(element, k, at) for k in ("xtl", "ytl", "xbr", "ybr"))
         if x1 < x0 or y1 < y0:
             raise FormatError(f"a box with xbr < xtl or ybr < ytl ({x0}, {y0}, {x1}, {y1})", at)
         corners = np.asarray([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
-        rotation = float(element.get("rotation") or 0)
+        check_coordinates(corners, at)
+        check_outline(corners, at)
+        rotation = _number(element, "rotation", at) if element.get("rotation") else 0.0
         return PolygonMask((_rotated(corners, rotation).reshape(-1),))
     if tag == "ellipse":
         cx, cy, rx, ry = (_number(element, k, at) for k in ("cx", "cy", "rx", "ry"))
         if rx <= 0 or ry <= 0:
             raise FormatError(f"an ellipse needs rx, ry > 0, got {rx}, {ry}", at)
+        check_coordinates(np.asarray([cx - rx, cy - ry, cx + rx, cy + ry]), at)
+        check_outline(np.asarray([cx - rx, cy - ry, cx + rx, cy + ry]), at)
         radius = max(rx, ry)
         vertices = 12 if radius <= 1.0 else max(12, int(math.pi / math.acos(1.0 - 1.0 / radius)))
         angles = (2.0 * math.pi / vertices) * np.arange(vertices)
         xy = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], 1)
         centre = np.asarray([cx, cy])
-        rotation = math.radians(float(element.get("rotation") or 0))
+        rotation = math.radians(_number(element, "rotation", at) if element.get("rotation")
+                                else 0.0)
         turn = np.asarray([[math.cos(rotation), -math.sin(rotation)],
                            [math.sin(rotation), math.cos(rotation)]])
         return PolygonMask((((xy - centre) @ turn.T + centre).reshape(-1),))
@@ -149,6 +158,10 @@ def shape_region(element: ET.Element, size: tuple[int, int], at: Location) -> Ma
                                     for k in ("left", "top", "width", "height"))
         if width <= 0 or height <= 0:
             raise FormatError(f"a mask needs width, height > 0, got {width}, {height}", at)
+        h, w = size
+        if left < 0 or top < 0 or left + width > w or top + height > h:
+            raise FormatError(f"the mask's box (left {left}, top {top}, width {width}, height "
+                              f"{height}) leaves the {w}x{h} image", at)
         raw = element.get("rle")
         try:
             counts = [int(v) for v in (raw or "").split(",") if v.strip()]
@@ -157,14 +170,7 @@ def shape_region(element: ET.Element, size: tuple[int, int], at: Location) -> Ma
         if any(c < 0 for c in counts) or sum(counts) != width * height:
             raise FormatError(f"rle runs sum to {sum(counts)}, expected width*height = "
                               f"{width}*{height} = {width * height} (non-negative runs)", at)
-        crop = decode_cvat_rle(counts, width, height)
-        h, w = size
-        ys = slice(max(top, 0), min(top + height, h))
-        xs = slice(max(left, 0), min(left + width, w))
-        if ys.start >= ys.stop or xs.start >= xs.stop:
-            return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
-        return tight_bitmap(crop[ys.start - top: ys.stop - top, xs.start - left: xs.stop - left],
-                            (ys.start, xs.start))
+        return tight_bitmap(decode_cvat_rle(counts, width, height), (top, left))
     raise FormatError(f"<{tag}> is not a region (regions: {', '.join(REGIONS)})", at)
 
 
@@ -215,7 +221,7 @@ def read_cvat(path: str | os.PathLike[str], images: str | os.PathLike[str] | Non
         file.parent / "images" if (file.parent / "images").is_dir() else file.parent)
     try:
         tree = ET.parse(file)
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError, ValueError) as exc:  # LookupError: unknown encoding
         raise FormatError(f"invalid XML: {exc}", Location(file=str(file))) from None
     root = tree.getroot()
     if root.tag != "annotations":
@@ -265,6 +271,7 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
     height = int(_number(image, "height", where, integer=True))
     if width <= 0 or height <= 0:
         raise FormatError(f"image size must be positive, got {width}x{height}", where)
+    check_image_pixels((width, height), where)
     size = (height, width)
     groups: dict[Any, list[int]] = {}
     other: list[str] = []
@@ -311,13 +318,17 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
         grouped_boxes = [n for n in members if children[n].tag == "box" and n not in regions]
         if grouped_boxes:
             element = children[grouped_boxes[0]]
-            box = [float(element.get(key) or 0) for key in ("xtl", "ytl", "xbr", "ybr")]
+            at = Location(file=str(file), json_path=f"image[{k}]/box[{grouped_boxes[0]}]",
+                          image_id=image_id)
+            box = [_number(element, key, at) for key in ("xtl", "ytl", "xbr", "ybr")]
         first = children[regions[0]]
+        at = Location(file=str(file), json_path=f"image[{k}]/{first.tag}[{regions[0]}]",
+                      image_id=image_id)
         items.append(item)
         labels.append(label_of[first.get("label", "")])
         boxes.append(box)
         occluded.append(any(children[n].get("occluded") == "1" for n in members))
-        z_order.append(int(float(first.get("z_order") or 0)))
+        z_order.append(int(_number(first, "z_order", at)) if first.get("z_order") else 0)
         attributes.append({a.get("name", ""): a.text or "" for n in members
                            for a in children[n].findall("attribute")})
         sources.append([ET.tostring(children[n], encoding="unicode").strip() for n in members])

@@ -52,6 +52,7 @@ from instkit.categories import Categories
 from instkit.errors import (
     FormatError,
     InstkitError,
+    LimitError,
     Location,
     MaskError,
     PathEscapeError,
@@ -62,7 +63,7 @@ from instkit.io.files import load_json, safe_join, staged_folder
 from instkit.io.registry import SampleList
 from instkit.io.sa1b import EncodedImageSlot, InlineImage, copy_image, suffix_for
 from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
-from instkit.sample import Sample, SampleMeta, open_image
+from instkit.sample import Sample, SampleMeta, check_image_pixels, open_image
 
 VERSION = "5.5.0"
 REGION_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "mask")
@@ -75,6 +76,28 @@ _SKIP_LABELS = ("__ignore__", "_background_")
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_coordinates(points: np.ndarray, at: Location) -> None:
+    """Coordinates within the rulebook's ``max_coordinate`` (checked before anything is traced
+    or rasterised: pycocotools and the tracers work in C ints)."""
+    from instkit.validate.rules import DEFAULT_LIMITS
+
+    largest = float(np.abs(points).max()) if points.size else 0.0
+    if largest > DEFAULT_LIMITS.max_coordinate:
+        raise LimitError(f"a coordinate reaches {largest:g}, beyond "
+                         f"+-{DEFAULT_LIMITS.max_coordinate:g}", at, code="coordinate-out-of-range")
+
+
+def check_outline(part: np.ndarray, at: Location) -> None:
+    """A polygon part whose outline stays within the rulebook's ``max_polygon_outline`` px."""
+    from instkit.validate.rules import DEFAULT_LIMITS
+
+    xy = part.reshape(-1, 2)
+    outline = float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1).sum())
+    if outline > DEFAULT_LIMITS.max_polygon_outline:
+        raise LimitError(f"the polygon outline is {outline:.0f} px long, beyond the limit "
+                         f"{DEFAULT_LIMITS.max_polygon_outline} px", at, code="polygon-too-large")
 
 
 def circle_polygon(center: Sequence[float], rim: Sequence[float]) -> np.ndarray:
@@ -116,7 +139,9 @@ def _points(shape: dict[str, Any], at: Location) -> np.ndarray:
             isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in points)):
         raise FormatError(f"'points' must be a non-empty list of [x, y] finite numbers, got "
                           f"{show_value(points)}", at)
-    return np.asarray(points, dtype=np.float64)
+    array = np.asarray(points, dtype=np.float64)
+    check_coordinates(array, at)
+    return array
 
 
 def shape_region(shape: dict[str, Any], size: tuple[int, int], at: Location) -> MaskItem:
@@ -129,15 +154,21 @@ def shape_region(shape: dict[str, Any], size: tuple[int, int], at: Location) -> 
     if kind == "polygon":
         if len(points) < 3:
             raise FormatError(f"a polygon needs at least 3 points, got {len(points)}", at)
+        check_outline(points, at)
         return PolygonMask((points.reshape(-1),))
     if kind == "rectangle":
         (x0, x1), (y0, y1) = sorted(points[:, 0]), sorted(points[:, 1])
-        return PolygonMask((np.asarray([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64),))
+        corners = np.asarray([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)
+        check_outline(corners, at)
+        return PolygonMask((corners,))
     if kind == "oriented_rectangle":
+        check_outline(points, at)
         return PolygonMask((points.reshape(-1),))
     if kind == "circle":
         if np.array_equal(points[0], points[1]):
             raise FormatError("a circle whose centre and rim point are the same", at)
+        radius = float(np.hypot(*(points[1] - points[0])))
+        check_outline(np.asarray([points[0] - radius, points[0] + radius]), at)
         return PolygonMask((circle_polygon(points[0], points[1]),))
     if kind == "mask":
         data = shape.get("mask")
@@ -180,7 +211,8 @@ def _categories(folder: Path, documents: list[tuple[Path, Any]]) -> Categories:
         return Categories.from_names(names)
     found: set[str] = set()
     for _, doc in documents:
-        for shape in doc.get("shapes", []) if isinstance(doc, dict) else []:
+        shapes = doc.get("shapes") if isinstance(doc, dict) else None
+        for shape in shapes if isinstance(shapes, list) else []:
             if isinstance(shape, dict) and isinstance(shape.get("label"), str) and \
                     shape["label"] not in _SKIP_LABELS and \
                     (shape.get("shape_type") or "polygon") in REGION_TYPES:
@@ -261,6 +293,7 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
             raise FormatError("no imageHeight/imageWidth and no image to read the size from", where)
         with open_image(source, where) as opened:
             width, height = opened.size
+    check_image_pixels((int(width), int(height)), where)
     size = (int(height), int(width))
     groups: dict[Any, list[int]] = {}
     other: list[dict[str, Any]] = []
@@ -432,5 +465,5 @@ def write_labelme(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     return counts
 
 
-__all__ = ["circle_polygon", "encode_mask_png", "read_labelme", "sample_shapes", "shape_region",
+__all__ = ["check_coordinates", "check_outline", "circle_polygon", "encode_mask_png", "read_labelme", "sample_shapes", "shape_region",
            "write_labelme"]

@@ -52,7 +52,7 @@ def _check(document: Any, file: str) -> None:
     if not isinstance(document, dict):
         return  # read_coco says what is wrong
     categories = document.get("categories")
-    known = {c.get("id") for c in categories if isinstance(c, dict)} \
+    known = {c["id"] for c in categories if isinstance(c, dict) and isinstance(c.get("id"), int)} \
         if isinstance(categories, list) else set()
     for k, category in enumerate(categories if isinstance(categories, list) else []):
         if isinstance(category, dict) and "frequency" in category \

@@ -40,7 +40,7 @@ from instkit.errors import FormatError, ImageError, InstkitError, Location, Mask
 from instkit.instances import Instances
 from instkit.io.files import load_json, safe_join, staged_folder
 from instkit.masks import MaskItem, Masks, RLEMask, parse_coco_rle
-from instkit.sample import Sample, SampleMeta, _ImageSlot
+from instkit.sample import Sample, SampleMeta, _ImageSlot, check_image_pixels
 
 OBJECT = Categories([Category(id=1, name="object")])
 _KNOWN = {"id", "segmentation", "bbox", "area"}
@@ -191,7 +191,8 @@ def copy_image(sample: Sample, destination: Path) -> None:
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer that fits int64 (ids are int64 columns)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
@@ -213,6 +214,8 @@ def sa1b_sample(document: Any, *, file: str, image_path: str | None = None,
                               f"integer, got {show_value(info.get(key))}",
                               Location(file=file, json_path=f"image.{key}"))
     image_id = int(info["image_id"])
+    check_image_pixels((int(info["width"]), int(info["height"])),
+                       Location(file=file, json_path="image", image_id=image_id))
     size = (int(info["height"]), int(info["width"]))
     name = info.get("file_name")
     if name is not None and not isinstance(name, str):

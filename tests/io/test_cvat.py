@@ -154,12 +154,19 @@ def test_rle_encoding_matches_the_row_major_convention() -> None:
      "image[0]/polygon[1]", "at least 3"),
     ('xbr="5.00"', 'xbr="0.00"', "image[0]/box[0]", "xbr < xtl"),
     ('width="12" height="10">\n    <box', 'width="12">\n    <box', "image[0]", "'height'"),
+    ('width="12" height="10">\n    <box', 'width="120000" height="100000">\n    <box', "image[0]",
+     "pixels, more than the limit"),
+    ('xtl="1.00"', 'xtl="-1e30"', "image[0]/box[0]", "beyond +-"),
+    ('left="7"', 'left="11"', "image[0]/mask[2]", "leaves the 12x10 image"),
+    ('z_order="2"', 'z_order="high"', "image[0]/polygon[1]", "not a number"),
 ])
 def test_bad_elements_are_located(tmp_path: Path, old: str, new: str, where: str,
                                   words: str) -> None:
     assert old in XML
+    from instkit.sample import ImageTooLargeError
+
     folder = _write(tmp_path / "cvat", XML.replace(old, new, 1))
-    with pytest.raises(FormatError) as caught:
+    with pytest.raises((FormatError, ImageTooLargeError)) as caught:
         read_cvat(folder)
     message = str(caught.value)
     assert words in message and f"at {where}" in message and "annotations.xml" in message
@@ -172,6 +179,9 @@ def test_video_exports_and_broken_xml_are_refused(tmp_path: Path) -> None:
         read_cvat(folder)
     folder = _write(tmp_path / "x", XML[:300])
     with pytest.raises(FormatError, match="invalid XML"):
+        read_cvat(folder)
+    folder = _write(tmp_path / "e", XML.replace('encoding="utf-8"', 'encoding="no-such"'))
+    with pytest.raises(FormatError, match="unknown encoding"):
         read_cvat(folder)
 
 

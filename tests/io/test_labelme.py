@@ -156,6 +156,8 @@ def test_labels_sorted_when_there_is_no_labels_file(tmp_path: Path) -> None:
      "finite numbers"),
     (lambda d: d["shapes"][3].update(group_id="7"), "shapes[3]", "group_id"),
     (lambda d: d["shapes"][0].update(label="horse"), "shapes[0]", "not in the category table"),
+    (lambda d: d["shapes"][2].update(points=[[5, 14], [5, 1e30]]), "shapes[2].points", "beyond"),
+    (lambda d: d.update(shapes={"a": 1}), "shapes", "must be a list"),
 ])
 def test_bad_shapes_are_located(tmp_path: Path, change: Any, where: str, words: str) -> None:
     doc = copy.deepcopy(_document())
@@ -165,6 +167,15 @@ def test_bad_shapes_are_located(tmp_path: Path, change: Any, where: str, words: 
         read_labelme(folder)
     message = str(caught.value)
     assert words in message and f"at {where}" in message and "img.json" in message
+
+
+def test_an_image_past_the_pixel_limit_is_refused_before_anything_is_drawn(tmp_path: Path) -> None:
+    from instkit.sample import ImageTooLargeError
+
+    doc = _document()
+    doc.update(imageHeight=200_000, imageWidth=100_000)
+    with pytest.raises(ImageTooLargeError, match="img.json"):
+        read_labelme(_write(tmp_path / "lm", doc))
 
 
 def test_image_path_outside_the_dataset_is_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from instkit.errors import FormatError, RLEError
 from instkit.io.sa1b import read_sa1b, write_sa1b
+from instkit.sample import ImageTooLargeError
 
 H, W = 12, 16
 
@@ -139,6 +140,8 @@ def test_classes_that_sa1b_cannot_hold_are_counted(tmp_path: Path) -> None:
      "annotations[0].segmentation.size"),
     (lambda d: d["image"].update(width="16"), FormatError, "image.width"),
     (lambda d: d["annotations"][1].update(id=None), FormatError, "annotations[1].id"),
+    (lambda d: d["annotations"][1].update(id=2**70), FormatError, "annotations[1].id"),
+    (lambda d: d["image"].update(width=10**6, height=10**6), ImageTooLargeError, "at image,"),
     (lambda d: d["annotations"][0].update(bbox=[0, 0, -1, 2]), FormatError,
      "annotations[0].bbox"),
 ])
