@@ -164,17 +164,13 @@ def save_lvis(samples: Iterable[Sample], path: str | os.PathLike[str],
     """Write an LVIS file (and the images under ``images_dir``, default ``images/`` beside it,
     which must be new or empty) atomically; returns counts (see the module docstring)."""
     from instkit.io.coco import write_coco
-    from instkit.io.registry import distinct_names, images_folder_for
+    from instkit.io.registry import ImageCopier, distinct_names, document_fields, images_folder_for
 
     target = Path(path)
     out_images = images_folder_for(target, images_dir)
     categories = categories or getattr(samples, "categories", None)
-    completed = _Completed(distinct_names(samples))
-    extra_fields = getattr(samples, "extra_fields", None)
-    info = getattr(samples, "info", None)
-    licenses = getattr(samples, "licenses", None)
-    write_coco(completed, target, categories, images_dir=out_images, mask_format=mask_format,
-               info=info, licenses=licenses, extra_fields=extra_fields)
+    completed = _Completed(ImageCopier(distinct_names(samples), out_images))
+    write_coco(completed, target, categories, mask_format=mask_format, **document_fields(samples))
     # The categories' frequencies need the counts of the whole pass: the table is finished after
     # it, and the file rewritten once (with the file names LVIS v1 does not have left out).
     document = load_json(target)

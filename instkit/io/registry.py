@@ -277,21 +277,39 @@ def _write_coco(samples: Iterable[Sample], out: Path, categories: Categories | N
     from instkit.io.coco import write_coco
 
     target_images = images_folder_for(out, images_dir)
-    counted = _Counted(distinct_names(samples))
-    write_coco(counted, out, categories, images_dir=target_images, mask_format=mask_format)
+    counted = ImageCopier(distinct_names(samples), target_images)
+    write_coco(counted, out, categories, mask_format=mask_format,
+               **document_fields(samples))
     return {"images": counted.images, "objects": counted.objects}
 
 
-class _Counted:
-    """Passes samples through, counting images and objects."""
+def document_fields(samples: Any) -> dict[str, Any]:
+    """``info``, ``licenses`` and other top-level keys of a COCO-like source, for its writer."""
+    return {key: getattr(samples, attribute) for key, attribute in (
+        ("info", "info"), ("licenses", "licenses"), ("extra_fields", "extra_fields"))
+        if getattr(samples, attribute, None) is not None}
 
-    def __init__(self, samples: Iterable[Sample]) -> None:
+
+class ImageCopier:
+    """Passes samples through, counting images and objects and writing each image under
+    ``images`` (named by its ``file_name``): the file's bytes as they are where it has the
+    same format, so no JPEG is encoded again."""
+
+    def __init__(self, samples: Iterable[Sample], images: Path | None = None) -> None:
         self._samples = samples
+        self._images = images
         self.images = 0
         self.objects = 0
 
     def __iter__(self) -> Any:
+        from instkit.io.files import safe_join
+        from instkit.io.sa1b import copy_image
+
         for sample in self._samples:
+            if self._images is not None:
+                name = sample.meta.file_name or f"{sample.image_id:012d}.png"
+                copy_image(sample, Path(safe_join(self._images, name,
+                                                  Location(image_id=sample.image_id))))
             self.images += 1
             self.objects += len(sample.instances)
             yield sample

@@ -202,3 +202,16 @@ def test_report_command_takes_a_labelme_folder(tmp_path: Path) -> None:
     data = load_data(out)
     assert [r["n"] for r in data["images"]] == [5]
     assert any("1 LabelMe circles traced as polygons" in n for n in data["notes"])
+
+
+def test_coco_writer_copies_image_bytes_and_keeps_the_document_fields(tinycoco: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    source = io.open(tinycoco["val_json"], images=tinycoco["val_images"])
+    io.save(source, tmp_path / "out" / "a.json", "coco")
+    for sample in source:
+        copied = tmp_path / "out" / "images" / sample.meta.file_name
+        assert copied.read_bytes() == Path(sample.image_path).read_bytes()  # not re-encoded
+    written = json.loads((tmp_path / "out" / "a.json").read_text())
+    original = json.loads(tinycoco["val_json"].read_text())
+    assert written.get("info") == original.get("info")
+    assert written.get("licenses") == original.get("licenses")
