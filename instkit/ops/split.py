@@ -8,7 +8,9 @@ groups goes to the split that still wants the most images of that class (ties: t
 wants the most images overall, then a seeded draw). One change to the paper: while a class has
 not yet reached ``min_per_split`` images in a split, that split is served first, so a class
 with at least as many groups as there are splits appears in every split (an evaluation split
-without a class cannot measure it). Groups without annotations fill the splits that still want
+without a class cannot measure it) - except where that group also holds the last images of
+another class: it then goes where the fewest shares of splits lose a class for good, so a
+one-image class stays in the largest split (train) rather than in val. Groups without annotations fill the splits that still want
 images. The result depends only on the input and the seed.
 """
 
@@ -172,10 +174,25 @@ def stratify(group_labels: Sequence[dict[int, int]], group_sizes: Sequence[int],
     class_tiebreak = rng.permutation(num_classes)
     assigned = np.full(num_groups, -1, dtype=np.int64)
 
-    def choose(label: int | None) -> int:
+    def stranded(g: int) -> np.ndarray:
+        """Per split: the share of the other splits that would never get a class of group
+        ``g`` (one whose every remaining image is in ``g``) if ``g`` went there."""
+        cost = np.zeros(folds, dtype=np.float64)
+        for other, count in group_labels[g].items():
+            if remaining[other] == count:
+                missing = (got[other] == 0) & (share > 0)
+                cost += (share * missing).sum() - share * missing
+        return cost
+
+    def choose(label: int | None, g: int) -> int:
         candidates = np.arange(folds)
         if label is not None:
-            short = candidates[(got[label] < min_per_split) & (share > 0)]
+            # A group holding the last images of some class goes where fewest splits lose it
+            # for good (a one-image class stays in the largest split).
+            if min_per_split > 0:
+                cost = stranded(g)
+                candidates = candidates[cost <= cost.min() + 1e-9]
+            short = candidates[(got[label, candidates] < min_per_split) & (share[candidates] > 0)]
             if short.size:
                 candidates = short
             best = wanted[label, candidates].max()
@@ -202,10 +219,10 @@ def stratify(group_labels: Sequence[dict[int, int]], group_sizes: Sequence[int],
         # Large groups first: they are the hardest to fit; then the seeded order.
         groups.sort(key=lambda g: (-group_labels[g][label], -group_sizes[g], rank[g]))
         for g in groups:
-            place(g, choose(label))
+            place(g, choose(label, g))
     for g in order:
         if assigned[g] < 0:
-            place(int(g), choose(None))
+            place(int(g), choose(None, int(g)))
     return [int(f) for f in assigned]
 
 

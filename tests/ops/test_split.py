@@ -143,6 +143,26 @@ def test_rare_classes_reach_every_split_with_min_per_split(tmp_path: Path) -> No
     assert plain.missing()["val"] == ["rare"]
 
 
+def test_a_one_image_class_stays_in_train_when_a_rarer_split_wants_its_image(
+        tmp_path: Path) -> None:
+    # Image 2 holds "pair"'s second image (val lacks "pair") and "single"'s only image. Serving
+    # val first would leave "single" out of train for good; it must stay in train, for every
+    # seed (which decides whether "pair" or "single" is placed first).
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 32, "height": 32} for i in range(1, 21)]
+    annotations = [annotation(i, i, 1) for i in range(1, 21)]
+    annotations += [annotation(101, 1, 2), annotation(102, 2, 2),  # pair: images 1 and 2
+                    annotation(103, 2, 3),  # single: image 2
+                    annotation(104, 1, 4)]  # first: image 1 only, places image 1 early
+    path = write(tmp_path / "conflict.json", document(images, annotations, [
+        {"id": 1, "name": "common"}, {"id": 2, "name": "pair"}, {"id": 3, "name": "single"},
+        {"id": 4, "name": "first"}]))
+    dataset = read_coco(path)
+    for seed in range(12):
+        result = split_dataset(dataset, {"train": 0.8, "val": 0.2}, seed=seed)
+        assert result.counts["train"]["single"]["images"] == 1, seed
+        assert result.counts["train"]["first"]["images"] == 1, seed
+
+
 @pytest.mark.parametrize("how", ["regex", "field"])
 def test_groups_are_never_split(tmp_path: Path, how: str) -> None:
     dataset = read_coco(_multilabel(tmp_path, videos=30))
@@ -217,7 +237,7 @@ def test_ratios_are_parsed_and_checked() -> None:
 def test_cli_split_text_and_json(tmp_path: Path, tinycoco) -> None:
     runner = CliRunner()
     out = tmp_path / "splits"
-    args = ["split", str(tinycoco["train_json"]), "--out-dir", str(out), "--ratios",
+    args = ["split", str(tinycoco["train_json"]), "--out", str(out), "--ratios",
             "train=0.6,val=0.2,test=0.2", "--seed", "2"]
     text = runner.invoke(cli, args)
     assert text.exit_code == 0, text.output
@@ -234,11 +254,11 @@ def test_cli_split_text_and_json(tmp_path: Path, tinycoco) -> None:
 def test_cli_split_refuses_to_write_over_its_input(tmp_path: Path) -> None:
     path = _multilabel(tmp_path)
     (tmp_path / "train.json").write_text(path.read_text())
-    result = CliRunner().invoke(cli, ["split", str(tmp_path / "train.json"), "--out-dir",
+    result = CliRunner().invoke(cli, ["split", str(tmp_path / "train.json"), "--out",
                                       str(tmp_path)])
     assert result.exit_code == 2
     assert "would be written over" in result.output
-    bad = CliRunner().invoke(cli, ["split", str(path), "--out-dir", str(tmp_path / "o"),
+    bad = CliRunner().invoke(cli, ["split", str(path), "--out", str(tmp_path / "o"),
                                    "--group-by", "("])
     assert bad.exit_code == 2 and "regular expression" in bad.output
 
@@ -271,7 +291,7 @@ def test_cli_split_group_duplicates(tmp_path: Path, tinycoco) -> None:
     from .test_dedup import _with_copies
 
     path = _with_copies(tmp_path, tinycoco)
-    result = CliRunner().invoke(cli, ["split", str(path), "--out-dir", str(tmp_path / "s"),
+    result = CliRunner().invoke(cli, ["split", str(path), "--out", str(tmp_path / "s"),
                                       "--ratios", "a=0.5,b=0.5", "--group-duplicates", "near",
                                       "--format", "json"])
     assert result.exit_code == 0, result.output

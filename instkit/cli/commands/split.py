@@ -1,4 +1,4 @@
-"""``instkit split ANN.json --ratios train=0.8,val=0.1,test=0.1 --out-dir DIR``."""
+"""``instkit split ANN.json --ratios train=0.8,val=0.1,test=0.1 -o DIR``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from instkit.cli.commands._options import echo_json, format_option, progress_opt
 @click.argument("annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--ratios", default="train=0.8,val=0.1,test=0.1", show_default=True,
               help="Split names and shares: fractions that sum to 1, or weights (train=8,val=1).")
-@click.option("--out-dir", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               required=True, help="Folder for the split files (NAME.json each).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="The same input and seed give the same split.")
