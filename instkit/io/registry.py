@@ -431,8 +431,8 @@ def _builtin_formats() -> list[Format]:
                _lazy("instkit.io.cvat", "read_cvat"), _lazy("instkit.io.cvat", "write_cvat"),
                output="file",
                losses={**_COMMON_LOSSES,
-                       "other_shapes": "points/polylines/tags kept beside the objects (not "
-                                       "objects)",
+                       "other_shapes": "points/polylines/skeletons/tags: not objects, kept for "
+                                       "CVAT output only (other formats leave them out)",
                        "crowd": "crowd regions written as ordinary masks (iscrowd is not "
                                 "stored)",
                        "ellipses_as_polygons": "CVAT ellipses traced as polygons",
@@ -452,7 +452,8 @@ def _builtin_formats() -> list[Format]:
                _lazy("instkit.io.labelme", "write_labelme"),
                losses={**_COMMON_LOSSES,
                        "circles_as_polygons": "LabelMe circles traced as polygons",
-                       "other_shapes": "point/line (and __ignore__) shapes kept beside the objects",
+                       "other_shapes": "point/line (and __ignore__) shapes: not objects, kept "
+                                       "for LabelMe output only (other formats leave them out)",
                        "crowd": "crowd regions written as ordinary shapes (iscrowd is not "
                                 "stored)",
                        "files_skipped": "JSON files without 'shapes' (not LabelMe) left out",

@@ -131,7 +131,7 @@ def test_convert_states_what_reading_approximated(tmp_path: Path) -> None:
                                       "--to", "coco"])
     assert result.exit_code == 0, result.output
     assert "LabelMe circles traced as polygons (reading labelme)" in result.output
-    assert "point/line (and __ignore__) shapes" in result.output
+    assert "point/line (and __ignore__) shapes: not objects" in result.output
 
 
 def test_engine_opens_any_registered_format(tinycoco: dict[str, Path], tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_dataset_page_reads_through_the_registry(tmp_path: Path) -> None:
     assert [r["n"] for r in data["images"]] == [3, 1]
     assert [c["name"] for c in data["categories"]][:2] == ["car", "person"]
     assert any("validation (COCO's rules) was not run" in n for n in data["notes"])
-    assert any("points/polylines/tags kept beside the objects" in n for n in data["notes"])
+    assert any("points/polylines/skeletons/tags: not objects" in n for n in data["notes"])
     assert all((out / r["thumb"]).exists() for r in data["images"])
 
 
