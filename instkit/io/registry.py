@@ -168,9 +168,10 @@ def _json_keys_near_start(path: Path, *keys: str, size: int = 1 << 20) -> bool:
 
 
 def _first_json(folder: Path) -> Path | None:
+    """A JSON file of the folder: the first at its top, else the first found below it."""
     for candidate in sorted(folder.glob("*.json")):
         return candidate
-    return None
+    return next((p for p in folder.rglob("*.json") if not p.name.startswith(".")), None)
 
 
 def _is_json_file(path: Path) -> bool:

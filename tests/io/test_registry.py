@@ -215,3 +215,12 @@ def test_coco_writer_copies_image_bytes_and_keeps_the_document_fields(tinycoco: 
     original = json.loads(tinycoco["val_json"].read_text())
     assert written.get("info") == original.get("info")
     assert written.get("licenses") == original.get("licenses")
+
+
+def test_labelme_files_in_sub_folders_are_detected(tmp_path: Path) -> None:
+    from tests.io.test_labelme import _document, _write
+
+    _write(tmp_path / "root" / "day1", _document(), None)
+    assert io.detect(tmp_path / "root") == "labelme"
+    (sample,) = io.open(tmp_path / "root")
+    assert sample.meta.file_name == "day1/img.png"
