@@ -17,6 +17,12 @@ are kept in ``sample.meta.extra["labelme_other_shapes"]`` and written back, and 
 (``other_shapes``); so are shapes labelled ``__ignore__`` or ``_background_`` (``ignore_shapes``;
 ``labelme2coco`` leaves them out).
 
+Keypoints, as labelme is used for pose: ``point`` shapes sharing an object's ``group_id`` (a
+group whose regions have one label) are its keypoints, named by their labels (visibility 2); a
+category's names come from ``instkit_keypoints.json`` (written by ``write_labelme``) and then in
+order of first appearance. Written back as ``point`` shapes in the object's group; LabelMe has
+no visibility, so ``v=1`` is read back as 2 (``keypoints_visibility_lost``).
+
 Points are read as COCO polygon vertices (pixel-edge coordinates), the convention
 ``labelme2coco`` uses; LabelMe's own renderer (PIL) fills a polygon's edge pixels slightly
 differently, by at most a pixel along the outline.
@@ -30,8 +36,7 @@ part a ``polygon`` shape (parts share a ``group_id``), an RLE or bitmap mask a `
 Categories: ``labels.txt`` beside the JSON files (labelme's convention: ``__ignore__`` and
 ``_background_`` first, then one name a line) fixes the order, ids 1..C; without it the names
 found, sorted, get ids 1..C. Not stored: annotation ids (numbered 1..M on reading), ``iscrowd``
-(``crowd``), keypoints (``keypoints_dropped``), category ids other than 1..C
-(``category_ids_renumbered``).
+(``crowd``), category ids other than 1..C (``category_ids_renumbered``).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from instkit.categories import Categories
+from instkit.categories import Categories, Category
 from instkit.errors import (
     FormatError,
     InstkitError,
@@ -72,6 +77,7 @@ _POINT_COUNT = {"rectangle": 2, "circle": 2, "mask": 2, "oriented_rectangle": 4,
                 "line": 2}
 _RESERVED = ("label", "points", "group_id", "shape_type", "flags", "description", "mask")
 _SKIP_LABELS = ("__ignore__", "_background_")
+KEYPOINTS_FILE = "instkit_keypoints.json"
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
@@ -185,6 +191,17 @@ def shape_region(shape: dict[str, Any], size: tuple[int, int], at: Location) -> 
     raise FormatError(f"unknown shape_type {kind!r} (LabelMe has {', '.join(REGION_TYPES + OTHER_TYPES)})", at)
 
 
+def shape_keypoints(points: list[dict[str, Any]], names: Sequence[str], k: int) -> np.ndarray:
+    """``(k, 3)`` keypoints from ``point`` shapes named by ``names`` (visibility 2; 0 where the
+    object has no point of that name)."""
+    out = np.zeros((k, 3), dtype=np.float32)
+    for shape in points:
+        if shape["label"] in names:
+            (x, y), = shape["points"][:1]
+            out[list(names).index(shape["label"])] = (x, y, 2)
+    return out
+
+
 def _union(items: list[MaskItem], size: tuple[int, int]) -> MaskItem:
     if all(isinstance(item, PolygonMask) for item in items):
         return PolygonMask(tuple(p for item in items for p in item.parts))  # type: ignore[union-attr]
@@ -220,6 +237,56 @@ def _categories(folder: Path, documents: list[tuple[Path, Any]]) -> Categories:
     return Categories.from_names(sorted(found))
 
 
+def _region_groups(shapes: list[Any]) -> dict[int, set[str]]:
+    """group_id -> the labels of the region shapes in that group."""
+    found: dict[int, set[str]] = {}
+    for shape in shapes:
+        if isinstance(shape, dict) and isinstance(shape.get("group_id"), int) and \
+                isinstance(shape.get("label"), str) and shape["label"] not in _SKIP_LABELS and \
+                (shape.get("shape_type") or "polygon") in REGION_TYPES:
+            found.setdefault(shape["group_id"], set()).add(shape["label"])
+    return found
+
+
+def keypoint_owner(shape: Any, regions: dict[int, set[str]]) -> str | None:
+    """The label of the object a ``point`` shape is a keypoint of: the one region label of its
+    group (labelme's pose convention: keypoints share the object's ``group_id``), else None."""
+    if not isinstance(shape, dict) or (shape.get("shape_type") or "polygon") != "point" or \
+            shape.get("label") in _SKIP_LABELS or not isinstance(shape.get("label"), str):
+        return None
+    group = shape.get("group_id")
+    labels = regions.get(group, set()) if isinstance(group, int) else set()
+    return next(iter(labels)) if len(labels) == 1 else None
+
+
+def _keypoint_names(folder: Path, documents: list[tuple[Path, Any]],
+                    categories: Categories) -> Categories:
+    """``categories`` with each one's keypoint names: ``instkit_keypoints.json`` (written by
+    ``write_labelme``) where present, else the point labels in order of first appearance."""
+    sidecar = folder / KEYPOINTS_FILE
+    names: dict[str, list[str]] = {}
+    if sidecar.is_file():
+        table = load_json(sidecar)
+        if not (isinstance(table, dict) and all(
+                isinstance(v, list) and all(isinstance(n, str) for n in v) for v in table.values())):
+            raise FormatError("must map category names to lists of keypoint names",
+                              Location(file=str(sidecar)))
+        names = {str(k): list(v) for k, v in table.items()}
+    for _, doc in documents:
+        shapes = doc.get("shapes") if isinstance(doc, dict) else None
+        shapes = shapes if isinstance(shapes, list) else []
+        regions = _region_groups(shapes)
+        for shape in shapes:
+            owner = keypoint_owner(shape, regions)
+            if owner is not None and shape["label"] not in names.setdefault(owner, []):
+                names[owner].append(shape["label"])
+    if not any(names.values()):
+        return categories
+    return Categories(Category(id=c.id, name=c.name, supercategory=c.supercategory,
+                               keypoints=tuple(names.get(c.name, ())) or c.keypoints,
+                               skeleton=c.skeleton, extra=c.extra) for c in categories)
+
+
 def _image_file(doc: dict[str, Any], json_file: Path, root: Path, at: Location) -> str | None:
     """The image's path (inside ``root``), or None when ``imagePath`` names none."""
     name = doc.get("imagePath")
@@ -253,7 +320,7 @@ def read_labelme(path: str | os.PathLike[str]) -> SampleList:
             counts["files_skipped"] += 1
             continue
         documents.append((file, doc))
-    categories = _categories(root, documents)
+    categories = _keypoint_names(root, documents, _categories(root, documents))
     ids = image_ids([p for p, _ in documents])
     samples: list[Sample] = []
     next_id = 1
@@ -297,6 +364,8 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
     size = (int(height), int(width))
     groups: dict[Any, list[int]] = {}
     other: list[dict[str, Any]] = []
+    regions = _region_groups(shapes)
+    attached: dict[int, list[int]] = {}  # group_id -> its keypoint shapes
     for n, shape in enumerate(shapes):
         at = Location(file=str(file), json_path=f"shapes[{n}]", image_id=image_id)
         if not isinstance(shape, dict):
@@ -306,6 +375,11 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
             raise FormatError(f"'label' must be a string, got {show_value(label)}", at)
         if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
             raise FormatError(f"'group_id' must be an integer or null, got {show_value(group)}", at)
+        if keypoint_owner(shape, regions) is not None:
+            if len(_points(shape, at)) != 1:
+                raise FormatError(f"a point needs exactly 1 point, got {len(shape['points'])}", at)
+            attached.setdefault(shape["group_id"], []).append(n)
+            continue
         if kind in OTHER_TYPES or label in _SKIP_LABELS:
             _points(shape, at)
             other.append(shape)
@@ -322,7 +396,9 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
     items: list[MaskItem] = []
     labels: list[int] = []
     sources: list[list[dict[str, Any]]] = []
-    for members in groups.values():
+    num_keypoints = categories.num_keypoints
+    keypoints = np.zeros((len(groups), num_keypoints, 3), dtype=np.float32)
+    for row, (key, members) in enumerate(groups.items()):
         parts = []
         for n in members:
             at = Location(file=str(file), json_path=f"shapes[{n}]", image_id=image_id)
@@ -333,12 +409,17 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
             if (shapes[n].get("shape_type") or "polygon") == "circle":
                 counts["circles_as_polygons"] += 1
         items.append(_union(parts, size))
-        labels.append(categories.names.index(shapes[members[0]]["label"]))
-        sources.append([shapes[n] for n in members])
+        label = categories.names.index(shapes[members[0]]["label"])
+        labels.append(label)
+        points = attached.get(key[1], []) if key[0] else []
+        keypoints[row] = shape_keypoints([shapes[n] for n in points], categories[label].keypoints,
+                                         num_keypoints)
+        sources.append([shapes[n] for n in members + points])
     masks = Masks(items, size)
     n_obj = len(items)
     instances = Instances(image_size=size, masks=masks, labels=np.asarray(labels, dtype=np.int64),
                           ids=np.arange(first_id, first_id + n_obj, dtype=np.int64),
+                          keypoints=keypoints if num_keypoints else None,
                           extras={"labelme_shapes": sources})
     extra: dict[str, Any] = {}
     kept = {k: v for k, v in doc.items() if k not in ("version", "shapes", "imagePath", "imageData",
@@ -364,13 +445,27 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _region_unchanged(shapes: Any, item: MaskItem, label: str, size: tuple[int, int]) -> bool:
-    if not isinstance(shapes, list) or not shapes or \
-            any(not isinstance(s, dict) or s.get("label") != label for s in shapes):
+def _is_point(shape: Any) -> bool:
+    return isinstance(shape, dict) and (shape.get("shape_type") or "polygon") == "point"
+
+
+def _unchanged(shapes: Any, item: MaskItem, label: str, keypoints: np.ndarray | None,
+               names: Sequence[str], size: tuple[int, int]) -> bool:
+    """Whether the object's source shapes still give its mask, label and keypoints."""
+    if not isinstance(shapes, list) or not shapes or not all(isinstance(s, dict) for s in shapes):
+        return False
+    regions = [s for s in shapes if not _is_point(s)]
+    points = [s for s in shapes if _is_point(s)]
+    if not regions or any(s.get("label") != label for s in regions):
         return False
     try:
-        parts = [shape_region(s, size, Location()) for s in shapes]
-    except (FormatError, MaskError):
+        parts = [shape_region(s, size, Location()) for s in regions]
+        if keypoints is None:
+            if points:
+                return False
+        elif not np.array_equal(shape_keypoints(points, names, keypoints.shape[0]), keypoints):
+            return False
+    except (FormatError, MaskError, KeyError, ValueError, TypeError):
         return False
     return _same_item(_union(parts, size), item)
 
@@ -391,37 +486,48 @@ def sample_shapes(sample: Sample, categories: Categories, counts: dict[str, int]
     next_group = max([g for g in used_groups if isinstance(g, int)], default=0) + 1
     out: list[dict[str, Any]] = []
     counts["crowd"] += int(inst.iscrowd.sum())
-    if inst.keypoints is not None:
-        counts["keypoints_dropped"] += int((inst.keypoints[:, :, 2] > 0).any(axis=1).sum())
     for i in range(len(inst)):
-        label = categories[int(inst.labels[i])].name
+        category = categories[int(inst.labels[i])]
+        label = category.name
+        keypoints = inst.keypoints[i] if inst.keypoints is not None else None
+        visible = [] if keypoints is None else [k for k in range(len(keypoints))
+                                                 if keypoints[k, 2] > 0]
         base: dict[str, Any] = {"label": label, "description": "", "flags": {}, "mask": None}
-        if masks is None:
-            x0, y0, x1, y1 = (_plain(v) for v in inst.boxes[i])
-            out.append({**base, "points": [[x0, y0], [x1, y1]], "group_id": None,
-                        "shape_type": "rectangle"})
-            counts["objects"] += 1
-            continue
-        item = masks.items[i]
-        if sources is not None and _region_unchanged(sources[i], item, label, inst.image_size):
+        if masks is not None and sources is not None and _unchanged(
+                sources[i], masks.items[i], label, keypoints, category.keypoints, inst.image_size):
             out.extend(dict(s) for s in sources[i])
             counts["objects"] += 1
             continue
-        if isinstance(item, PolygonMask):
-            group = None
-            if len(item.parts) > 1:
-                group, next_group = next_group, next_group + 1
-            for part in item.parts:
-                out.append({**base, "points": [[_plain(x), _plain(y)] for x, y in part.reshape(-1, 2)],
-                            "group_id": group, "shape_type": "polygon"})
+        made: list[dict[str, Any]] = []
+        if masks is None:
+            x0, y0, x1, y1 = (_plain(v) for v in inst.boxes[i])
+            made.append({**base, "points": [[x0, y0], [x1, y1]], "shape_type": "rectangle"})
+        elif isinstance(masks.items[i], PolygonMask):
+            for part in masks.items[i].parts:  # type: ignore[union-attr]
+                made.append({**base, "shape_type": "polygon",
+                             "points": [[_plain(x), _plain(y)] for x, y in part.reshape(-1, 2)]})
         else:
             bitmap, (y0, x0) = masks.crop_local(i)
             if bitmap.size == 0 or not bitmap.any():
                 counts["empty_masks_dropped"] += 1
                 continue
             h, w = bitmap.shape
-            out.append({**base, "points": [[x0, y0], [x0 + w - 1, y0 + h - 1]], "group_id": None,
-                        "shape_type": "mask", "mask": encode_mask_png(bitmap)})
+            made.append({**base, "points": [[x0, y0], [x0 + w - 1, y0 + h - 1]],
+                         "shape_type": "mask", "mask": encode_mask_png(bitmap)})
+        # Shapes of one object share a group: its parts, and its keypoints (labelme's pose way).
+        group = None
+        if len(made) > 1 or visible:
+            group, next_group = next_group, next_group + 1
+        for shape in made:
+            shape["group_id"] = group
+        for k in visible if keypoints is not None else []:
+            xyv = inst.keypoints[i, k]  # type: ignore[index]
+            name = category.keypoints[k] if k < len(category.keypoints) else f"keypoint{k}"
+            made.append({"label": name, "group_id": group, "description": "",
+                         "points": [[_plain(xyv[0]), _plain(xyv[1])]],
+                         "shape_type": "point", "flags": {}, "mask": None})
+            counts["keypoints_visibility_lost"] += int(xyv[2] == 1)
+        out.extend(made)
         counts["objects"] += 1
     out.extend(dict(s) for s in sample.meta.extra.get("labelme_other_shapes", []))
     return out
@@ -434,7 +540,7 @@ def write_labelme(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
     from instkit.io.yolo import OutputNames
 
     categories = categories or getattr(samples, "categories", None)
-    counts = {"images": 0, "objects": 0, "crowd": 0, "keypoints_dropped": 0,
+    counts = {"images": 0, "objects": 0, "crowd": 0, "keypoints_visibility_lost": 0,
               "empty_masks_dropped": 0, "other_shapes": 0, "category_ids_renumbered": 0}
     with staged_folder(out_dir) as out:
         names = OutputNames()
@@ -462,6 +568,9 @@ def write_labelme(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
             1 for label, c in enumerate(categories) if c.id != label + 1)
         (out / "labels.txt").write_text("\n".join([*_SKIP_LABELS, *categories.names]) + "\n",
                                         encoding="utf-8")
+        if categories.num_keypoints:  # the keypoint order, which LabelMe has no place for
+            table = {c.name: list(c.keypoints) for c in categories if c.keypoints}
+            (out / KEYPOINTS_FILE).write_text(json.dumps(table, indent=2), encoding="utf-8")
     return counts
 
 

@@ -458,6 +458,9 @@ def _builtin_formats() -> list[Format]:
                        "crowd": "crowd regions written as ordinary shapes (iscrowd is not "
                                 "stored)",
                        "files_skipped": "JSON files without 'shapes' (not LabelMe) left out",
+                       "keypoints_visibility_lost": "keypoints marked not visible (v=1) written "
+                                                    "as ordinary points (LabelMe has no "
+                                                    "visibility: v=2 on reading)",
                        "ignore_shapes": "shapes labelled __ignore__/_background_ kept beside "
                                         "the objects (not objects)",
                        "category_ids_renumbered": _RENUMBERED}),

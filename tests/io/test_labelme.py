@@ -217,3 +217,53 @@ def test_inline_jpeg_with_a_path_outside_keeps_its_bytes(tmp_path: Path) -> None
     write_labelme([sample], tmp_path / "out")
     assert (tmp_path / "out" / "frame7.jpg").read_bytes() == buffer.getvalue()  # not re-encoded
     assert json.loads((tmp_path / "out" / "frame7.json").read_text())["imagePath"] == "frame7.jpg"
+
+
+def _pose_document() -> dict[str, Any]:
+    doc = _document()
+
+    def point(label: str, x: float, y: float, group: int | None) -> dict[str, Any]:
+        return {"label": label, "points": [[x, y]], "group_id": group, "description": "",
+                "shape_type": "point", "flags": {}, "mask": None}
+
+    # labelme's pose convention: the keypoints share the object's group_id
+    doc["shapes"][3:3] = [point("tip", 22.5, 15.0, 7), point("root", 27.0, 16.5, 7)]
+    doc["shapes"].append(point("root", 3.0, 3.0, 99))  # a group without a region: not a keypoint
+    return doc
+
+
+def test_points_grouped_with_an_object_are_its_keypoints(tmp_path: Path) -> None:
+    doc = _pose_document()
+    data = read_labelme(_write(tmp_path / "lm", doc, ["cat", "dog"]))
+    assert data.categories[1].keypoints == ("tip", "root") and data.categories[0].keypoints == ()
+    inst = data[0].instances
+    assert inst.keypoints.shape == (5, 2, 3)
+    np.testing.assert_array_equal(inst.keypoints[3], [[22.5, 15.0, 2], [27.0, 16.5, 2]])
+    assert not inst.keypoints[[0, 1, 2, 4]].any()
+    assert data.read_counts["other_shapes"] == 2  # "nose" (no group) and the lone "root"
+    write_labelme(data, tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "img.json").read_text())["shapes"]
+    assert sorted(map(json.dumps, written)) == sorted(map(json.dumps, doc["shapes"]))
+    back = read_labelme(tmp_path / "out")
+    np.testing.assert_array_equal(back[0].instances.keypoints, inst.keypoints)
+
+
+def test_coco_keypoints_through_labelme(pose_minicoco: dict[str, Path], tmp_path: Path) -> None:
+    from instkit.io.coco import read_coco
+
+    source = read_coco(pose_minicoco["val_json"], pose_minicoco["val_images"])
+    counts = write_labelme(source, tmp_path / "out")
+    back = {s.meta.file_name: s for s in read_labelme(tmp_path / "out")}
+    assert back[source[0].meta.file_name].meta.categories.num_keypoints == 17
+    person = source.categories[0]
+    assert read_labelme(tmp_path / "out").categories[0].keypoints == person.keypoints  # order kept
+    occluded = 0
+    for sample in source:
+        mine = back[sample.meta.file_name].instances
+        theirs = sample.instances
+        assert mine.masks == theirs.masks
+        labelled = theirs.keypoints[:, :, 2] > 0
+        np.testing.assert_array_equal(mine.keypoints[:, :, 2] > 0, labelled)
+        np.testing.assert_allclose(mine.keypoints[labelled][:, :2], theirs.keypoints[labelled][:, :2])
+        occluded += int((theirs.keypoints[:, :, 2] == 1).sum())
+    assert counts["keypoints_visibility_lost"] == occluded > 0

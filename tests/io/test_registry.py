@@ -224,3 +224,30 @@ def test_labelme_files_in_sub_folders_are_detected(tmp_path: Path) -> None:
     assert io.detect(tmp_path / "root") == "labelme"
     (sample,) = io.open(tmp_path / "root")
     assert sample.meta.file_name == "day1/img.png"
+
+
+def test_keypoints_through_labelme_property() -> None:
+    """Property: keypoints (named by their category) come back where they were labelled; what
+    was not visible (v=1) comes back visible, and is counted."""
+    import tempfile
+
+    import numpy as np
+    from hypothesis import given
+
+    from instkit.testing.strategies import samples
+
+    @given(samples(max_instances=4, num_keypoints=3))
+    def check(sample: Any) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            counts = io.save([sample], Path(folder) / "lm", "labelme", sample.meta.categories)
+            (back,) = io.open(Path(folder) / "lm")
+            theirs = sample.instances.keypoints
+            labelled = theirs[:, :, 2] > 0
+            assert counts["keypoints_visibility_lost"] == int((theirs[:, :, 2] == 1).sum())
+            if not labelled.any():
+                return
+            mine = back.instances.keypoints
+            np.testing.assert_array_equal(mine[:, :, 2] > 0, labelled)
+            np.testing.assert_array_equal(mine[labelled][:, :2], theirs[labelled][:, :2])
+
+    check()
