@@ -138,14 +138,43 @@ class RleCountsBatch:
     areas: np.ndarray
 
 
+# Strings decoded together in one NumPy pass: enough to amortise the calls, few enough that
+# the pass's arrays stay in the CPU cache (5x faster than one pass over 13M characters).
+_DECODE_CHUNK_CHARACTERS = 1 << 16
+
+
 def decode_rle_counts_batch(strings: Sequence[bytes | str]) -> RleCountsBatch:
     """Compressed pycocotools counts strings -> run lengths (vectorised ``rleFrString``).
 
     Refuses (per string, in ``status``) what pycocotools would read differently or not at all:
     characters outside its alphabet (48..111, so no NUL or non-ASCII), a string ending inside a
     number, a number longer than ``RLE_MAX_DIGITS`` characters, and runs outside
-    ``0..2**32-1``. One NumPy pass over all strings: checking thousands of results costs about
-    what one string does in a Python loop."""
+    ``0..2**32-1``. NumPy passes over cache-sized chunks of strings: checking thousands of
+    results costs about what one string does in a Python loop."""
+    chunks: list[RleCountsBatch] = []
+    start = size = 0
+    for index, counts in enumerate(strings):
+        size += len(counts)
+        if size >= _DECODE_CHUNK_CHARACTERS:
+            chunks.append(_decode_chunk(strings[start : index + 1]))
+            start, size = index + 1, 0
+    if start < len(strings) or not chunks:
+        chunks.append(_decode_chunk(strings[start:]))
+    if len(chunks) == 1:
+        return chunks[0]
+    offsets = [np.zeros(1, dtype=np.int64)]
+    shift = 0
+    for chunk in chunks:
+        offsets.append(chunk.offsets[1:] + shift)
+        shift += int(chunk.offsets[-1])
+    return RleCountsBatch(np.concatenate([c.runs for c in chunks]), np.concatenate(offsets),
+                          np.concatenate([c.status for c in chunks]),
+                          np.concatenate([c.totals for c in chunks]),
+                          np.concatenate([c.areas for c in chunks]))
+
+
+def _decode_chunk(strings: Sequence[bytes | str]) -> RleCountsBatch:
+    """``decode_rle_counts_batch`` of strings decoded in one pass."""
     n = len(strings)
     encoded: list[bytes] = []
     status = np.zeros(n, dtype=np.int8)
@@ -179,7 +208,8 @@ def decode_rle_counts_batch(strings: Sequence[bytes | str]) -> RleCountsBatch:
         number_starts[0] = 0
         number_starts[1:] = ends[:-1] + 1
     digits = ends - number_starts + 1
-    string_of_number = np.searchsorted(starts, ends, side="right") - 1
+    numbers_per_string = np.diff(np.searchsorted(ends, starts))
+    string_of_number = np.repeat(np.arange(n), numbers_per_string)
     too_long = digits > RLE_MAX_DIGITS
     if too_long.any():
         where = np.unique(string_of_number[too_long])
@@ -197,7 +227,7 @@ def decode_rle_counts_batch(strings: Sequence[bytes | str]) -> RleCountsBatch:
     if negative.any():
         values[negative] |= np.left_shift(-1, 5 * np.minimum(digits[negative], RLE_MAX_DIGITS))
     offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(string_of_number, minlength=n), out=offsets[1:])
+    np.cumsum(numbers_per_string, out=offsets[1:])
     # Delta coding: from the fourth count of a string on, each count adds the one two places
     # back: a running sum along each string's odd counts and along its even counts from the
     # third, restarted at every string.

@@ -277,3 +277,33 @@ def test_bitmap_rle_follows_the_box_not_the_image():
         assert Masks([item], (h, w)).rle_counts()[0] == expected
     tall = Masks([BitmapMask(np.ones((20, 30), bool), (999_000, 5))], (1_000_000, 640))
     assert mask_utils.area(tall.to_rle()[0]) == 600
+
+
+def test_batch_decoder_equals_one_string_decoding_across_chunks(monkeypatch):
+    """decode_rle_counts_batch over many strings (in several cache-sized chunks) gives each
+    string's runs, totals, areas and refusal exactly as decoding it alone does."""
+    import instkit.masks as masks_module
+    from instkit.masks import RLE_OK, decode_rle_counts_batch
+
+    rng = np.random.default_rng(1)
+    strings: list[bytes | str] = []
+    for k in range(120):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        mask = rng.random((h, w)) < rng.random()
+        counts = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"]
+        strings.append(counts if k % 2 else counts.decode())
+    bad = [b"0\x01", b"0o", "caf\u00e9", b"ooooooo0", b""]
+    strings[10:10] = bad
+    monkeypatch.setattr(masks_module, "_DECODE_CHUNK_CHARACTERS", 64)  # many chunks
+    batch = decode_rle_counts_batch(strings)
+    for i, counts in enumerate(strings):
+        runs = batch.runs[batch.offsets[i] : batch.offsets[i + 1]]
+        try:
+            alone = decode_rle_counts(counts)
+        except MaskError:
+            assert batch.status[i] != RLE_OK, i
+            continue
+        assert batch.status[i] == RLE_OK
+        assert runs.tolist() == alone.tolist()
+        assert batch.totals[i] == alone.sum() and batch.areas[i] == alone[1::2].sum()
+    assert (batch.status[10:14] != RLE_OK).all() and batch.status[14] == RLE_OK
