@@ -52,8 +52,9 @@ _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit co
               show_default=True, help="Training augmentation preset (instkit.transforms.presets).")
 @click.option("--epochs", type=int, default=None, help="Default: 50 (Mask R-CNN), 10 (RF-DETR).")
 @click.option("--batch-size", default=None, callback=_batch_size,
-              help="Images per step, or 'auto': the largest that the memory estimate fits "
-                   "(RF-DETR). Default: 4 (Mask R-CNN), 16 (RF-DETR).")
+              help="Images per step, or 'auto': the largest predicted to fit 80% of the free "
+                   "memory, from real training steps of 1 and 2 images. Default: 4 (Mask "
+                   "R-CNN), 16 (RF-DETR).")
 @click.option("--lr", type=float, default=None, help="Default: 0.005 SGD / 1e-4 AdamW.")
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--momentum", type=float, default=None, help="SGD momentum (default 0.9).")
@@ -136,8 +137,9 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
             options["tiny"] = tiny
         adapter = build_model(model_kind, categories, **options)
     click.echo(f"instkit train: {adapter.describe()}", err=True)
-    batch = _check_memory(adapter, batch_size, amp, device, memory_check)
     transform = _preset(preset, adapter, train_data, seed)
+    batch = _check_memory(adapter, batch_size, amp, device, memory_check, optimizer, train_data,
+                          transform, seed)
     config = TrainConfig(
         epochs=epochs, batch_size=batch, lr=lr, weight_decay=weight_decay, momentum=momentum,
         optimizer=optimizer, scheduler=scheduler, step_size=step_size, gamma=gamma,
@@ -161,37 +163,70 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
 
 
 def _check_memory(adapter: Any, batch_size: int | str | None, amp: bool | None,
-                  device: str | None, enabled: bool) -> int | None:
-    """The batch size to train with; stops (exit 2) when it is estimated not to fit."""
-    if adapter.kind != "rfdetr" or not (enabled or batch_size == "auto"):
-        return batch_size if isinstance(batch_size, int) else None
+                  device: str | None, enabled: bool, optimizer: str | None, data: Any,
+                  transform: Any, seed: int) -> int | None:
+    """The batch size to train with: ``auto`` measured with real batches; an explicit (or
+    default) batch checked against the estimate, stopping (exit 2) when it cannot fit."""
     from instkit.engine.distributed import pick_device
-    from instkit.engine.memory import estimate_rfdetr, gigabytes
+    from instkit.engine.memory import estimate_maskrcnn, estimate_rfdetr, gigabytes
     from instkit.errors import InstkitError
 
     where = pick_device(device)
-    requested = adapter.defaults.batch_size if batch_size in (None, "auto") else int(batch_size)
-    use_amp = adapter.defaults.amp if amp is None else amp
-    params = sum(p.numel() for p in adapter.model.parameters())
-    size = tuple(int(v) for v in adapter.config["image_size"])
-    estimate = estimate_rfdetr(params, (size[0], size[1]), int(requested), where, bool(use_amp))
+    use_amp = bool(adapter.defaults.amp if amp is None else amp)
     if batch_size == "auto":
-        if estimate.largest_batch < 1:
-            raise InstkitError(f"not even batch 1 fits: about {gigabytes(estimate.needed)} "
-                               f"needed on {where}; lower --image-size or use --tiny")
-        chosen = min(estimate.largest_batch, 64)
-        click.echo(f"instkit train: --batch-size auto: {chosen} (estimated to fit "
-                   f"{gigabytes(estimate.available or 0)} free on {where})", err=True)
-        return chosen
+        return _auto_batch(adapter, where, use_amp, optimizer or adapter.defaults.optimizer,
+                           data, transform, seed)
+    if not enabled:
+        return batch_size if isinstance(batch_size, int) else None
+    requested = adapter.defaults.batch_size if batch_size is None else int(batch_size)
+    params = sum(p.numel() for p in adapter.model.parameters())
+    if adapter.kind == "rfdetr":
+        h, w = (int(v) for v in adapter.config["image_size"])
+        size = f"{h}x{w}"
+        estimate = estimate_rfdetr(params, (h, w), requested, where, use_amp)
+    else:
+        low, high = int(adapter.config["min_size"]), int(adapter.config["max_size"])
+        size = f"{low}-{high} px"
+        estimate = estimate_maskrcnn(params, str(adapter.config["backbone"]), low, high,
+                                     requested, where, use_amp)
     if not estimate.fits:
         hint = (f"--batch-size {estimate.largest_batch} fits" if estimate.largest_batch >= 1
                 else "not even --batch-size 1 fits")
         raise InstkitError(
-            f"batch {requested} of {size[0]}x{size[1]} images needs about "
+            f"batch {requested} of {size} images needs about "
             f"{gigabytes(estimate.needed)}, {gigabytes(estimate.available or 0)} free on {where}"
             f"; {hint}: lower --batch-size (or 'auto') or --image-size, or train --tiny "
             "(--no-memory-check to try anyway)")
     return None if batch_size is None else int(batch_size)
+
+
+#: the most ``--batch-size auto`` picks (larger batches rarely train better on one device)
+_AUTO_BATCH_CAP = 64
+
+
+def _auto_batch(adapter: Any, where: str, amp: bool, optimizer: str, data: Any, transform: Any,
+                seed: int) -> int:
+    """Ultralytics' autobatch: real steps of 1 and 2 images, a line through their peaks, the
+    largest batch predicted to fit 80% of the free memory."""
+    from instkit.engine.memory import gigabytes, measure_batches
+    from instkit.errors import InstkitError
+
+    click.echo(f"instkit train: --batch-size auto: measuring training steps of 1 and 2 images "
+               f"on {where}...", err=True)
+    profile = measure_batches(adapter, data, transform=transform, device=where, amp=amp,
+                              optimizer=optimizer, seed=seed)
+    free = profile.available
+    largest = _AUTO_BATCH_CAP if free is None else profile.largest_batch(free)
+    if largest < 1:
+        raise InstkitError(f"not even batch 1 fits: about {gigabytes(profile.needed(1))} needed, "
+                           f"{gigabytes(free or 0)} free on {where}; lower --image-size"
+                           + (" or use --tiny" if adapter.kind == "rfdetr" else
+                              " or use a lighter --backbone"))
+    chosen = min(largest, _AUTO_BATCH_CAP, len(data))
+    click.echo(f"instkit train: --batch-size auto: {chosen} (measured {gigabytes(profile.fixed)} "
+               f"+ {gigabytes(profile.per_image)} per image; {gigabytes(free or 0)} free on "
+               f"{where}; {profile.seconds:.0f} s)", err=True)
+    return chosen
 
 
 def _input_size(adapter: Any) -> tuple[int, int]:
