@@ -51,7 +51,6 @@ from instkit.shards.dataset import (
     SA1B_CATEGORY,
     ShardSet,
     coco_row,
-    decode_image,
     iter_tar,
     open_shards,
     parse_row,
@@ -82,7 +81,10 @@ def row_sample(row: dict[str, Any], table: list[dict[str, Any]], where: str,
         raise relocate_row_error(exc, where, len(document["annotations"])) from None
     if image is None:
         raise InstkitError("the sample has no image member", Location(file=where))
-    array = decode_image(image, Location(file=where, image_id=sample.image_id))
+    from instkit.io.sa1b import decode_image  # one decoder of image bytes (EXIF, pixel limit)
+
+    array, notes = decode_image(image, where)
+    sample.meta.notes.extend(notes)
     return sample.replace(image=array)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import glob
-import io
 import json
 import os
 import posixpath
@@ -418,26 +417,6 @@ def shard_document(shards: ShardSet, index: int, *, keep_images: bool = False,
     return ShardDocument(document, origin, raw=None if nonfinite else b"", images=kept)
 
 
-def decode_image(data: bytes, where: Location) -> Any:
-    """Image bytes -> ``(H, W, 3)`` uint8 RGB with EXIF orientation applied (as ``load_image``)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from instkit.errors import ImageError
-    from instkit.sample import bomb_error, open_image, pil_to_rgb_uint8
-
-    notes: list[str] = []
-    try:
-        with open_image(io.BytesIO(data), where) as opened:
-            orientation = opened.getexif().get(0x0112, 1)
-            image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
-            image.load()
-            return pil_to_rgb_uint8(image, notes)
-    except Image.DecompressionBombError as exc:
-        raise bomb_error(exc, where) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"image cannot be read: {exc}", where) from None
-
-
 __all__ = ["FORMAT", "MANIFEST", "Origin", "ShardDocument", "ShardError", "ShardInfo", "ShardSet",
-           "TarRecord", "decode_image", "is_url", "iter_tar", "join", "looks_sharded",
+           "TarRecord", "is_url", "iter_tar", "join", "looks_sharded",
            "open_binary", "open_shards", "parse_row", "read_manifest", "shard_document"]
