@@ -1,0 +1,119 @@
+"""Collator image path: the OpenCV resize against torch's bilinear kernel (the processor's), and
+``defer_images=True`` (uint8 until ``batch.to(device)``) against the immediate collator."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from instkit.data import Collator  # noqa: E402
+from instkit.data.collate import RfDetrBatch, write_images  # noqa: E402
+from instkit.synthetic import categories, make_samples  # noqa: E402
+
+SIZE = {"shortest_edge": 100, "longest_edge": 150}
+
+
+def varied() -> list:
+    out = []
+    for k, size in enumerate([(96, 128), (128, 80), (72, 72)]):
+        out += make_samples(num_images=1, seed=30 + k, image_size=size, crowd_probability=0.0)
+    return out
+
+
+@pytest.mark.parametrize("out_size", [(150, 200), (37, 53), (96, 128), (200, 61)])
+def test_resize_equals_torch_bilinear(out_size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    region = torch.from_numpy(image.reshape(-1).copy())
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    out = torch.full((3, out_size[0] + 3, out_size[1] + 5), 7.0)
+    write_images(region, [0], [(96, 128)], [out_size], mean, std,
+                 [out[:, : out_size[0], : out_size[1]]])
+    planar = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    expect = F.interpolate(planar, size=out_size, mode="bilinear", align_corners=False)[0]
+    expect = (expect - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    assert torch.allclose(out[:, : out_size[0], : out_size[1]], expect, atol=1e-4)
+    # nothing written outside the view
+    assert (out[:, out_size[0] :] == 7).all() and (out[:, :, out_size[1] :] == 7).all()
+
+
+def test_resize_check_fails_on_another_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    import instkit.data.collate as collate
+
+    real = cv2.resize
+    monkeypatch.setattr(collate.cv2, "resize",
+                        lambda src, size, dst=None, interpolation=None:
+                        real(src, size, dst=dst, interpolation=cv2.INTER_NEAREST))
+    with pytest.raises(AssertionError):
+        test_resize_equals_torch_bilinear((150, 200))
+
+
+def assert_same(a: RfDetrBatch, b: RfDetrBatch) -> None:
+    assert list(a) == list(b)
+    assert torch.equal(a["pixel_values"], b["pixel_values"])
+    assert torch.equal(a["pixel_mask"], b["pixel_mask"])
+    for x, y in zip(a["labels"], b["labels"], strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+
+
+def test_deferred_batch_equals_the_immediate_one() -> None:
+    samples = varied()
+    now = Collator("rfdetr", size=SIZE)(samples)
+    later = Collator("rfdetr", size=SIZE, defer_images=True)(samples)
+    assert later.pending is not None
+    # the collated batch holds no float image: only the packed uint8 images
+    assert later.pending.region.dtype == torch.uint8
+    assert "pixel_values" not in dict(dict.items(later))
+    # pickled as DataLoader workers do, still deferred; built by .to(device)
+    moved = pickle.loads(pickle.dumps(later))
+    assert moved.pending is not None
+    assert_same(moved.to("cpu"), now)
+    # read as a dict (model(**batch)): built in place, once
+    def unpack(**kwargs: object) -> dict[str, object]:
+        return kwargs
+
+    seen = unpack(**later)
+    assert later.pending is None and sorted(seen) == ["labels", "pixel_mask", "pixel_values"]
+    assert_same(later, now)
+    assert later.info.image_ids == now.info.image_ids
+
+
+def test_deferred_check_fails_on_a_wrong_normalisation() -> None:
+    samples = varied()
+    now = Collator("rfdetr", size=SIZE)(samples)
+    later = Collator("rfdetr", size=SIZE, defer_images=True, image_std=(0.5, 0.5, 0.5))(samples)
+    with pytest.raises(AssertionError):
+        assert_same(later.to("cpu"), now)
+
+
+def test_defer_images_is_for_rfdetr_only() -> None:
+    with pytest.raises(ValueError, match="defer_images"):
+        Collator("maskrcnn", defer_images=True)
+
+
+def test_rfdetr_trains_on_a_deferred_batch() -> None:
+    pytest.importorskip("transformers")
+    from instkit.models import build_model
+
+    torch.manual_seed(0)
+    adapter = build_model("rfdetr", categories(), tiny=True)
+    samples = make_samples(2, seed=5, image_size=(96, 96), max_instances=3, crowd_probability=0.0)
+    options = adapter.collator_options()
+    model = adapter.model.train()
+    batch = Collator("rfdetr", **options, defer_images=True)(samples).to("cpu")
+    torch.manual_seed(1)  # the loss samples random points
+    loss, parts = adapter.loss(model, batch)
+    torch.manual_seed(1)
+    reference, _ = adapter.loss(model, Collator("rfdetr", **options)(samples))
+    assert torch.isfinite(loss) and parts
+    assert batch["pixel_values"].dtype == torch.float32
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
