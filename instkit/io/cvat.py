@@ -13,7 +13,11 @@ each with ``label``, ``occluded`` (0/1), ``z_order``, ``source``, optional ``gro
   ``width x height`` crop at ``(left, top)`` in row-major order, alternating background and
   object and starting with background (``0`` first when the crop's first pixel is set). Exact.
 - ``<ellipse cx cy rx ry [rotation]>``: traced as a polygon within 1 px (``ellipses_as_polygons``).
-- ``<polyline>``, ``<points>``, ``<cuboid>``, ``<skeleton>``, ``<tag>``: not regions; kept
+- ``<skeleton>`` sharing a ``group_id`` with an object's regions (of one label): that object's
+  keypoints, one ``<points label>`` per point label of the skeleton (``<parent>`` in ``<meta>``,
+  in that order; ``outside="1"`` -> visibility 0, ``occluded="1"`` -> 1, else 2). The region
+  category gets the point names as keypoints and ``extra["cvat_skeleton"]``.
+- ``<polyline>``, ``<points>``, ``<cuboid>``, other ``<skeleton>``s, ``<tag>``: not regions; kept
   beside the objects (``sample.meta.extra["cvat_other"]``, XML text), written back, counted
   (``other_shapes``).
 
@@ -32,8 +36,8 @@ Round trips. Each object keeps its source elements (``cvat_shapes`` extra); whil
 label are unchanged it is written back as those elements exactly. A changed object is written
 from its geometry: each polygon part a ``<polygon>`` (parts share a ``group_id``), an RLE or
 bitmap mask a ``<mask>`` (exact), a box-only object a ``<box>``. Not stored: annotation ids
-(numbered 1..M on reading), ``iscrowd`` (``crowd``), keypoints (``keypoints_dropped``), category
-ids (labels are names; ids 1..C in the ``<labels>`` order on reading: ``category_ids_renumbered``),
+(numbered 1..M on reading), ``iscrowd`` (``crowd``), category ids (labels are names; ids 1..C
+in the ``<labels>`` order on reading: ``category_ids_renumbered``),
 image ids (``<image id>`` is the frame index 0..N-1 on writing: ``image_ids_renumbered``).
 """
 
@@ -190,22 +194,78 @@ def _same_item(a: MaskItem, b: MaskItem) -> bool:
 
 
 def _meta_labels(meta: ET.Element | None) -> list[Category]:
+    """The classes of ``<meta>``; a skeleton label carries its points' names as keypoints (and
+    ``extra["cvat_type"] = "skeleton"``); the point labels (``<parent>``) are not classes."""
     found: list[Category] = []
     if meta is None:
         return found
     seen: set[str] = set()
+    points: dict[str, list[str]] = {}
     for labels in meta.iter("labels"):
         for label in labels.findall("label"):
             name = (label.findtext("name") or "").strip()
-            if not name or name in seen or (label.findtext("parent") or "").strip():
-                continue  # a skeleton's point labels (<parent>) are not classes
+            parent = (label.findtext("parent") or "").strip()
+            if parent:
+                points.setdefault(parent, []).append(name)
+                continue
+            if not name or name in seen:
+                continue
             seen.add(name)
             extra = {}
             color = (label.findtext("color") or "").strip()
             if color:
                 extra["color"] = color
+            if (label.findtext("type") or "").strip() == "skeleton":
+                extra["cvat_type"] = "skeleton"
             found.append(Category(id=len(found) + 1, name=name, extra=extra))
-    return found
+    return [Category(id=c.id, name=c.name, keypoints=tuple(points.get(c.name, ())), extra=c.extra)
+            for c in found]
+
+
+def _group_of(element: ET.Element) -> int:
+    group = element.get("group_id")
+    try:
+        return int(group) if group not in (None, "") else 0
+    except ValueError:
+        return 0  # reported where the element is read
+
+
+def _skeleton_owners(images: list[ET.Element], categories: list[Category]) -> dict[str, str]:
+    """Region label -> the skeleton label whose skeletons, grouped with its objects (CVAT's
+    pose layout: a box or polygon and a skeleton sharing a ``group_id``), are their keypoints.
+    A region label paired with two different skeletons keeps none."""
+    skeletons = {c.name for c in categories if c.extra.get("cvat_type") == "skeleton"}
+    owners: dict[str, str] = {}
+    refused: set[str] = set()
+    for image in images:
+        regions: dict[int, set[str]] = {}
+        for element in image:
+            if element.tag in REGIONS and _group_of(element):
+                regions.setdefault(_group_of(element), set()).add(element.get("label", ""))
+        for element in image:
+            labels = regions.get(_group_of(element), set())
+            if element.tag != "skeleton" or element.get("label") not in skeletons or \
+                    len(labels) != 1:
+                continue
+            (owner,) = labels
+            if owners.setdefault(owner, element.get("label", "")) != element.get("label"):
+                refused.add(owner)
+    return {k: v for k, v in owners.items() if k not in refused}
+
+
+def skeleton_keypoints(element: ET.Element, names: Sequence[str], at: Location) -> np.ndarray:
+    """``(len(names), 3)`` keypoints of a ``<skeleton>``: each ``<points label>`` child at its
+    name's index; ``outside="1"`` -> visibility 0, ``occluded="1"`` -> 1, else 2."""
+    out = np.zeros((len(names), 3), dtype=np.float32)
+    for child in element.findall("points"):
+        name = child.get("label")
+        if not isinstance(name, str) or name not in names or child.get("outside") == "1":
+            continue
+        xy = _points(child, at)
+        if len(xy) != 1:
+            raise FormatError(f"a skeleton point needs 1 point, got {len(xy)}", at)
+        out[list(names).index(name)] = (xy[0, 0], xy[0, 1], 1 if child.get("occluded") == "1" else 2)
+    return out
 
 
 def read_cvat(path: str | os.PathLike[str], images: str | os.PathLike[str] | None = None
@@ -240,7 +300,12 @@ def read_cvat(path: str | os.PathLike[str], images: str | os.PathLike[str] | Non
         names = sorted({el.get("label", "") for image in images_el for el in image
                         if el.tag in REGIONS and el.get("label")})
         categories_list = [Category(id=i + 1, name=n) for i, n in enumerate(names)]
-    categories = Categories(categories_list)
+    owners = _skeleton_owners(images_el, categories_list)
+    by_name = {c.name: c for c in categories_list}
+    categories = Categories(
+        Category(id=c.id, name=c.name, keypoints=by_name[owners[c.name]].keypoints,
+                 extra={**c.extra, "cvat_skeleton": owners[c.name]})
+        if c.name in owners else c for c in categories_list)
     label_of = {c.name: i for i, c in enumerate(categories)}
     counts = {"ellipses_as_polygons": 0, "other_shapes": 0}
     # A project export repeats frame ids across its subsets: ids are then the image's position.
@@ -276,9 +341,21 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
     groups: dict[Any, list[int]] = {}
     other: list[str] = []
     children = list(image)
+    region_labels: dict[int, set[str]] = {}
+    for element in children:
+        if element.tag in REGIONS and _group_of(element):
+            region_labels.setdefault(_group_of(element), set()).add(element.get("label", ""))
+    skeletons: dict[int, int] = {}  # group_id -> its skeleton element
     for n, element in enumerate(children):
         at = Location(file=str(file), json_path=f"image[{k}]/{element.tag}[{n}]",
                       image_id=image_id)
+        if element.tag == "skeleton":  # the keypoints of the object it is grouped with?
+            owner = region_labels.get(_group_of(element), set())
+            label = next(iter(owner)) if len(owner) == 1 else None
+            if label in label_of and _group_of(element) not in skeletons and \
+                    categories[label_of[label]].extra.get("cvat_skeleton") == element.get("label"):
+                skeletons[_group_of(element)] = n
+                continue
         if element.tag in OTHERS:
             other.append(ET.tostring(element, encoding="unicode").strip())
             counts["other_shapes"] += 1
@@ -302,7 +379,9 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
     z_order: list[int] = []
     attributes: list[dict[str, str]] = []
     sources: list[list[str]] = []
-    for members in groups.values():
+    num_keypoints = categories.num_keypoints
+    keypoints = np.zeros((len(groups), num_keypoints, 3), dtype=np.float32)
+    for row, (key, members) in enumerate(groups.items()):
         regions = [n for n in members if children[n].tag != "box"] or members
         parts = []
         for n in regions:
@@ -331,6 +410,12 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
         z_order.append(int(_number(first, "z_order", at)) if first.get("z_order") else 0)
         attributes.append({a.get("name", ""): a.text or "" for n in members
                            for a in children[n].findall("attribute")})
+        skeleton = skeletons.get(key[1]) if key[0] == "g" else None
+        if skeleton is not None:
+            names = categories[labels[-1]].keypoints
+            keypoints[row, : len(names)] = skeleton_keypoints(children[skeleton], names, Location(
+                file=str(file), json_path=f"image[{k}]/skeleton[{skeleton}]", image_id=image_id))
+            members = [*members, skeleton]
         sources.append([ET.tostring(children[n], encoding="unicode").strip() for n in members])
     n_obj = len(items)
     masks = Masks(items, size)
@@ -339,6 +424,7 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
     if missing.any():
         xyxy[missing] = masks[np.flatnonzero(missing)].boxes()
     instances = Instances(image_size=size, boxes=xyxy, masks=masks,
+                          keypoints=keypoints if num_keypoints else None,
                           labels=np.asarray(labels, dtype=np.int64),
                           ids=np.arange(first_id, first_id + n_obj, dtype=np.int64),
                           extras={"occluded": np.asarray(occluded, dtype=bool),
@@ -368,25 +454,55 @@ def _fmt(value: float) -> str:
     return f"{float(value):.2f}"
 
 
-def _unchanged(sources: Any, item: MaskItem, label: str, size: tuple[int, int]) -> bool:
+def _unchanged(sources: Any, item: MaskItem, category: Category, keypoints: np.ndarray | None,
+               size: tuple[int, int]) -> bool:
+    """Whether the object's source elements still give its mask, label and keypoints."""
     if not isinstance(sources, list) or not sources:
         return False
     try:
         elements = [ET.fromstring(text) for text in sources]
     except ET.ParseError:
         return False
-    if any(e.get("label") != label for e in elements):
+    skeletons = [e for e in elements if e.tag == "skeleton"]
+    elements = [e for e in elements if e.tag != "skeleton"]
+    if not elements or any(e.get("label") != category.name for e in elements):
         return False
     regions = [e for e in elements if e.tag != "box"] or elements
     try:
         parts = [shape_region(e, size, Location()) for e in regions]
+        if keypoints is None or not keypoints[:, 2].any():
+            if skeletons and keypoints is None:
+                return False
+        elif len(skeletons) != 1 or not np.array_equal(skeleton_keypoints(
+                skeletons[0], category.keypoints, Location()), keypoints[:len(category.keypoints)]):
+            return False
     except (FormatError, MaskError):
         return False
     return _same_item(_union(parts, size), item)
 
 
+def skeleton_label(category: Category) -> str:
+    """The CVAT skeleton label that holds ``category``'s keypoints."""
+    owner = category.extra.get("cvat_skeleton")
+    return owner if isinstance(owner, str) else f"{category.name} skeleton"
+
+
+def _skeleton_element(category: Category, keypoints: np.ndarray, group: int,
+                      z: str) -> ET.Element:
+    """A ``<skeleton>`` with one ``<points>`` per keypoint name (``outside`` where unlabelled)."""
+    element = ET.Element("skeleton", {"label": skeleton_label(category), "source": "manual",
+                                      "points": "", "z_order": z, "group_id": str(group)})
+    for k in range(keypoints.shape[0]):
+        name = category.keypoints[k] if k < len(category.keypoints) else f"keypoint{k}"
+        x, y, v = (float(value) for value in keypoints[k])
+        ET.SubElement(element, "points", {
+            "label": name, "source": "manual", "outside": "1" if v <= 0 else "0",
+            "occluded": "1" if v == 1 else "0", "points": f"{x!r},{y!r}", "z_order": z})
+    return element
+
+
 def _shape_elements(sample: Sample, categories: Categories, counts: dict[str, int],
-                    next_group: list[int]) -> list[ET.Element]:
+                    next_group: list[int], skeletons_used: set[str]) -> list[ET.Element]:
     inst = sample.instances
     masks = inst.masks
     extras = inst.extras
@@ -395,13 +511,13 @@ def _shape_elements(sample: Sample, categories: Categories, counts: dict[str, in
     z_order = extras.get("z_order")
     attributes = extras.get("cvat_attributes")
     counts["crowd"] += int(inst.iscrowd.sum())
-    if inst.keypoints is not None:
-        counts["keypoints_dropped"] += int((inst.keypoints[:, :, 2] > 0).any(axis=1).sum())
     out: list[ET.Element] = []
     for i in range(len(inst)):
-        label = categories[int(inst.labels[i])].name
+        category = categories[int(inst.labels[i])]
+        label = category.name
+        keypoints = inst.keypoints[i] if inst.keypoints is not None else None
         if masks is not None and sources is not None and \
-                _unchanged(sources[i], masks.items[i], label, inst.image_size):
+                _unchanged(sources[i], masks.items[i], category, keypoints, inst.image_size):
             out.extend(ET.fromstring(text) for text in sources[i])
             counts["objects"] += 1
             continue
@@ -437,6 +553,15 @@ def _shape_elements(sample: Sample, categories: Categories, counts: dict[str, in
                                 isinstance(attributes[i], dict) else {}).items():
                 child = ET.SubElement(element, "attribute", {"name": str(name)})
                 child.text = str(value)
+        if keypoints is not None and keypoints[:, 2].any():  # CVAT's pose layout: a skeleton
+            given = made[0].get("group_id")                   # in the object's group
+            shared = int(given) if given is not None else next_group[0]
+            if given is None:
+                next_group[0] += 1
+                for element in made:
+                    element.set("group_id", str(shared))
+            made.append(_skeleton_element(category, keypoints, shared, z))
+            skeletons_used.add(category.name)
         out.extend(made)
         counts["objects"] += 1
     return out
@@ -452,9 +577,9 @@ def write_cvat(samples: Iterable[Sample], path: str | os.PathLike[str],
     target = Path(path)
     out_images = images_folder_for(target, images_dir)
     categories = categories or getattr(samples, "categories", None)
-    counts = {"images": 0, "objects": 0, "crowd": 0, "keypoints_dropped": 0,
-              "empty_masks_dropped": 0, "other_shapes": 0, "image_ids_renumbered": 0,
-              "category_ids_renumbered": 0}
+    counts = {"images": 0, "objects": 0, "crowd": 0, "empty_masks_dropped": 0,
+              "other_shapes": 0, "image_ids_renumbered": 0, "category_ids_renumbered": 0}
+    skeletons_used: set[str] = set()  # categories whose keypoints were written as skeletons
     root = ET.Element("annotations")
     ET.SubElement(root, "version").text = "1.1"
     meta = ET.SubElement(root, "meta")
@@ -480,7 +605,7 @@ def write_cvat(samples: Iterable[Sample], path: str | os.PathLike[str],
         attrs.update({"width": str(int(w)), "height": str(int(h))})
         image_el = ET.SubElement(root, "image", attrs)
         counts["image_ids_renumbered"] += int(sample.image_id) != frame
-        image_el.extend(_shape_elements(sample, categories, counts, next_group))
+        image_el.extend(_shape_elements(sample, categories, counts, next_group, skeletons_used))
         for text in sample.meta.extra.get("cvat_other", []):
             image_el.append(ET.fromstring(text))
             counts["other_shapes"] += 1
@@ -488,14 +613,30 @@ def write_cvat(samples: Iterable[Sample], path: str | os.PathLike[str],
     if categories is None:
         raise InstkitError("write_cvat needs categories")
     size_el.text = str(counts["images"])
-    for label, category in enumerate(categories):
+    def add_label(name: str, kind: str, color: Any = None, parent: str | None = None) -> None:
         label_el = ET.SubElement(labels_el, "label")
-        ET.SubElement(label_el, "name").text = category.name
-        if isinstance(category.extra.get("color"), str):
-            ET.SubElement(label_el, "color").text = category.extra["color"]
-        ET.SubElement(label_el, "type").text = "any"
+        ET.SubElement(label_el, "name").text = name
+        if isinstance(color, str):
+            ET.SubElement(label_el, "color").text = color
+        ET.SubElement(label_el, "type").text = kind
         ET.SubElement(label_el, "attributes")
+        if parent is not None:
+            ET.SubElement(label_el, "parent").text = parent
+
+    names = set(categories.names)
+    for label, category in enumerate(categories):
+        skeleton = category.extra.get("cvat_type") == "skeleton"
+        add_label(category.name, "skeleton" if skeleton else "any", category.extra.get("color"))
         counts["category_ids_renumbered"] += category.id != label + 1
+        if skeleton:
+            for point in category.keypoints:
+                add_label(point, "points", parent=category.name)
+    for category in categories:  # skeleton labels of keypoints that came from another format
+        if category.name in skeletons_used and skeleton_label(category) not in names:
+            add_label(skeleton_label(category), "skeleton")
+            for k in range(categories.num_keypoints):
+                point = category.keypoints[k] if k < len(category.keypoints) else f"keypoint{k}"
+                add_label(point, "points", parent=skeleton_label(category))
     ET.indent(root, space="  ")
     with atomic_write(target, "wb") as handle:
         handle.write(b'<?xml version="1.0" encoding="utf-8"?>\n')

@@ -234,3 +234,70 @@ def test_project_export_with_subsets(tmp_path: Path) -> None:
     again = read_cvat(tmp_path / "out")
     assert [s.meta.file_name for s in again] == ["Train/img0.png", "Test/img0.png"]
     assert again[1].instances.masks == data[1].instances.masks
+
+
+POSE = """<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task>
+      <labels>
+        <label><name>person</name><type>any</type><attributes/></label>
+        <label><name>pose</name><type>skeleton</type><attributes/></label>
+        <label><name>head</name><type>points</type><attributes/><parent>pose</parent></label>
+        <label><name>tail</name><type>points</type><attributes/><parent>pose</parent></label>
+      </labels>
+    </task>
+  </meta>
+  <image id="0" name="a.png" width="12" height="10">
+    <polygon label="person" occluded="0" points="1,1;8,1;8,8" z_order="0" group_id="4"/>
+    <skeleton label="pose" occluded="0" points="" z_order="0" group_id="4">
+      <points label="head" occluded="1" outside="0" points="2.5,3" z_order="0"/>
+      <points label="tail" occluded="0" outside="1" points="7,7" z_order="0"/>
+    </skeleton>
+    <skeleton label="pose" occluded="0" points="" z_order="0">
+      <points label="head" occluded="0" outside="0" points="1,1" z_order="0"/>
+    </skeleton>
+  </image>
+</annotations>
+"""
+
+
+def test_skeletons_grouped_with_an_object_are_its_keypoints(tmp_path: Path) -> None:
+    folder = tmp_path / "pose"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (12, 10)).save(folder / "images" / "a.png")
+    (folder / "annotations.xml").write_text(POSE)
+    data = read_cvat(folder)
+    person = data.categories[0]
+    assert person.keypoints == ("head", "tail") and person.extra["cvat_skeleton"] == "pose"
+    inst = data[0].instances
+    assert len(inst) == 1  # the skeleton is the person's keypoints, not an object
+    np.testing.assert_array_equal(inst.keypoints[0], [[2.5, 3, 1], [0, 0, 0]])
+    assert data.read_counts == {"other_shapes": 1}  # the skeleton without a group
+    write_cvat(data, tmp_path / "out" / "annotations.xml")
+    root = ET.parse(tmp_path / "out" / "annotations.xml").getroot()
+    assert [el.tag for el in root.find("image")] == ["polygon", "skeleton", "skeleton"]
+    labels = {el.findtext("name"): el.findtext("parent") for el in root.iter("label")}
+    assert labels == {"person": None, "pose": None, "head": "pose", "tail": "pose"}
+    np.testing.assert_array_equal(read_cvat(tmp_path / "out")[0].instances.keypoints,
+                                  inst.keypoints)
+
+
+def test_coco_keypoints_through_cvat(pose_minicoco: dict[str, Path], tmp_path: Path) -> None:
+    from instkit.io.coco import read_coco
+
+    source = read_coco(pose_minicoco["val_json"], pose_minicoco["val_images"])
+    write_cvat(source, tmp_path / "out" / "annotations.xml")
+    back = {s.meta.file_name: s for s in read_cvat(tmp_path / "out")}
+    names = {el.findtext("name"): el.findtext("parent")
+             for el in ET.parse(tmp_path / "out" / "annotations.xml").getroot().iter("label")}
+    assert names["nose"] == "person skeleton" and names["person skeleton"] is None
+    for sample in source:
+        mine = back[sample.meta.file_name].instances
+        theirs = sample.instances
+        assert mine.masks == theirs.masks
+        labelled = theirs.keypoints[:, :, 2] > 0
+        np.testing.assert_array_equal(mine.keypoints[:, :, 2], theirs.keypoints[:, :, 2])  # v=1 too
+        np.testing.assert_array_equal(mine.keypoints[labelled], theirs.keypoints[labelled])
+    assert back[source[0].meta.file_name].meta.categories[0].keypoints == source.categories[0].keypoints

@@ -226,9 +226,10 @@ def test_labelme_files_in_sub_folders_are_detected(tmp_path: Path) -> None:
     assert sample.meta.file_name == "day1/img.png"
 
 
-def test_keypoints_through_labelme_property() -> None:
-    """Property: keypoints (named by their category) come back where they were labelled; what
-    was not visible (v=1) comes back visible, and is counted."""
+@pytest.mark.parametrize("fmt", ["labelme", "cvat"])
+def test_keypoints_property(fmt: str) -> None:
+    """Property: keypoints (named by their category) come back where they were labelled; in
+    LabelMe what was not visible (v=1) comes back visible, and is counted."""
     import tempfile
 
     import numpy as np
@@ -239,15 +240,19 @@ def test_keypoints_through_labelme_property() -> None:
     @given(samples(max_instances=4, num_keypoints=3))
     def check(sample: Any) -> None:
         with tempfile.TemporaryDirectory() as folder:
-            counts = io.save([sample], Path(folder) / "lm", "labelme", sample.meta.categories)
-            (back,) = io.open(Path(folder) / "lm")
+            out = _target(Path(folder), fmt)
+            counts = io.save([sample], out, fmt, sample.meta.categories)
+            (back,) = io.open(out.parent if fmt == "cvat" else out)
             theirs = sample.instances.keypoints
             labelled = theirs[:, :, 2] > 0
-            assert counts["keypoints_visibility_lost"] == int((theirs[:, :, 2] == 1).sum())
+            if fmt == "labelme":
+                assert counts["keypoints_visibility_lost"] == int((theirs[:, :, 2] == 1).sum())
             if not labelled.any():
                 return
             mine = back.instances.keypoints
             np.testing.assert_array_equal(mine[:, :, 2] > 0, labelled)
+            if fmt == "cvat":  # occluded="1" keeps v=1
+                np.testing.assert_array_equal(mine[:, :, 2], theirs[:, :, 2])
             np.testing.assert_array_equal(mine[labelled][:, :2], theirs[labelled][:, :2])
 
     check()
