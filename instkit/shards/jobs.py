@@ -459,28 +459,31 @@ def convert_shard(task: tuple[ShardSet, int, str, str, int, list[dict[str, Any]]
 
     shards, index, to, out, shard_size, table = task
     entries: list[dict[str, Any]] = []
-    images: list[Any] = []
+    images: list[Any] = []  # kept for a COCO fragment only; shards keep just the ids
     annotations: list[Any] = []
+    image_ids: list[int] = []
+    annotation_ids: list[int] = []
+    file_names: list[str] = []
     writer: TarWriter | None = None
     try:
         for row, where, name, data in iter_rows(shards, index, table):
             check_row(row, table, where)
             if data is None:
                 raise InstkitError(f"no image for {where} ({name})", Location(file=where))
+            image_ids.append(int(row["image"]["id"]))
+            file_names.append(str(row["image"]["file_name"]))
+            annotation_ids.extend(int(a["id"]) for a in row.get("annotations") or [])
             if to == "coco":
-                file_name = row["image"]["file_name"]
-                with atomic_write(safe_join(out, file_name), "wb") as handle:
+                with atomic_write(safe_join(out, row["image"]["file_name"]), "wb") as handle:
                     handle.write(data)
                 images.append(row["image"])
                 annotations.extend(row.get("annotations") or [])
-            else:
-                if writer is None or writer.samples >= shard_size:
-                    if writer is not None:
-                        entries.append(writer.close())
-                    writer = TarWriter(Path(out) / f"shard-{index:05d}-{len(entries):04d}.tar")
-                writer.add(Record(row, data, _extension(name) or ".png"))
-                images.append(row["image"])
-                annotations.extend(row.get("annotations") or [])
+                continue
+            if writer is None or writer.samples >= shard_size:
+                if writer is not None:
+                    entries.append(writer.close())
+                writer = TarWriter(Path(out) / f"shard-{index:05d}-{len(entries):04d}.tar")
+            writer.add(Record(row, data, _extension(name) or ".png"))
         if writer is not None:
             entries.append(writer.close())
             writer = None
@@ -488,9 +491,8 @@ def convert_shard(task: tuple[ShardSet, int, str, str, int, list[dict[str, Any]]
         if writer is not None:
             writer.abort()
     fragment: dict[str, Any] = {"file": shards.shards[index].path, "shards": entries,
-                                "image_ids": [int(i["id"]) for i in images],
-                                "annotation_ids": [int(a["id"]) for a in annotations],
-                                "file_names": [str(i["file_name"]) for i in images]}
+                                "image_ids": image_ids, "annotation_ids": annotation_ids,
+                                "file_names": file_names}
     if to == "coco":
         fragment["images"], fragment["annotations"] = images, annotations
     return fragment
