@@ -55,7 +55,7 @@ import numpy as np
 from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location, MaskError
 from instkit.instances import Instances
-from instkit.io.files import atomic_write, safe_join
+from instkit.io.files import atomic_write, safe_join, same_file
 from instkit.io.labelme import check_coordinates, check_outline
 from instkit.io.registry import SampleList
 from instkit.io.sa1b import copy_image
@@ -590,6 +590,9 @@ def write_cvat(samples: Iterable[Sample], path: str | os.PathLike[str],
     labels_el = ET.SubElement(task, "labels")
     next_group = [1]
     for frame, sample in enumerate(distinct_names(samples)):
+        if sample.meta.source and same_file(sample.meta.source, target):
+            raise InstkitError(f"refusing to write over the input file {target}",
+                               Location(file=str(target)))
         categories = categories or sample.meta.categories
         if categories is None:
             raise InstkitError("write_cvat needs categories", Location(image_id=sample.image_id))

@@ -301,3 +301,14 @@ def test_coco_keypoints_through_cvat(pose_minicoco: dict[str, Path], tmp_path: P
         np.testing.assert_array_equal(mine.keypoints[:, :, 2], theirs.keypoints[:, :, 2])  # v=1 too
         np.testing.assert_array_equal(mine.keypoints[labelled], theirs.keypoints[labelled])
     assert back[source[0].meta.file_name].meta.categories[0].keypoints == source.categories[0].keypoints
+
+
+def test_writing_over_the_input_is_refused(tmp_path: Path) -> None:
+    from instkit.errors import InstkitError
+
+    folder = _write(tmp_path / "cvat")
+    data = read_cvat(folder)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(InstkitError, match="write over the input"):
+        write_cvat(data, folder / "annotations.xml", images_dir=tmp_path / "elsewhere")
+    assert (folder / "annotations.xml").read_text() == XML
