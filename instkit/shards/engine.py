@@ -89,13 +89,16 @@ def _run_ray(fn: Callable[[Any], Any], tasks: list[Any], workers: int | None,
 
     ray = require("ray", "ray")
     require("ray.data", "ray")
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines on stderr
     started = False
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=workers or default_workers(), include_dashboard=False,
-                     log_to_driver=False)
+                     log_to_driver=False, logging_level=logging.WARNING)
         started = True
     try:
         if not tasks:
