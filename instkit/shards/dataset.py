@@ -128,11 +128,16 @@ def looks_sharded(path: str | os.PathLike[str]) -> bool:
 
 
 def read_manifest(path: str) -> ShardSet:
-    with open_binary(path) as handle:
-        try:
-            manifest = json.loads(handle.read())
-        except ValueError as exc:
-            raise ShardError(f"the manifest is not valid JSON: {exc}", Location(file=path)) from None
+    try:
+        with open_binary(path) as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise ShardError("no manifest here (name tar shards with a glob: 's3://bucket/sa1b/*.tar')",
+                         Location(file=path)) from None
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise ShardError(f"the manifest is not valid JSON: {exc}", Location(file=path)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ShardError(f"not an instkit shard manifest (\"format\": {FORMAT!r} expected)",
                          Location(file=path, json_path="format"))
@@ -166,6 +171,14 @@ def open_shards(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     root_image = os.fspath(image_root) if image_root is not None else None
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
+        if is_url(text) and glob.has_magic(text):
+            fsspec = require("fsspec", "shards")
+            found = sorted(f.fs.unstrip_protocol(f.path) for f in fsspec.open_files(text))
+            if not found:
+                raise ShardError("no shards match", Location(file=text))
+            shards = open_shards(found, image_root=image_root)
+            shards.root = text
+            return shards
         if text.endswith(MANIFEST) or (is_url(text) and not text.endswith((".tar", ".json"))):
             return read_manifest(text if text.endswith(MANIFEST) else join(text, MANIFEST))
         if os.path.isdir(text):

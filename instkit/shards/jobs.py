@@ -135,7 +135,10 @@ def validate_shard(task: tuple[ShardSet, int, Limits | None, str | None, bool]) 
     try:
         shard = shard_document(shards, index, keep_images=check_images and shards.kind != "coco")
     except InstkitError as exc:
-        code = exc.code or ("json-parse" if "JSON" in exc.message else "schema-type")
+        from instkit.shards.dataset import ShardError
+
+        code = exc.code or ("shard-unreadable" if isinstance(exc, ShardError) else
+                            "json-parse" if "JSON" in exc.message else "schema-type")
         where = exc.location if exc.location.file else Location(file=info.path)
         finding = Finding(code, RULES[code].severity, exc.message, where)
         empty = np.zeros(0, dtype=np.int64)

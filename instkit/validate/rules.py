@@ -132,6 +132,7 @@ RULES: dict[str, Rule] = _table(
     ("image-no-annotations", "info", "an image has no annotation", E.FormatError),
     ("shard-categories-mismatch", "error", "a shard's category table differs from the first shard's", E.FormatError),
     ("shard-manifest-mismatch", "error", "a shard's samples or annotations differ from its manifest entry", E.FormatError),
+    ("shard-unreadable", "error", "a shard cannot be read (missing, not a tar, cut short, a sample's members apart)", E.FormatError),
 )
 
 # code -> (severity, explanation): the form the report and the docs table use.

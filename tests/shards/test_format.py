@@ -149,6 +149,12 @@ def test_fsspec_url(small_shards: Path) -> None:
     records = list(iter_tar(shards.shards[1].path))
     assert len(records) == 4
     assert io.BytesIO(records[0].members[".json"][1]).read().startswith(b"{")
+    tars = open_shards("memory://fmt-test/shard-*.tar")  # a glob of tars: no manifest needed
+    assert tars.kind == "tar" and len(tars) == 6 and tars.root == "memory://fmt-test/shard-*.tar"
+    with pytest.raises(ShardError, match="no shards match"):
+        open_shards("memory://fmt-test/nothing-*.tar")
+    with pytest.raises(ShardError, match="no manifest here"):
+        open_shards("memory://no-such-folder")
 
 
 def test_convert_cli(small_coco: Path, small_shards: Path, sa1b_dir: Path, tmp_path: Path) -> None:

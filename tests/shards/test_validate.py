@@ -191,7 +191,7 @@ def test_unreadable_shard_is_a_finding(small_shards: Path, tmp_path: Path) -> No
     (folder / "shard-000003.tar").write_bytes(io.BytesIO(b"x" * 1000).read())
     report = validate_shards(open_shards(folder), workers=2)
     bad = [f for f in report.findings if f.location.file == str(folder / "shard-000003.tar")]
-    assert bad and bad[0].severity == "error" and report.exit_code == 1
+    assert [f.code for f in bad] == ["shard-unreadable"] and report.exit_code == 1
     assert report.counts["images"] == 20
 
 
