@@ -251,10 +251,14 @@ def open_image(source: str | os.PathLike[str] | IO[bytes],
         yield opened
 
 
-def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
+def load_image(path: str | os.PathLike[str], at_least: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, list[str]]:
     """Read an image as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
 
-    Returns the array and notes describing each conversion made.
+    ``at_least=(h, w)``: a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+    scaling, through Pillow's ``draft``), the smallest that keeps both sides at least ``(h, w)``
+    (in the displayed orientation); each side becomes ``ceil(side / k)``. Other formats decode
+    at full size. Returns the array and notes describing each conversion made.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -263,6 +267,15 @@ def load_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str]]:
     try:
         with open_image(path, Location(file=path)) as opened:
             orientation = opened.getexif().get(0x0112, 1)
+            if at_least is not None and opened.format == "JPEG":
+                want_h, want_w = (int(v) for v in at_least)
+                if orientation in (5, 6, 7, 8):  # stored transposed
+                    want_h, want_w = want_w, want_h
+                full = opened.size
+                opened.draft("RGB", (max(want_w, 1), max(want_h, 1)))
+                if opened.size != full:
+                    notes.append(f"decoded at {opened.size[0]}x{opened.size[1]} (WxH) of "
+                                 f"{full[0]}x{full[1]} (JPEG DCT scaling)")
             image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
             if orientation not in (None, 1):
                 notes.append(f"applied EXIF orientation {orientation}")

@@ -48,6 +48,77 @@ def _accepts_seed(transform: Callable[..., Any]) -> bool:
         p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
+def leading_resize(transform: Any) -> tuple[int, int] | None:
+    """``(height, width)`` when ``transform``'s first step is a fixed-size resize
+    (albumentationsx ``Resize`` inside an instkit ``Augment``, e.g. the ``evaluation`` preset)."""
+    steps = getattr(transform, "transforms", None)
+    if not steps:
+        return None
+    first = steps[0]
+    if type(first).__name__ == "Resize" and getattr(first, "p", 1.0) >= 1.0:
+        height, width = getattr(first, "height", None), getattr(first, "width", None)
+        if isinstance(height, int) and isinstance(width, int):
+            return height, width
+    return None
+
+
+def reduced_sample(sample: Sample, at_least: tuple[int, int]) -> Sample:
+    """``sample`` with its JPEG decoded at 1/2, 1/4 or 1/8 scale (the smallest keeping both
+    sides at least ``at_least``) and its instances mapped to that image; ``sample`` itself when
+    its image is already loaded, is not a JPEG, or is not at least twice that size.
+
+    The decoder averages k x k pixel blocks, so pixel ``(r, c)`` of the reduced image covers
+    ``[c k, (c + 1) k) x [r k, (r + 1) k)`` of the original: masks, boxes and keypoints are
+    scaled by the reduced size over the original (``ceil(W / k) / W`` across, exactly ``1/k``
+    when k divides the side; otherwise the far edge is off by under one original pixel).
+    Polygons stay polygons (scaled exactly), RLE and bitmap masks become bitmaps sampled at
+    the reduced pixels' centres.
+    """
+    from instkit.masks import BitmapMask, Masks, PolygonMask, rle_crop
+    from instkit.sample import load_image
+    from instkit.transforms.geometry import Homography, map_points_centre, warp_item, warp_polygons
+
+    if sample.image_loaded or sample.image_path is None:
+        return sample
+    h, w = sample.image_size
+    if h < 2 * at_least[0] or w < 2 * at_least[1]:
+        return sample
+    image, notes = load_image(sample.image_path, at_least=at_least)
+    if image.shape[:2] == (h, w):
+        return sample
+    rh, rw = int(image.shape[0]), int(image.shape[1])
+    sx, sy = rw / w, rh / h
+    move = Homography.scale_translate(sx, 0.0, sy, 0.0, (rh, rw))
+    inst = sample.instances
+    masks = None
+    if inst.masks is not None:
+        items = list(inst.masks.items)
+        polygons = [i for i, item in enumerate(items) if isinstance(item, PolygonMask)]
+        others = [i for i in range(len(items)) if i not in set(polygons)]
+        counts = inst.masks[others].rle_counts() if any(
+            not isinstance(items[i], BitmapMask) for i in others) else []
+        out: list[Any] = list(items)
+        shapes = [item for item in items if isinstance(item, PolygonMask)]
+        for i, (item, _) in zip(polygons, warp_polygons(shapes, move, "centre"), strict=True):
+            out[i] = item if item is not None else BitmapMask(np.zeros((0, 0), bool), (0, 0))
+        for j, i in enumerate(others):
+            source = items[i] if isinstance(items[i], BitmapMask) else rle_crop(counts[j], (h, w))
+            moved, _ = warp_item(source, move, "centre")
+            out[i] = moved if moved is not None else BitmapMask(np.zeros((0, 0), bool), (0, 0))
+        masks = Masks(out, (rh, rw))
+    keypoints = None
+    if inst.keypoints is not None:
+        keypoints = inst.keypoints.copy()
+        flat = keypoints[:, :, :2].reshape(-1, 2).astype(np.float64)
+        keypoints[:, :, :2] = map_points_centre(move, flat).reshape(keypoints.shape[0], -1, 2)
+    boxes = inst.boxes * np.array([sx, sy, sx, sy], np.float32)
+    moved_instances = inst.replace(image_size=(rh, rw), boxes=boxes, masks=masks,
+                                   keypoints=keypoints)
+    meta = sample.meta.copy()
+    meta.notes.extend(notes)
+    return Sample.from_array(image, moved_instances, sample.image_id, meta)
+
+
 def derive_seed(seed: int, epoch: int, index: int) -> int:
     """A 32-bit seed that depends only on ``(seed, epoch, index)``."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
@@ -60,10 +131,14 @@ class InstanceDataset(torch.utils.data.Dataset):
     ``source``: ``CocoDataset``, ``datasets.Dataset`` (guide layout), ``HFDataset`` or a sequence
     of ``Sample``s. ``transform``: ``transform(sample, *, seed=...) -> Sample`` (an instkit
     transform) or any ``transform(sample) -> Sample``. ``categories`` is used for HF datasets.
+    ``reduced_decode``: ``True`` decodes JPEGs at 1/2, 1/4 or 1/8 scale when the transform
+    starts with a resize to under half the image (``leading_resize``), ``(h, w)`` for any
+    transform whose output needs at least that much; see ``reduced_sample``.
     """
 
     def __init__(self, source: Any, transform: Callable[..., Sample] | None = None, *,
-                 seed: int = 0, categories: Any = None) -> None:
+                 seed: int = 0, categories: Any = None,
+                 reduced_decode: bool | tuple[int, int] = False) -> None:
         if _is_hf_dataset(source):
             from instkit.io.hf import read_hf
 
@@ -79,6 +154,11 @@ class InstanceDataset(torch.utils.data.Dataset):
             transform = transform.with_pool(source)  # type: ignore[attr-defined]
         self.transform = transform
         self._seeded = transform is not None and _accepts_seed(transform)
+        if isinstance(reduced_decode, tuple):
+            self.decode_at_least: tuple[int, int] | None = (int(reduced_decode[0]),
+                                                            int(reduced_decode[1]))
+        else:
+            self.decode_at_least = leading_resize(transform) if reduced_decode else None
 
     @property
     def categories(self) -> Any:
@@ -104,6 +184,8 @@ class InstanceDataset(torch.utils.data.Dataset):
         if not isinstance(sample, Sample):
             raise DatasetError(f"the source gave a {type(sample).__name__}, not a Sample",
                                Location(sample_index=index))
+        if self.decode_at_least is not None:
+            sample = reduced_sample(sample, self.decode_at_least)
         if self.transform is None:
             return sample
         if self._seeded:
@@ -150,4 +232,5 @@ def hf_transform(transform: Callable[..., Sample] | None = None, categories: Any
     return apply
 
 
-__all__ = ["DatasetError", "InstanceDataset", "derive_seed", "hf_transform"]
+__all__ = ["DatasetError", "InstanceDataset", "derive_seed", "hf_transform", "leading_resize",
+           "reduced_sample"]
