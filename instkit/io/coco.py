@@ -32,6 +32,7 @@ from instkit.categories import Categories
 from instkit.errors import FormatError, InstkitError, Location
 from instkit.instances import Instances
 from instkit.io.files import atomic_write, collector_paused, safe_join, same_file
+from instkit.io.images import copy_image
 from instkit.masks import (
     MaskItem,
     Masks,
@@ -603,7 +604,7 @@ def write_coco(
         height, width = sample.image_size
         file_name = sample.meta.file_name or f"{sample.image_id:012d}.png"
         if images_dir is not None:
-            _save_image(sample, safe_join(images_dir, file_name))
+            copy_image(sample, safe_join(images_dir, file_name))
         image: dict[str, Any] = {"id": int(sample.image_id), "file_name": file_name,
                                  "width": int(width), "height": int(height)}
         for key, value in sample.meta.extra.get("coco_image", {}).items():
@@ -636,17 +637,6 @@ def write_coco(
     with atomic_write(target) as handle:
         json.dump(document, handle, allow_nan=False, separators=(",", ":"))
     return target
-
-
-def _save_image(sample: Sample, destination: str) -> None:
-    from PIL import Image
-
-    if sample.image_path and same_file(sample.image_path, destination):
-        return
-    Path(destination).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(destination, "wb") as handle:
-        fmt = "JPEG" if destination.lower().endswith((".jpg", ".jpeg")) else "PNG"
-        Image.fromarray(sample.image).save(handle, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
 __all__ = ["CocoDataset", "CocoProblem", "read_coco", "write_coco", "sample_annotations"]

@@ -56,9 +56,9 @@ from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location, MaskError
 from instkit.instances import Instances
 from instkit.io.files import atomic_write, safe_join, same_file
+from instkit.io.images import copy_image
 from instkit.io.labelme import check_coordinates, check_outline
 from instkit.io.registry import SampleList
-from instkit.io.sa1b import copy_image
 from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
 from instkit.sample import Sample, SampleMeta, check_image_pixels
 

@@ -65,8 +65,9 @@ from instkit.errors import (
 )
 from instkit.instances import Instances
 from instkit.io.files import load_json, safe_join, staged_folder
+from instkit.io.images import copy_image, suffix_for
 from instkit.io.registry import SampleList
-from instkit.io.sa1b import EncodedImageSlot, InlineImage, copy_image, suffix_for
+from instkit.io.sa1b import EncodedImageSlot, InlineImage
 from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
 from instkit.sample import Sample, SampleMeta, check_image_pixels, open_image
 

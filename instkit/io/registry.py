@@ -304,7 +304,7 @@ class ImageCopier:
 
     def __iter__(self) -> Any:
         from instkit.io.files import safe_join
-        from instkit.io.sa1b import copy_image
+        from instkit.io.images import copy_image
 
         for sample in self._samples:
             if self._images is not None:

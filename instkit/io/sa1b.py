@@ -39,6 +39,7 @@ from instkit.categories import Categories, Category
 from instkit.errors import FormatError, ImageError, InstkitError, Location, MaskError, show_value
 from instkit.instances import Instances
 from instkit.io.files import load_json, safe_join, staged_folder
+from instkit.io.images import copy_image
 from instkit.masks import MaskItem, Masks, RLEMask, parse_coco_rle
 from instkit.sample import Sample, SampleMeta, _ImageSlot, check_image_pixels
 
@@ -139,52 +140,6 @@ class EncodedImageSlot(_ImageSlot):
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.source, self.size, self._array = state
-
-
-_SUFFIX_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
-                  ".tif": "TIFF", ".tiff": "TIFF"}
-
-
-def encoded_format(data: bytes) -> str | None:
-    """The image format of encoded bytes (``"JPEG"``, ``"PNG"``...: PIL's name), from the header
-    alone; None when PIL does not know it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return str(image.format) if image.format else None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        return None
-
-
-def suffix_for(data: bytes) -> str:
-    """A file suffix for encoded image bytes (``.png`` when the format is not known)."""
-    found = encoded_format(data)
-    return next((k for k, v in _SUFFIX_FORMAT.items() if v == found), ".png")
-
-
-def copy_image(sample: Sample, destination: Path) -> None:
-    """Write the sample's image to ``destination``: its file or stored bytes copied as they are
-    when they are in the suffix's format, else encoded (PNG/JPEG by suffix)."""
-    import shutil
-
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    suffix = destination.suffix.lower()
-    if sample.image_path and os.path.isfile(sample.image_path) and \
-            Path(sample.image_path).suffix.lower() == suffix:
-        shutil.copyfile(sample.image_path, destination)
-        return
-    slot = sample._slot
-    if isinstance(slot, EncodedImageSlot):
-        data = slot.source.read()
-        if encoded_format(data) == _SUFFIX_FORMAT.get(suffix, "?"):
-            destination.write_bytes(data)
-            return
-    from PIL import Image
-
-    fmt = "JPEG" if suffix in (".jpg", ".jpeg") else "PNG"
-    Image.fromarray(sample.image).save(destination, format=fmt,
-                                       **({"quality": 95} if fmt == "JPEG" else {}))
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -461,5 +416,5 @@ def write_sa1b(samples: Iterable[Sample], out_dir: str | os.PathLike[str],
         return counts
 
 
-__all__ = ["SA1BDataset", "SA1BShard", "copy_image", "decode_image", "read_sa1b", "sa1b_sample",
+__all__ = ["SA1BDataset", "SA1BShard", "decode_image", "read_sa1b", "sa1b_sample",
            "write_sa1b"]

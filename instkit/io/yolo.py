@@ -41,7 +41,6 @@ merge; two that one name would hold (``a/1.jpg``, ``a/1.png``) are refused.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -52,6 +51,7 @@ from instkit.categories import Categories, Category
 from instkit.errors import FormatError, InstkitError, Location, PathEscapeError
 from instkit.instances import Instances
 from instkit.io.files import staged_folder
+from instkit.io.images import copy_image as save_image
 from instkit.masks import BitmapMask, Masks, PolygonMask
 from instkit.sample import Sample, SampleMeta, open_image
 
@@ -79,18 +79,6 @@ COUNT_NOTES = {
     "unlabelled_keypoints_zeroed": "objects whose unlabelled keypoints (v = 0) had coordinates, "
                                    "written as 0 0 0",
 }
-
-
-def save_image(sample: Sample, destination: Path) -> None:
-    """Copy the sample's image file byte for byte, or encode its array (PNG/JPEG by suffix)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if sample.image_path and os.path.isfile(sample.image_path) and \
-            Path(sample.image_path).suffix.lower() == destination.suffix.lower():
-        shutil.copyfile(sample.image_path, destination)
-        return
-    from PIL import Image
-
-    Image.fromarray(sample.image).save(destination)
 
 
 def image_name(sample: Sample) -> str:
