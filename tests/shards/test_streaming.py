@@ -194,3 +194,22 @@ def test_sa1b_tars_stream(small_coco: Path, sa1b_dir: Path) -> None:
     np.testing.assert_array_equal(samples[3].image, source[3].image)
     with pytest.raises(InstkitError, match="per-shard sample counts"):
         StreamingDataset(sa1b_dir).state_dict(batches=1, batch_size=2, num_workers=2)
+
+
+def test_sa1b_rows_read_as_instkit_io_sa1b_reads_them(sa1b_dir: Path) -> None:
+    from instkit.io.sa1b import read_sa1b
+
+    theirs = {int(s.image_id): s for s in read_sa1b(sa1b_dir)}
+    mine = list(StreamingDataset(sa1b_dir, shuffle=False))
+    assert sorted(theirs) == sorted(int(s.image_id) for s in mine)
+    for sample in mine:
+        other = theirs[int(sample.image_id)]
+        a, b = sample.instances, other.instances
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.boxes, b.boxes)
+        assert a.masks is not None and b.masks is not None
+        assert a.masks.rle_counts() == b.masks.rle_counts()
+        assert a.extras["coco_fields"][0]["predicted_iou"] == b.extras["coco_fields"][0][
+            "predicted_iou"]
+        np.testing.assert_array_equal(sample.image, other.image)
