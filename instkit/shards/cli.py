@@ -20,7 +20,8 @@ def _engine(engine: str | None) -> str:
 
 def validate_main(annotations: Path, images: Path | None, fmt: str, fix: Path | None,
                   workers: int | None, engine: str | None, address: str | None,
-                  max_per_check: int, *, check_images: bool = False) -> int:
+                  max_per_check: int, *, check_images: bool = False,
+                  scratch: Path | None = None) -> int:
     """``instkit validate SHARDS``; returns the exit code. Image files are checked with
     ``--images`` (COCO shards) or ``--check-images`` (the bytes inside tar shards)."""
     from instkit.shards.jobs import validate_shards
@@ -30,7 +31,7 @@ def validate_main(annotations: Path, images: Path | None, fmt: str, fix: Path | 
     shards = open_shards(annotations, image_root=images)
     report = validate_shards(shards, engine=_engine(engine), workers=workers, address=address,
                              images=images if shards.kind == "coco" else None,
-                             check_images=check_images or images is not None,
+                             check_images=check_images or images is not None, scratch=scratch,
                              progress=sys.stderr.isatty())
     click.echo(report.to_json() if fmt == "json" else report.to_text(max_per_code=max_per_check))
     return int(report.exit_code)

@@ -17,6 +17,7 @@ another shard is ``unknown-image`` (docs/scaling.md).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Iterator
@@ -126,11 +127,13 @@ def _image_size_findings(shard: Any, origin: Origin, data: dict[int, bytes]) -> 
     return out
 
 
-def validate_shard(task: tuple[ShardSet, int, Limits | None, str | None, bool]) -> ValidatePart:
-    """Map: the rulebook's walk over one shard (its image files too when asked)."""
+def validate_shard(task: tuple[Any, ...]) -> ValidatePart:
+    """Map: the rulebook's walk over one shard (its image files too when asked). With a
+    ``scratch`` folder, the shard's ids go there in ``buckets`` parts instead of back to the
+    driver (``_bucket_repeats`` reduces them)."""
     from instkit.validate.checks import check_document
 
-    shards, index, limits, images_dir, check_images = task
+    shards, index, limits, images_dir, check_images, scratch, buckets = task
     info = shards.shards[index]
     try:
         shard = shard_document(shards, index, keep_images=check_images and shards.kind != "coco")
@@ -161,6 +164,11 @@ def validate_shard(task: tuple[ShardSet, int, Limits | None, str | None, bool]) 
         kept.extend(_image_size_findings(shard, origin, shard.images))
     image_ids, image_index, _ = _first_ids(document.get("images"))
     ann_ids, ann_index, ann_image = _first_ids(document.get("annotations"))
+    if scratch is not None:
+        _save_ids(scratch, "images", index, image_ids, image_index, image_ids, buckets)
+        _save_ids(scratch, "annotations", index, ann_ids, ann_index, ann_image, buckets)
+        empty = np.zeros(0, dtype=np.int64)
+        image_ids = image_index = ann_ids = ann_index = ann_image = empty
     is_dict = isinstance(document, dict)
     return ValidatePart(
         index, info.path, kept,
@@ -199,41 +207,87 @@ def _table_difference(mine: Any, reference: Any) -> str | None:
     return "; ".join(parts) or "entries repeated or reordered differently"
 
 
-def _cross_duplicates(parts: list[ValidatePart], kind: str) -> list[Finding]:
-    """An id that an earlier shard holds, reported at its first occurrence in a later shard."""
-    name = "image" if kind == "images" else "annotation"
+Repeat = tuple[int, int, int, int, int, int]  # shard, position, id, first shard, first position, image
+
+
+def _repeats(ids: np.ndarray, shard: np.ndarray, position: np.ndarray, owner: np.ndarray
+             ) -> list[Repeat]:
+    """Ids held by more than one shard (each shard's ids are distinct): every occurrence after
+    the first in shard order, with where the first is."""
+    order = np.lexsort((shard, ids))  # by id, then shard order
+    sorted_ids = ids[order]
+    out = []
+    for k in np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1]) + 1:
+        first = order[np.searchsorted(sorted_ids, sorted_ids[k])]
+        here = order[k]
+        out.append((int(shard[here]), int(position[here]), int(sorted_ids[k]), int(shard[first]),
+                    int(position[first]), int(owner[here])))
+    return out
+
+
+def _save_ids(scratch: str, kind: str, shard: int, ids: np.ndarray, position: np.ndarray,
+              owner: np.ndarray, buckets: int) -> None:
+    """One shard's ids, grouped by ``id mod buckets``, as ``.npy`` files in ``scratch``."""
+    key = (ids.view(np.uint64) % np.uint64(buckets)).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    data = np.stack([ids[order], position[order], owner[order]])
+    np.save(os.path.join(scratch, f"{kind}-{shard:06d}.npy"), data)
+    np.save(os.path.join(scratch, f"{kind}-{shard:06d}-offsets.npy"),
+            np.searchsorted(key[order], np.arange(buckets + 1)))
+
+
+def _bucket_repeats(task: tuple[str, str, int, int]) -> list[Repeat]:
+    """Reduce one bucket: the ids of every shard whose ``id mod buckets`` is ``bucket``."""
+    scratch, kind, bucket, n_shards = task
+    columns, owners = [], []
+    for shard in range(n_shards):
+        path = os.path.join(scratch, f"{kind}-{shard:06d}.npy")
+        if not os.path.exists(path):  # an unreadable shard holds no ids
+            continue
+        offsets = np.load(os.path.join(scratch, f"{kind}-{shard:06d}-offsets.npy"))
+        piece = np.asarray(np.load(path, mmap_mode="r")[:, offsets[bucket]:offsets[bucket + 1]])
+        columns.append(piece)
+        owners.append(np.full(piece.shape[1], shard, dtype=np.int64))
+    if not columns:
+        return []
+    data = np.concatenate(columns, axis=1)
+    return _repeats(data[0], np.concatenate(owners), data[1], data[2])
+
+
+def _memory_repeats(parts: list[ValidatePart], kind: str) -> list[Repeat]:
     ids = [p.image_ids if kind == "images" else p.annotation_ids for p in parts]
     if not ids:
         return []
-    all_ids = np.concatenate(ids)
-    owner = np.concatenate([np.full(len(a), k, dtype=np.int64) for k, a in enumerate(ids)])
-    position = np.concatenate([p.image_index if kind == "images" else p.annotation_index
-                               for p in parts])
-    owners = np.concatenate([p.image_ids if kind == "images" else p.annotation_image
-                             for p in parts])
-    order = np.lexsort((owner, all_ids))  # by id, then shard order
-    sorted_ids = all_ids[order]
-    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1]) + 1
+    return _repeats(
+        np.concatenate(ids),
+        np.concatenate([np.full(len(a), p.index, dtype=np.int64) for a, p in zip(ids, parts)]),
+        np.concatenate([p.image_index if kind == "images" else p.annotation_index
+                        for p in parts]),
+        np.concatenate([p.image_ids if kind == "images" else p.annotation_image for p in parts]))
+
+
+def _cross_duplicates(parts: list[ValidatePart], kind: str, repeats: list[Repeat]
+                      ) -> list[Finding]:
+    """An id that an earlier shard holds, reported at its first occurrence in a later shard."""
+    name = "image" if kind == "images" else "annotation"
+    by_index = {p.index: p for p in parts}
     findings = []
-    for k in repeated:
-        value = int(sorted_ids[k])
-        first = order[np.searchsorted(sorted_ids, value)]
-        here = order[k]
-        part, first_part = parts[owner[here]], parts[owner[first]]
-        file, path = part.origin.locate(f"{kind}[{position[here]}].id")
-        first_file, first_path = first_part.origin.locate(f"{kind}[{position[first]}]")
-        image_id = int(owners[here]) if owners[here] != _NO_ID else None
-        findings.append((int(owner[here]), int(position[here]), Finding(
+    for shard, position, value, first_shard, first_position, owner in sorted(repeats):
+        part, first_part = by_index[shard], by_index[first_shard]
+        file, path = part.origin.locate(f"{kind}[{position}].id")
+        first_file, first_path = first_part.origin.locate(f"{kind}[{first_position}]")
+        findings.append(Finding(
             f"duplicate-{name}-id", "error",
             f"{name} id {value} is used again (first at {first_path} of {first_file})",
-            Location(file=file, json_path=path, image_id=image_id,
-                     annotation_id=value if kind == "annotations" else None))))
-    findings.sort(key=lambda item: (item[0], item[1]))
-    return [f for _, _, f in findings]
+            Location(file=file, json_path=path, image_id=owner if owner != _NO_ID else None,
+                     annotation_id=value if kind == "annotations" else None)))
+    return findings
 
 
-def reduce_validate(shards: ShardSet, parts: list[ValidatePart]) -> Any:
-    """Reduce: the per-shard findings in shard order, then the dataset-wide ones."""
+def reduce_validate(shards: ShardSet, parts: list[ValidatePart],
+                    repeats: dict[str, list[Repeat]] | None = None) -> Any:
+    """Reduce: the per-shard findings in shard order, then the dataset-wide ones.
+    ``repeats``: the cross-shard duplicate ids when a bucketed reduce found them."""
     from instkit.validate.report import Report
     from instkit.validate.rules import check_document
 
@@ -256,8 +310,9 @@ def reduce_validate(shards: ShardSet, parts: list[ValidatePart]) -> Any:
                                             "categories": reference}, file=reference_file)
         findings.extend(f for f in table_findings if f.code not in (
             "category-unused", "annotations-missing"))
-    findings.extend(_cross_duplicates(parts, "images"))
-    findings.extend(_cross_duplicates(parts, "annotations"))
+    for kind in ("images", "annotations"):
+        found = repeats[kind] if repeats is not None else _memory_repeats(parts, kind)
+        findings.extend(_cross_duplicates(parts, kind, found))
     used = set().union(*(p.used_categories for p in parts)) if parts else set()
     for index, entry in enumerate(reference if isinstance(reference, list) else []):
         if isinstance(entry, dict) and is_int(entry.get("id")) and entry["id"] not in used:
@@ -280,20 +335,41 @@ def reduce_validate(shards: ShardSet, parts: list[ValidatePart]) -> Any:
 def validate_shards(shards: ShardSet, *, engine: str = "local", workers: int | None = 1,
                     address: str | None = None, limits: Limits | None = None,
                     images: str | os.PathLike[str] | None = None, check_images: bool = False,
+                    scratch: str | os.PathLike[str] | None = None, buckets: int = 64,
                     progress: bool = False) -> Any:
     """Validate a shard set; a ``Report`` like ``validate_file``'s (``counts`` add ``shards``).
     ``check_images``: decode every image (tar members; for COCO shards the files under
-    ``images`` or beside each shard)."""
+    ``images`` or beside each shard). ``scratch``: a folder (shared by the workers) where the
+    ids go for a reduce in ``buckets`` tasks, instead of all ids in this process's memory
+    (24 bytes per annotation; docs/scaling.md); the report is the same."""
+    import tempfile
+
     from instkit.shards.engine import run_tasks
 
     images_dir = os.fspath(images) if images is not None else None
     check = check_images or images_dir is not None
-    tasks = [(shards, k, limits, images_dir, check) for k in range(len(shards))]
-    parts = run_tasks(validate_shard, tasks, engine=engine, workers=workers, address=address,
-                      progress=progress, desc="validate")
-    report = reduce_validate(shards, parts)
+    with tempfile.TemporaryDirectory(dir=scratch) if scratch is not None else _no_folder() \
+            as folder:
+        tasks = [(shards, k, limits, images_dir, check, folder, buckets)
+                 for k in range(len(shards))]
+        parts = run_tasks(validate_shard, tasks, engine=engine, workers=workers,
+                          address=address, progress=progress, desc="validate")
+        repeats = None
+        if folder is not None:
+            bucket_tasks = [(folder, kind, b, len(shards)) for kind in ("images", "annotations")
+                            for b in range(buckets)]
+            found = run_tasks(_bucket_repeats, bucket_tasks, engine=engine, workers=workers,
+                              address=address, progress=progress, desc="reduce ids")
+            repeats = {kind: [r for task, result in zip(bucket_tasks, found) if task[1] == kind
+                              for r in result] for kind in ("images", "annotations")}
+    report = reduce_validate(shards, parts, repeats)
     report.images_checked = check
     return report
+
+
+@contextlib.contextmanager
+def _no_folder() -> Iterator[None]:
+    yield None
 
 
 # --- stats --------------------------------------------------------------------------------------

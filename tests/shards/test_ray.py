@@ -41,6 +41,9 @@ def test_ray_gives_what_one_process_gives(local_ray: None, small_coco: Path, sma
     local = validate_shards(open_shards(folder), engine="local", workers=1)
     on_ray = validate_shards(open_shards(folder), engine="ray", workers=2)
     assert on_ray.as_dict() == local.as_dict()
+    bucketed = validate_shards(open_shards(folder), engine="ray", workers=2, scratch=tmp_path,
+                               buckets=2)
+    assert bucketed.as_dict() == local.as_dict()
     assert "duplicate-image-id" in on_ray.codes()
 
     stats_local, _ = stats_shards(open_shards(small_shards), engine="local", workers=1)

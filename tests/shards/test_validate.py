@@ -69,8 +69,13 @@ def test_reduce_matches_one_walk_of_the_merged_file(small_coco: Path, tmp_path: 
     assert cross.location.json_path == "images[0].id" and "part-0.json" in cross.message
     assert one.counts == {"shards": 3, "images": 24, "annotations": len(merged["annotations"]),
                           "categories": len(merged["categories"])}
-    # the same report with two worker processes
+    # the same report with two worker processes, and with the ids reduced in buckets on disk
     assert validate_shards(open_shards(folder), workers=2).as_dict() == one.as_dict()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    bucketed = validate_shards(open_shards(folder), workers=2, scratch=scratch, buckets=3)
+    assert bucketed.as_dict() == one.as_dict()
+    assert not list(scratch.iterdir())  # cleaned up
 
 
 def test_a_clean_split_reports_what_the_file_reports(small_coco: Path, tmp_path: Path) -> None:
@@ -147,6 +152,9 @@ def test_sa1b_tars_findings_in_members(small_coco: Path, tmp_path: Path) -> None
     # the id of sa_998 repeats image 0's annotation ids: reported across shards
     assert sum(f.code == "duplicate-annotation-id" for f in report.findings) == 1 + len(
         rows[0][0]["annotations"])
+    bucketed = validate_shards(open_shards(folder), check_images=True, scratch=tmp_path,
+                               buckets=5)
+    assert bucketed.as_dict() == report.as_dict()
 
 
 def test_validate_cli_checks_tar_images(small_coco: Path, tmp_path: Path) -> None:

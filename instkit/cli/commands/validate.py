@@ -23,11 +23,14 @@ from instkit.cli.commands._options import engine_options
 @engine_options
 @click.option("--check-images", is_flag=True, default=False,
               help="Decode and size the images inside tar shards (sharded datasets).")
+@click.option("--scratch", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, help="Sharded datasets: reduce ids in buckets through this folder "
+              "(shared by the workers) instead of in memory.")
 @click.option("--max-per-check", type=int, default=20, show_default=True,
               help="Details shown per check in text output.")
 def command(annotations: Path, images: Path | None, fmt: str, fix: Path | None,
             workers: int | None, engine: str | None, address: str | None,
-            check_images: bool, max_per_check: int) -> None:
+            check_images: bool, scratch: Path | None, max_per_check: int) -> None:
     """Check ANNOTATIONS (COCO JSON, or a sharded dataset: shard folder, glob, manifest).
     Exit code 0: no error; 1: errors found; 2: usage problem (see `instkit --help`)."""
     from instkit.io.files import same_file
@@ -38,7 +41,7 @@ def command(annotations: Path, images: Path | None, fmt: str, fix: Path | None,
         from instkit.shards.cli import validate_main
 
         sys.exit(validate_main(annotations, images, fmt, fix, workers, engine, address,
-                               max_per_check, check_images=check_images))
+                               max_per_check, check_images=check_images, scratch=scratch))
     if engine is not None:
         raise click.UsageError("--engine runs per shard: give a sharded dataset")
     if not annotations.is_file():
