@@ -3,6 +3,7 @@ as one local process. One Ray instance for the module (it takes seconds to start
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -54,6 +55,15 @@ def test_ray_gives_what_one_process_gives(local_ray: None, small_coco: Path, sma
     convert_shards(open_shards(small_shards), one, "shards", shard_size=3, workers=1)
     convert_shards(open_shards(small_shards), two, "shards", shard_size=3, engine="ray", workers=2)
     assert _digests(two) == _digests(one)
+    # a single COCO file written as shards by Ray tasks: the same bytes as one process wrote
+    from instkit.cli.commands.convert import read_any
+    from instkit.shards import convert_to_shards
+
+    from_file = tmp_path / "from-file"
+    convert_to_shards(small_coco, "coco", from_file, shard_size=4, engine="ray", workers=2,
+                      opener=functools.partial(read_any, small_coco, "coco", None),
+                      address=None, progress=False)
+    assert _digests(from_file) == _digests(small_shards)
     assert ray.is_initialized()  # a Ray instance it did not start is left running
 
 
