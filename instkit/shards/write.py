@@ -129,6 +129,13 @@ def sample_record(sample: Any, categories: Any) -> Record:
 
     row = {"image": image_entry(sample),
            "annotations": sample_annotations(sample, categories, mask_format="auto")}
+    from instkit.io.sa1b import EncodedImageSlot
+
+    slot = sample._slot
+    if isinstance(slot, EncodedImageSlot):  # bytes from a tar / inline: copied, not decoded
+        ext = _extension(slot.source.name)
+        if ext:
+            return Record(row, slot.source.read(), ext)
     ext = _extension(sample.image_path)
     if sample.image_path and ext and not sample.image_loaded and os.path.isfile(sample.image_path):
         with open(sample.image_path, "rb") as handle:

@@ -179,3 +179,29 @@ def test_convert_cli(small_coco: Path, small_shards: Path, sa1b_dir: Path, tmp_p
     assert back[0].instances.extras["coco_fields"][0]["predicted_iou"] == 0.9
     again = runner.invoke(cli, ["convert", str(small_shards), str(tmp_path / "y"), "--to", "yolo"])
     assert again.exit_code == 2 and "coco or shards" in again.output
+
+
+def test_sa1b_read_by_its_reader_to_shards_keeps_image_bytes(small_coco: Path,
+                                                             tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from instkit.cli import cli
+    from tests.shards.conftest import sa1b_rows, write_sa1b_tars
+
+    rows = []
+    for row, data in sa1b_rows(small_coco):  # PNGs that a re-encoding would not reproduce
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(data)).save(buffer, format="PNG", compress_level=1)
+        rows.append((row, buffer.getvalue()))
+    folder = write_sa1b_tars(tmp_path / "fast-png", rows, 10)
+    out = tmp_path / "from-reader"
+    result = CliRunner().invoke(cli, ["convert", str(folder), str(out), "--to", "shards",
+                                      "--from", "sa1b", "--shard-size", "10"])
+    assert result.exit_code == 0, result.output
+    originals = {row["image"]["image_id"]: data for row, data in rows}
+    written = [r for tar in sorted(out.glob("*.tar")) for r in iter_tar(str(tar))]
+    assert len(written) == 24
+    for record in written:
+        image_id = json.loads(record.members[".json"][1])["image"]["id"]
+        assert record.members[".png"][1] == originals[image_id]  # copied, not re-encoded
