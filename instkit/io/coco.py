@@ -610,6 +610,7 @@ def write_coco(
         for key, value in sample.meta.extra.get("coco_image", {}).items():
             image.setdefault(key, value)
         images.append(image)
+        _refuse_empty_masks(sample, position)
         for annotation in sample_annotations(sample, categories, mask_format=mask_format):
             if renumber_ids:
                 annotation["id"] = len(annotations) + 1
@@ -639,4 +640,38 @@ def write_coco(
     return target
 
 
-__all__ = ["CocoDataset", "CocoProblem", "read_coco", "write_coco", "sample_annotations"]
+def _empty_mask_rows(sample: Sample) -> np.ndarray:
+    masks = sample.instances.masks
+    if masks is None or len(masks) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(masks.area() == 0)
+
+
+def _refuse_empty_masks(sample: Sample, position: int) -> None:
+    empty = _empty_mask_rows(sample)
+    if empty.size:
+        ann_id = int(sample.instances.ids[empty[0]])
+        raise InstkitError(
+            f"{empty.size} annotation(s) of this image have a mask that covers no pixel (first: "
+            f"id {ann_id}); COCO readers refuse them (rule mask-empty): leave them out first "
+            "(instkit.io.coco.drop_empty_masks records each in meta.drops)",
+            Location(sample_index=position, image_id=sample.image_id, annotation_id=ann_id))
+
+
+def drop_empty_masks(sample: Sample) -> tuple[Sample, int]:
+    """``sample`` without the instances whose mask covers no pixel (each recorded in
+    ``meta.drops`` with reason ``mask-empty``), and how many there were."""
+    empty = _empty_mask_rows(sample)
+    if not empty.size:
+        return sample, 0
+    inst = sample.instances
+    keep = np.ones(len(inst), dtype=bool)
+    keep[empty] = False
+    meta = sample.meta.copy()
+    meta.drops.extend(Drop(int(inst.ids[k]), "mask-empty", int(inst.labels[k]), stage="write_coco",
+                           detail="the mask covers no pixel") for k in empty.tolist())
+    return sample.replace(instances=inst[keep], meta=meta), int(empty.size)
+
+
+__all__ = ["CocoDataset", "CocoProblem", "drop_empty_masks", "read_coco", "sample_annotations",
+           "write_coco"]

@@ -169,7 +169,8 @@ def save_lvis(samples: Iterable[Sample], path: str | os.PathLike[str],
     target = Path(path)
     out_images = images_folder_for(target, images_dir)
     categories = categories or getattr(samples, "categories", None)
-    completed = _Completed(ImageCopier(distinct_names(samples), out_images))
+    copier = ImageCopier(distinct_names(samples), out_images)
+    completed = _Completed(copier)
     write_coco(completed, target, categories, mask_format=mask_format, **document_fields(samples))
     # The categories' frequencies need the counts of the whole pass: the table is finished after
     # it, and the file rewritten once (with the file names LVIS v1 does not have left out).
@@ -183,7 +184,8 @@ def save_lvis(samples: Iterable[Sample], path: str | os.PathLike[str],
             del image["file_name"]
     with atomic_write(target) as handle:
         json.dump(document, handle, allow_nan=False, separators=(",", ":"))
-    return {**completed.counts, "frequency_computed": computed}
+    return {**completed.counts, "empty_masks_dropped": copier.empty_masks_dropped,
+            "frequency_computed": computed}
 
 
 __all__ = ["file_name_from_url", "frequency_of", "lvis_categories", "read_lvis", "save_lvis"]

@@ -281,7 +281,8 @@ def _write_coco(samples: Iterable[Sample], out: Path, categories: Categories | N
     counted = ImageCopier(distinct_names(samples), target_images)
     write_coco(counted, out, categories, mask_format=mask_format,
                **document_fields(samples))
-    return {"images": counted.images, "objects": counted.objects}
+    return {"images": counted.images, "objects": counted.objects,
+            "empty_masks_dropped": counted.empty_masks_dropped}
 
 
 def document_fields(samples: Any) -> dict[str, Any]:
@@ -292,7 +293,8 @@ def document_fields(samples: Any) -> dict[str, Any]:
 
 
 class ImageCopier:
-    """Passes samples through, counting images and objects and writing each image under
+    """Passes samples through, counting images and objects (leaving out, and counting, the
+    objects whose mask covers no pixel) and writing each image under
     ``images`` (named by its ``file_name``): the file's bytes as they are where it has the
     same format, so no JPEG is encoded again."""
 
@@ -301,12 +303,16 @@ class ImageCopier:
         self._images = images
         self.images = 0
         self.objects = 0
+        self.empty_masks_dropped = 0
 
     def __iter__(self) -> Any:
+        from instkit.io.coco import drop_empty_masks
         from instkit.io.files import safe_join
         from instkit.io.images import copy_image
 
         for sample in self._samples:
+            sample, dropped = drop_empty_masks(sample)  # COCO-like formats cannot hold them
+            self.empty_masks_dropped += dropped
             if self._images is not None:
                 name = sample.meta.file_name or f"{sample.image_id:012d}.png"
                 copy_image(sample, Path(safe_join(self._images, name,

@@ -45,3 +45,31 @@ def test_a_different_format_is_encoded_by_the_suffix(tinycoco: dict[str, Path],
     copy_image(sample, sample.image_path)
     assert Path(sample.image_path).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bmp", "a.jpg", "a.png"]
+
+
+def test_an_empty_mask_is_refused_by_write_coco_and_counted_by_convert(
+        tinycoco: dict[str, Path], tmp_path: Path) -> None:
+    """A mask that covers no pixel cannot be a COCO annotation (read_coco refuses it): write_coco
+    names it instead of writing a file instkit cannot read back; the registry's COCO and LVIS
+    writers leave it out and count it."""
+    import pytest
+
+    from instkit.errors import InstkitError
+    from instkit.io import registry
+    from instkit.masks import BitmapMask, Masks
+
+    sample = read_coco(tinycoco["val_json"], tinycoco["val_images"])[0]
+    inst = sample.instances
+    items = list(inst.masks.items)
+    items[1] = BitmapMask(np.zeros((3, 3), dtype=bool), (0, 0))
+    broken = sample.replace(instances=inst.replace(masks=Masks(items, inst.image_size)))
+    with pytest.raises(InstkitError, match="covers no pixel") as caught:
+        write_coco([broken], tmp_path / "a.json", sample.meta.categories)
+    assert caught.value.location.annotation_id == int(inst.ids[1])
+    assert not (tmp_path / "a.json").exists()
+    for fmt in ("coco", "lvis"):
+        counts = registry.save([broken], tmp_path / fmt / "ann.json", format=fmt,
+                               categories=sample.meta.categories)
+        assert counts["empty_masks_dropped"] == 1
+        back = registry.open(tmp_path / fmt / "ann.json")
+        assert len(back[0].instances) == len(inst) - 1

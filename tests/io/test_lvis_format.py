@@ -72,7 +72,7 @@ def test_round_trip_gives_the_same_document(tmp_path: Path) -> None:
     out = tmp_path / "out" / "lvis.json"
     counts = save_lvis(data, out)
     assert counts == {"images": 2, "objects": 2, "crowd": 0, "image_lists_added": 0,
-                      "frequency_computed": 0}
+                      "empty_masks_dropped": 0, "frequency_computed": 0}
     written = json.loads(out.read_text())
     original = _document()
     assert written["images"] == original["images"]  # no file_name added, lists as they were
