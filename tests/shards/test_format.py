@@ -205,3 +205,15 @@ def test_sa1b_read_by_its_reader_to_shards_keeps_image_bytes(small_coco: Path,
     for record in written:
         image_id = json.loads(record.members[".json"][1])["image"]["id"]
         assert record.members[".png"][1] == originals[image_id]  # copied, not re-encoded
+
+
+def test_jpeg_files_are_copied_as_they_are(tinycoco: dict[str, Path], tmp_path: Path) -> None:
+    opener = functools.partial(read_coco, tinycoco["val_json"], tinycoco["val_images"])
+    out = tmp_path / "val"
+    convert_to_shards(tinycoco["val_json"], "coco", out, shard_size=4, opener=opener,
+                      engine="local", workers=1, address=None, progress=False)
+    records = [r for tar in sorted(out.glob("*.tar")) for r in iter_tar(str(tar))]
+    assert len(records) == len(opener())
+    for record in records:
+        name = json.loads(record.members[".json"][1])["image"]["file_name"]
+        assert record.members[".jpg"][1] == (tinycoco["val_images"] / name).read_bytes()
