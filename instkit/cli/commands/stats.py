@@ -15,8 +15,9 @@ from instkit.cli.commands._options import (
 )
 
 if TYPE_CHECKING:
-    from instkit.io.coco import CocoDataset
-    from instkit.io.hf import HFDataset
+    from collections.abc import Sequence
+
+    from instkit.sample import Sample
 
 
 @click.command("stats")
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 @progress_option
 def command(annotations: Path, output_format: str, plot: Path | None, workers: int | None,
             engine: str | None, address: str | None, progress: bool) -> None:
-    """Statistics of ANNOTATIONS (a COCO JSON file, a folder saved by `instkit convert --to hf`,
-    or a sharded dataset: shard folder, glob, manifest)."""
+    """Statistics of ANNOTATIONS: a dataset in any format `instkit convert` reads (a COCO JSON
+    file, a YOLO-seg, Hugging Face, LabelMe... folder; docs/formats.md) or a sharded dataset
+    (shard folder, glob, manifest)."""
     import json
 
     from instkit.io.files import refuse_overwrite
@@ -46,17 +48,22 @@ def command(annotations: Path, output_format: str, plot: Path | None, workers: i
     if not annotations.exists():
         raise click.UsageError(f"no such file or folder: {annotations}")
 
-    dataset: HFDataset | CocoDataset
-    if annotations.is_dir():
-        from instkit.io.hf import read_hf
+    from instkit.io import registry
+    from instkit.sample import categories_of
 
-        dataset = read_hf(annotations)
-    else:
+    dataset: Sequence[Sample]
+    name = registry.detect(annotations)
+    if name == "coco":  # read leniently: statistics of what can be read, problems logged
         from instkit.io.coco import read_coco
 
         _say_reading(annotations, progress)
         dataset = read_coco(annotations, strict=False)
-    stats = compute_stats(dataset, dataset.categories, progress=progress)
+    else:
+        dataset = registry.open(annotations, format=name)
+    categories = categories_of(dataset)
+    if categories is None:
+        raise click.UsageError(f"{annotations} holds no category table")
+    stats = compute_stats(dataset, categories, progress=progress)
     click.echo(json.dumps(stats.as_dict(), indent=2) if output_format == "json"
                else stats.to_text())
     if plot is not None:
