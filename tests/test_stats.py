@@ -47,3 +47,15 @@ def test_cli_table_json_and_plot(tinycoco: dict[str, Path], tmp_path: Path) -> N
     from PIL import Image
 
     assert Image.open(png).size[0] >= 800
+
+
+def test_cli_reads_any_registered_format(tinycoco: dict[str, Path], tmp_path: Path) -> None:
+    from instkit.io import registry
+
+    dataset = read_coco(tinycoco["val_json"], tinycoco["val_images"])
+    registry.save(dataset, tmp_path / "yolo", format="yolo")
+    result = CliRunner().invoke(cli, ["stats", str(tmp_path / "yolo"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["images"] == len(dataset)
+    assert stats["instances"] == dataset.num_annotations
