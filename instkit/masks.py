@@ -651,8 +651,9 @@ class Masks:
         todo = [i for i, item in enumerate(items) if not isinstance(item, BitmapMask)]
         if todo:
             counts = self.rle_counts()
-            for i in todo:
-                items[i] = rle_crop(counts[i], self._size)
+            for i, crop in zip(todo, rle_crops([counts[i] for i in todo], self._size),
+                               strict=True):
+                items[i] = crop
         return Masks(items, self._size, _rles=self._rles)
 
     def to_dense(self) -> np.ndarray:
@@ -715,28 +716,43 @@ class Masks:
         return total
 
 
-def rle_crop(counts: bytes, size: ImageSize) -> BitmapMask:
-    """A compressed RLE -> its box-tight ``BitmapMask``, decoding only the columns it touches.
+def rle_crops(counts: Sequence[bytes], size: ImageSize) -> list[BitmapMask]:
+    """Compressed RLEs of one image -> their box-tight ``BitmapMask``s, decoding only the
+    columns each touches.
 
-    The one RLE-to-crop decoder: ``Masks.to_bitmaps``, the collator and the transforms use it.
-    Runs alternate starting with zeros over the column-major image, so the first and last
-    foreground runs bound the columns; only that band is expanded, then cut to its rows."""
+    The one RLE-to-crop decoder: ``Masks.to_bitmaps``, the collator's packing and the transforms
+    use it (``rle_crop`` is its one-string case). The strings are decoded in one vectorised pass
+    (``decode_rle_counts_batch``); runs alternate starting with zeros over the column-major
+    image, so the first and last foreground runs bound the columns; only that band is expanded,
+    then cut to its rows. A string the decoder refuses raises ``MaskError`` saying why."""
     h = int(size[0])
-    runs = decode_rle_counts(counts)
-    ends = np.cumsum(runs)
-    starts = ends - runs
-    ones = np.arange(runs.size) % 2 == 1
-    ones &= runs > 0
-    if not ones.any() or h == 0:
-        return BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
-    first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
-    xa, xb = first // h, last // h + 1
-    base, top = xa * h, xb * h
-    lengths = np.clip(ends, base, top) - np.clip(starts, base, top)
-    band = np.repeat(ones, lengths).reshape(xb - xa, h).T
-    rows = np.flatnonzero(band.any(axis=1))
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    return BitmapMask(np.ascontiguousarray(band[y0:y1]), (y0, xa))
+    batch = decode_rle_counts_batch(counts)
+    out: list[BitmapMask] = []
+    for j in range(len(counts)):
+        if batch.status[j] != RLE_OK:
+            decode_rle_counts(counts[j])  # raises the refusal
+        runs = batch.runs[batch.offsets[j] : batch.offsets[j + 1]]
+        ends = np.cumsum(runs)
+        starts = ends - runs
+        ones = np.arange(runs.size) % 2 == 1
+        ones &= runs > 0
+        if not ones.any() or h == 0:
+            out.append(BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0)))
+            continue
+        first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
+        xa, xb = first // h, last // h + 1
+        base, top = xa * h, xb * h
+        lengths = np.clip(ends, base, top) - np.clip(starts, base, top)
+        band = np.repeat(ones, lengths).reshape(xb - xa, h).T
+        rows = np.flatnonzero(band.any(axis=1))
+        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        out.append(BitmapMask(np.ascontiguousarray(band[y0:y1]), (y0, xa)))
+    return out
+
+
+def rle_crop(counts: bytes, size: ImageSize) -> BitmapMask:
+    """``rle_crops`` of one compressed RLE."""
+    return rle_crops([counts], size)[0]
 
 
 def _row_any(mask: np.ndarray) -> np.ndarray:
