@@ -172,7 +172,7 @@ def jpeg_decode_rate(seconds: float = 2.0) -> dict[str, float]:
     """Decodes per second of one core for an SA-1B-sized JPEG (2250x1500, quality 90)."""
     from PIL import Image
 
-    from instkit.shards.dataset import decode_image
+    from instkit.io.sa1b import decode_image
 
     source = next(iter(sorted((SHARED / "images" / "train2017").glob("*.jpg"))))
     buffer = io.BytesIO()
