@@ -14,6 +14,7 @@ RLE, so every storage form appears. Category ids are gapped (as COCO's are).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -28,10 +29,24 @@ from instkit.sample import Sample, SampleMeta
 CLASS_NAMES = ("circle", "square", "triangle", "ring", "pair", "star")
 _CATEGORY_IDS = (1, 3, 4, 7, 8, 10)
 TRIANGLE_KEYPOINTS = ("apex", "left_corner", "right_corner")
+#: object radius as a share of the image's shorter side
+RADIUS_RANGE = (0.06, 0.16)
 
 
-def categories() -> Categories:
-    """The synthetic category table (gapped ids; triangles carry keypoints)."""
+def _check_classes(classes: Sequence[str] | None) -> tuple[str, ...]:
+    if classes is None:
+        return CLASS_NAMES
+    chosen = tuple(classes)
+    unknown = [name for name in chosen if name not in CLASS_NAMES]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"classes must be distinct names among {CLASS_NAMES}, got {chosen}")
+    return chosen
+
+
+def categories(classes: Sequence[str] | None = None) -> Categories:
+    """The synthetic category table (gapped ids; triangles carry keypoints); ``classes``: a
+    subset of ``CLASS_NAMES`` (each keeps its id)."""
+    chosen = _check_classes(classes)
     return Categories(
         Category(
             id=cat_id,
@@ -41,6 +56,7 @@ def categories() -> Categories:
             skeleton=((1, 2), (2, 3), (3, 1)) if name == "triangle" else (),
         )
         for cat_id, name in zip(_CATEGORY_IDS, CLASS_NAMES)
+        if name in chosen
     )
 
 
@@ -62,12 +78,13 @@ def _rasterise(parts: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
 
 
 def _shape(
-    name: str, rng: np.random.Generator, size: tuple[int, int]
+    name: str, rng: np.random.Generator, size: tuple[int, int],
+    radius_range: tuple[float, float] = RADIUS_RANGE,
 ) -> tuple[list[np.ndarray] | None, np.ndarray, np.ndarray | None]:
     """Polygon parts (None for rings), the mask, and keypoints (triangles only)."""
     h, w = size
     scale = min(h, w)
-    radius = float(rng.uniform(0.06, 0.16) * scale)
+    radius = float(rng.uniform(*radius_range) * scale)
     cx = float(rng.uniform(radius * 0.6, w - radius * 0.6))
     cy = float(rng.uniform(radius * 0.6, h - radius * 0.6))
     angle = float(rng.uniform(0, 2 * np.pi))
@@ -147,16 +164,21 @@ def make_sample(
     crowd_probability: float = 0.25,
     first_annotation_id: int = 1,
     table: Categories | None = None,
+    classes: Sequence[str] | None = None,
+    radius_range: tuple[float, float] = RADIUS_RANGE,
 ) -> Sample:
-    """One synthetic sample (image in memory)."""
-    table = table or categories()
+    """One synthetic sample (image in memory); ``classes``: draw only these shapes (the
+    crowds are labelled as the first); ``radius_range``: object radius as a share of the
+    shorter side."""
+    names = _check_classes(classes)
+    table = table or categories(names)
     h, w = image_size
     image = _background(rng, image_size)
     count = int(rng.integers(1, max_instances + 1))
     drawn: list[tuple[str, list[np.ndarray] | None, np.ndarray, np.ndarray | None]] = []
     for _ in range(count):
-        name = CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))]
-        parts, mask, keypoints = _shape(name, rng, image_size)
+        name = names[int(rng.integers(len(names)))]
+        parts, mask, keypoints = _shape(name, rng, image_size, radius_range)
         if not mask.any():
             continue
         _paint(image, mask, rng)
@@ -175,7 +197,7 @@ def make_sample(
             items.append(PolygonMask(tuple(p.reshape(-1).astype(np.float64) for p in parts)))
         else:
             items.append(tight_bitmap(mask))
-        labels.append(CLASS_NAMES.index(name))
+        labels.append(names.index(name))
         crowd.append(False)
         row = np.zeros((num_keypoints, 3), dtype=np.float32)
         if keypoints is not None:
@@ -199,7 +221,7 @@ def make_sample(
             _paint(image, crowd_bool, rng)
             rle = mask_utils.encode(np.asfortranarray(crowd_mask))
             items.append(RLEMask(bytes(rle["counts"]), uncompressed=True))
-            labels.append(CLASS_NAMES.index("circle"))
+            labels.append(names.index("circle") if "circle" in names else 0)
             crowd.append(True)
             keypoint_rows.append(np.zeros((num_keypoints, 3), dtype=np.float32))
 
@@ -234,16 +256,20 @@ def make_samples(
     image_size: tuple[int, int] = (256, 256),
     max_instances: int = 8,
     crowd_probability: float = 0.25,
+    classes: Sequence[str] | None = None,
+    radius_range: tuple[float, float] = RADIUS_RANGE,
 ) -> list[Sample]:
-    """``num_images`` synthetic samples; the same seed gives the same samples, pixel for pixel."""
+    """``num_images`` synthetic samples; the same seed gives the same samples, pixel for pixel.
+    ``classes`` and ``radius_range`` as in ``make_sample``."""
     rng = np.random.default_rng(seed)
-    table = categories()
+    table = categories(classes)
     samples = []
     next_id = 1
     for index in range(num_images):
         sample = make_sample(
             rng, index + 1, image_size=image_size, max_instances=max_instances,
             crowd_probability=crowd_probability, first_annotation_id=next_id, table=table,
+            classes=classes, radius_range=radius_range,
         )
         next_id += len(sample.instances)
         samples.append(sample)
@@ -258,6 +284,8 @@ def write_dataset(
     image_size: tuple[int, int] = (256, 256),
     max_instances: int = 8,
     crowd_probability: float = 0.25,
+    classes: Sequence[str] | None = None,
+    radius_range: tuple[float, float] = RADIUS_RANGE,
 ) -> Path:
     """Write a synthetic COCO dataset: ``out_dir/annotations.json`` and ``out_dir/images/``.
 
@@ -268,9 +296,10 @@ def write_dataset(
 
     out = Path(out_dir)
     samples = make_samples(num_images, seed=seed, image_size=image_size,
-                           max_instances=max_instances, crowd_probability=crowd_probability)
+                           max_instances=max_instances, crowd_probability=crowd_probability,
+                           classes=classes, radius_range=radius_range)
     return write_coco(
-        samples, out / "annotations.json", categories(), images_dir=out,
+        samples, out / "annotations.json", categories(classes), images_dir=out,
         info={"description": f"instkit synthetic shapes, seed {seed}"},
     )
 
