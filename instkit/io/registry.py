@@ -14,7 +14,7 @@ traced as a polygon...), keyed like the writers' counts.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,11 +131,13 @@ def open(path: str | os.PathLike[str], format: str | None = None,  # noqa: A001 
     return fmt.read(Path(path), **{k: v for k, v in options.items() if v is not None})
 
 
-def save(samples: Iterable[Sample], path: str | os.PathLike[str], format: str,  # noqa: A002
+def save(samples: Iterable[Sample] | Mapping[str, Iterable[Sample]],
+         path: str | os.PathLike[str], format: str,  # noqa: A002
          categories: Categories | None = None, **options: Any) -> dict[str, int]:
     """Write samples in ``format`` at ``path`` (a folder, or a file for COCO/LVIS/CVAT);
     returns the writer's counts (``images``, ``objects`` and what was approximated or left out,
-    see ``get(format).losses``)."""
+    see ``get(format).losses``). YOLO-seg also takes ``{"train": ..., "val": ..., "test": ...}``
+    (splits in one folder, listed in data.yaml)."""
     fmt = get(format)
     _check_options(fmt, options, fmt.write_options, "writer")
     if categories is None:

@@ -119,3 +119,31 @@ def test_outputs_over_inputs_are_refused(tmp_path: Path) -> None:
                                  "--to", "coco"])
     assert result.exit_code == 2 and "not empty" in result.output
     assert (tmp_path / "z" / "images" / "keep.jpg").read_bytes() == b"someone else's"
+
+
+def test_yolo_splits_from_several_sources(tinycoco: dict[str, Path], tmp_path: Path) -> None:
+    """`--split val=VAL.json` writes train and val into one YOLO-seg folder and data.yaml, and
+    reading it back gives each split's images and objects; other targets refuse it."""
+    from instkit.io.coco import read_coco
+    from instkit.io.yolo import read_yolo
+
+    sources = {}
+    for split in ("train", "val"):  # each COCO file with its images/ beside it
+        folder = tmp_path / split
+        folder.mkdir()
+        (folder / "images").symlink_to(tinycoco[f"{split}_images"])
+        sources[split] = folder / "ann.json"
+        sources[split].write_bytes(tinycoco[f"{split}_json"].read_bytes())
+    out = tmp_path / "yolo"
+    result = CliRunner().invoke(cli, ["convert", str(sources["train"]), str(out), "--to", "yolo",
+                                      "--split", f"val={sources['val']}"])
+    assert result.exit_code == 0, result.output
+    for split in ("train", "val"):
+        expected = read_coco(tinycoco[f"{split}_json"])
+        back = read_yolo(out, split=split)
+        assert len(back) == len(expected)
+        assert sum(len(s.instances) for s in back) == expected.num_annotations
+    assert "val: images/val" in (out / "data.yaml").read_text()
+    refused = CliRunner().invoke(cli, ["convert", str(sources["train"]), str(tmp_path / "c"),
+                                       "--to", "labelschema", "--split", f"val={sources['val']}"])
+    assert refused.exit_code == 2 and "only --to yolo" in refused.output

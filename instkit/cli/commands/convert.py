@@ -42,13 +42,17 @@ def read_any(src: Path, fmt: str, images: Path | None) -> Any:
               help="Image folder of a COCO, LVIS or CVAT source (default: beside its file).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Samples per shard (--to shards).")
+@click.option("--split", "splits", multiple=True, metavar="NAME=SRC",
+              help="Another split of the same dataset, e.g. val=val.json (repeatable; SRC is then "
+                   "the train split). YOLO-seg writes each under images/NAME and labels/NAME "
+                   "and lists them in data.yaml.")
 @workers_option
 @engine_options
 @progress_option
 @format_option
 def command(src: Path, out: Path, to: str, src_format: str | None, images: Path | None,
-            shard_size: int, workers: int | None, engine: str | None, address: str | None,
-            progress: bool, output_format: str) -> None:
+            shard_size: int, splits: tuple[str, ...], workers: int | None, engine: str | None,
+            address: str | None, progress: bool, output_format: str) -> None:
     """Convert SRC to FORMAT at OUT (a folder; a file for coco, lvis (.json) and cvat (.xml),
     the images then go to images/ beside it). A sharded SRC (docs/scaling.md) converts to coco
     or shards per shard, with --engine local|ray and --workers."""
@@ -68,7 +72,11 @@ def command(src: Path, out: Path, to: str, src_format: str | None, images: Path 
         refuse_overwrite([out.parent / "images"], [src, images], what="the images folder")
     samples = read_any(src, src_format, images)
     options: dict[str, Any] = {"progress": progress} if "progress" in target.write_options else {}
-    counts = registry.save(samples, out, to, **options)
+    if splits:
+        counts = registry.save(_split_mapping(samples, splits, to, out, images), out, to,
+                               categories=getattr(samples, "categories", None), **options)
+    else:
+        counts = registry.save(samples, out, to, **options)
     read_counts = dict(getattr(samples, "read_counts", {}) or {})
     if output_format == "json":
         echo_json({"from": src_format, "to": to, "source": str(src), "out": str(out),
@@ -86,3 +94,34 @@ def command(src: Path, out: Path, to: str, src_format: str | None, images: Path 
             click.echo(f"  {value:>6}  {key}")
         elif value:
             click.echo(f"  {value:>6}  {note}")
+
+
+def _split_mapping(train: Any, splits: tuple[str, ...], to: str, out: Path,
+                   images: Path | None) -> dict[str, Any]:
+    """``{"train": SRC's samples, NAME: the samples of each --split NAME=SRC}``; each split is
+    read in its own detected format (with ``--images`` for a COCO source), and must carry the
+    same category table as SRC."""
+    from instkit.io.files import refuse_overwrite
+    from instkit.io.yolo import SPLITS
+    from instkit.sample import categories_of
+
+    if to != "yolo":
+        raise click.UsageError(f"--split: {to} holds one split; only --to yolo writes several")
+    mapping: dict[str, Any] = {"train": train}
+    for item in splits:
+        name, _, path = item.partition("=")
+        if name not in SPLITS or not path:
+            raise click.UsageError(f"--split {item!r}: give NAME=SRC with NAME one of "
+                                   f"{', '.join(s for s in SPLITS if s != 'train')}")
+        if name in mapping:
+            raise click.UsageError(f"--split: the {name} split is given twice")
+        source = Path(path)
+        if not source.exists():
+            raise click.UsageError(f"--split {item!r}: no such file or folder: {source}")
+        refuse_overwrite([out], [source], what="OUT")
+        samples = read_any(source, detect(source), images)
+        if categories_of(samples) != categories_of(train):
+            raise click.UsageError(f"--split {item!r}: its category table differs from SRC's")
+        mapping[name] = samples
+    return mapping
+
