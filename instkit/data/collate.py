@@ -42,7 +42,7 @@ instances dropped with their reason.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -752,22 +752,8 @@ class Collator:
         paste_crops(crops, _host_ints(packed),
                     [(masks_of[b], int(table[b, IM_START]), counts[b]) for b in range(len(sizes))],
                     orig, sizes, sizes)
-        iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
-        targets = []
-        for b, (h, w) in enumerate(sizes):
-            start, count = int(table[b, IM_START]), int(table[b, IM_COUNT])
-            rows = slice(start, start + count)
-            targets.append({
-                "boxes": boxes[rows],
-                "labels": ints[rows, I_LABEL] + 1,
-                "masks": masks_of[b],
-                "image_id": torch.tensor(int(table[b, IM_ID]), dtype=torch.int64, device=device),
-                "area": area[rows],
-                "iscrowd": iscrowd[rows],
-                "annotation_ids": ints[rows, I_ID],
-                "orig_size": torch.tensor(orig[b], dtype=torch.int64, device=device),
-                "size": torch.tensor((h, w), dtype=torch.int64, device=device),
-            })
+        targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, device,
+                                       lambda b, rows: {"masks": masks_of[b]})
         return MaskRCNNBatch([images[b] for b in range(len(sizes))], targets, info)
 
     def _padded(self, packed: PackedBatch, ints: Any, region: Any, crops: Any,
@@ -870,23 +856,36 @@ class Collator:
                                    "instances have none", _where(b, int(table[b, IM_ID])))
             keypoints = torch.zeros((0, 0, 3), dtype=torch.float32, device=device)
         images = self._images(packed, region, orig, sizes)
-        iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
-        targets = []
-        for b, (h, w) in enumerate(sizes):
-            start, count = int(table[b, IM_START]), int(table[b, IM_COUNT])
-            rows = slice(start, start + count)
-            targets.append({
-                "boxes": boxes[rows],
-                "labels": ints[rows, I_LABEL] + 1,
-                "keypoints": keypoints[rows],
-                "image_id": torch.tensor(int(table[b, IM_ID]), dtype=torch.int64, device=device),
-                "area": area[rows],
-                "iscrowd": iscrowd[rows],
-                "annotation_ids": ints[rows, I_ID],
-                "orig_size": torch.tensor(orig[b], dtype=torch.int64, device=device),
-                "size": torch.tensor((h, w), dtype=torch.int64, device=device),
-            })
+        targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, device,
+                                       lambda b, rows: {"keypoints": keypoints[rows]})
         return KeypointRCNNBatch([images[b] for b in range(len(sizes))], targets, info)
+
+
+def _torchvision_targets(packed: PackedBatch, ints: Any, boxes: Any, area: Any,
+                         orig: list[tuple[int, int]], sizes: list[tuple[int, int]], device: Any,
+                         own: Callable[[int, slice], dict[str, Any]]) -> list[dict[str, Any]]:
+    """torchvision detection targets, one dict per image: ``boxes``, ``labels`` (+1: 0 is
+    background), the model's own fields (``own(image index, rows)``: ``masks``,
+    ``keypoints``), ``image_id``, ``area``, ``iscrowd``, ``annotation_ids``, ``orig_size`` and
+    ``size``."""
+    table = packed.images
+    iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
+    targets = []
+    for b, (h, w) in enumerate(sizes):
+        start, count = int(table[b, IM_START]), int(table[b, IM_COUNT])
+        rows = slice(start, start + count)
+        targets.append({
+            "boxes": boxes[rows],
+            "labels": ints[rows, I_LABEL] + 1,
+            **own(b, rows),
+            "image_id": torch.tensor(int(table[b, IM_ID]), dtype=torch.int64, device=device),
+            "area": area[rows],
+            "iscrowd": iscrowd[rows],
+            "annotation_ids": ints[rows, I_ID],
+            "orig_size": torch.tensor(orig[b], dtype=torch.int64, device=device),
+            "size": torch.tensor((h, w), dtype=torch.int64, device=device),
+        })
+    return targets
 
 
 def _keypoints(packed: PackedBatch, orig: list[tuple[int, int]], sizes: list[tuple[int, int]],
