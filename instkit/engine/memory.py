@@ -69,10 +69,18 @@ def estimate_rfdetr(num_parameters: int, image_size: tuple[int, int], batch_size
     scale = (image_size[0] * image_size[1]) / (560 * 560)
     # activations grow with the model's width too: scaled by parameters against the measured 32.8M
     per_image = _RFDETR_PER_IMAGE_560 * scale * max(num_parameters / 32.8e6, 0.05)
+    return _estimate(per_image, _RFDETR_BASE, num_parameters * _BYTES_PER_PARAM, batch_size,
+                     device, amp, available)
+
+
+def _estimate(per_image: float, base: float, parameter_bytes: float, batch_size: int,
+              device: str, amp: bool, available: float | None) -> MemoryEstimate:
+    """``per_image`` bytes of activations (halved under CUDA AMP) on top of the parameters'
+    bytes and, off CUDA, the process's ``base``; the largest batch within 90% of ``available``
+    (this device's free memory when None)."""
     if amp and device.startswith("cuda"):
         per_image /= 2
-    fixed = (_RFDETR_BASE if not device.startswith("cuda") else 0.0) \
-        + num_parameters * _BYTES_PER_PARAM
+    fixed = (base if not device.startswith("cuda") else 0.0) + parameter_bytes
     if available is None:
         available = available_bytes(device)
     largest = batch_size if available is None else max(0, int((available * 0.9 - fixed)
@@ -104,16 +112,8 @@ def estimate_maskrcnn(num_parameters: int, backbone: str, min_size: int, max_siz
     pixels = (-(-min_size // 32) * 32) * (-(-long_side // 32) * 32)
     per_image = _MASKRCNN_BYTES_PER_PIXEL.get(backbone, _MASKRCNN_BYTES_PER_PIXEL["resnet50"]) \
         * pixels
-    if amp and device.startswith("cuda"):
-        per_image /= 2
-    fixed = (_MASKRCNN_BASE if not device.startswith("cuda") else 0.0) \
-        + num_parameters * _SGD_BYTES_PER_PARAM
-    if available is None:
-        available = available_bytes(device)
-    largest = batch_size if available is None else max(0, int((available * 0.9 - fixed)
-                                                                // per_image))
-    return MemoryEstimate(needed=fixed + per_image * batch_size, available=available,
-                          batch_size=batch_size, largest_batch=largest)
+    return _estimate(per_image, _MASKRCNN_BASE, num_parameters * _SGD_BYTES_PER_PARAM,
+                     batch_size, device, amp, available)
 
 
 @dataclass(frozen=True)
