@@ -786,6 +786,25 @@ def tight_bitmap(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> BitmapMa
     x0, x1 = int(xs[0]), int(xs[-1]) + 1
     return BitmapMask(band[:, x0:x1].astype(bool), (y0 + offset[0], x0 + offset[1]))
 
+def union_items(items: Sequence[MaskItem], size: ImageSize) -> MaskItem:
+    """One mask covering several (a format's shapes that form one object): polygons stay one
+    polygon of all their parts; anything else becomes the box-tight bitmap of their union."""
+    if all(isinstance(item, PolygonMask) for item in items):
+        return PolygonMask(tuple(p for item in items for p in item.parts))  # type: ignore[union-attr]
+    return tight_bitmap(np.asarray(Masks(list(items), size).to_dense().any(axis=0)))
+
+
+def same_item(a: MaskItem, b: MaskItem) -> bool:
+    """Whether two polygons have the same parts, or two bitmaps the same pixels and offset (a
+    writer then gives back the shapes it read)."""
+    if isinstance(a, PolygonMask) and isinstance(b, PolygonMask):
+        return len(a.parts) == len(b.parts) and all(
+            np.array_equal(x, y) for x, y in zip(a.parts, b.parts))
+    if isinstance(a, BitmapMask) and isinstance(b, BitmapMask):
+        return a.offset == b.offset and np.array_equal(a.bitmap, b.bitmap)
+    return False
+
+
 
 def bitmap_box(item: BitmapMask) -> np.ndarray:
     """Tight ``xyxy`` float32 box of a bitmap's set pixels (zeros when it has none)."""

@@ -59,7 +59,14 @@ from instkit.io.files import atomic_write, safe_join, same_file
 from instkit.io.images import copy_image
 from instkit.io.labelme import check_coordinates, check_outline
 from instkit.io.registry import SampleList
-from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
+from instkit.masks import (
+    MaskItem,
+    Masks,
+    PolygonMask,
+    same_item,
+    tight_bitmap,
+    union_items,
+)
 from instkit.sample import Sample, SampleMeta, check_image_pixels
 
 REGIONS = ("polygon", "box", "mask", "ellipse")
@@ -176,21 +183,6 @@ def shape_region(element: ET.Element, size: tuple[int, int], at: Location) -> Ma
                               f"{width}*{height} = {width * height} (non-negative runs)", at)
         return tight_bitmap(decode_cvat_rle(counts, width, height), (top, left))
     raise FormatError(f"<{tag}> is not a region (regions: {', '.join(REGIONS)})", at)
-
-
-def _union(items: list[MaskItem], size: tuple[int, int]) -> MaskItem:
-    if all(isinstance(item, PolygonMask) for item in items):
-        return PolygonMask(tuple(p for item in items for p in item.parts))  # type: ignore[union-attr]
-    return tight_bitmap(np.asarray(Masks(items, size).to_dense().any(axis=0)))
-
-
-def _same_item(a: MaskItem, b: MaskItem) -> bool:
-    if isinstance(a, PolygonMask) and isinstance(b, PolygonMask):
-        return len(a.parts) == len(b.parts) and all(
-            np.array_equal(x, y) for x, y in zip(a.parts, b.parts))
-    if isinstance(a, BitmapMask) and isinstance(b, BitmapMask):
-        return a.offset == b.offset and np.array_equal(a.bitmap, b.bitmap)
-    return False
 
 
 def _meta_labels(meta: ET.Element | None) -> list[Category]:
@@ -392,7 +384,7 @@ def _sample(image: ET.Element, k: int, file: Path, root_dir: Path, categories: C
             except MaskError as exc:
                 raise FormatError(exc.message, at) from None
             counts["ellipses_as_polygons"] += children[n].tag == "ellipse"
-        item = _union(parts, size)
+        item = union_items(parts, size)
         box = [math.nan] * 4
         grouped_boxes = [n for n in members if children[n].tag == "box" and n not in regions]
         if grouped_boxes:
@@ -478,7 +470,7 @@ def _unchanged(sources: Any, item: MaskItem, category: Category, keypoints: np.n
             return False
     except (FormatError, MaskError):
         return False
-    return _same_item(_union(parts, size), item)
+    return same_item(union_items(parts, size), item)
 
 
 def skeleton_label(category: Category) -> str:

@@ -68,7 +68,15 @@ from instkit.io.files import load_json, safe_join, staged_folder
 from instkit.io.images import copy_image, suffix_for
 from instkit.io.registry import SampleList
 from instkit.io.sa1b import EncodedImageSlot, InlineImage
-from instkit.masks import BitmapMask, MaskItem, Masks, PolygonMask, tight_bitmap
+from instkit.masks import (
+    BitmapMask,
+    MaskItem,
+    Masks,
+    PolygonMask,
+    same_item,
+    tight_bitmap,
+    union_items,
+)
 from instkit.sample import Sample, SampleMeta, check_image_pixels, open_image
 
 VERSION = "5.5.0"
@@ -201,22 +209,6 @@ def shape_keypoints(points: list[dict[str, Any]], names: Sequence[str], k: int) 
             (x, y), = shape["points"][:1]
             out[list(names).index(shape["label"])] = (x, y, 2)
     return out
-
-
-def _union(items: list[MaskItem], size: tuple[int, int]) -> MaskItem:
-    if all(isinstance(item, PolygonMask) for item in items):
-        return PolygonMask(tuple(p for item in items for p in item.parts))  # type: ignore[union-attr]
-    dense = np.asarray(Masks(items, size).to_dense().any(axis=0))
-    return tight_bitmap(dense)
-
-
-def _same_item(a: MaskItem, b: MaskItem) -> bool:
-    if isinstance(a, PolygonMask) and isinstance(b, PolygonMask):
-        return len(a.parts) == len(b.parts) and all(
-            np.array_equal(x, y) for x, y in zip(a.parts, b.parts))
-    if isinstance(a, BitmapMask) and isinstance(b, BitmapMask):
-        return a.offset == b.offset and np.array_equal(a.bitmap, b.bitmap)
-    return False
 
 
 def _categories(folder: Path, documents: list[tuple[Path, Any]]) -> Categories:
@@ -409,7 +401,7 @@ def _sample(file: Path, doc: dict[str, Any], root: Path, image_id: int, categori
                 raise FormatError(exc.message, at) from None
             if (shapes[n].get("shape_type") or "polygon") == "circle":
                 counts["circles_as_polygons"] += 1
-        items.append(_union(parts, size))
+        items.append(union_items(parts, size))
         label = categories.names.index(shapes[members[0]]["label"])
         labels.append(label)
         points = attached.get(key[1], []) if key[0] else []
@@ -468,7 +460,7 @@ def _unchanged(shapes: Any, item: MaskItem, label: str, keypoints: np.ndarray | 
             return False
     except (FormatError, MaskError, KeyError, ValueError, TypeError):
         return False
-    return _same_item(_union(parts, size), item)
+    return same_item(union_items(parts, size), item)
 
 
 def _plain(value: float) -> float | int:
