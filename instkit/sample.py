@@ -251,9 +251,11 @@ def open_image(source: str | os.PathLike[str] | IO[bytes],
         yield opened
 
 
-def load_image(path: str | os.PathLike[str], at_least: tuple[int, int] | None = None
+def load_image(path: str | os.PathLike[str] | IO[bytes],
+               at_least: tuple[int, int] | None = None, *, where: Location | None = None
                ) -> tuple[np.ndarray, list[str]]:
-    """Read an image as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied.
+    """Read an image (a file, or a stream of encoded bytes) as ``(H, W, 3)`` uint8 RGB with
+    EXIF orientation applied. ``where`` names it in errors (default: the file's path).
 
     ``at_least=(h, w)``: a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
     scaling, through Pillow's ``draft``), the smallest that keeps both sides at least ``(h, w)``
@@ -262,10 +264,12 @@ def load_image(path: str | os.PathLike[str], at_least: tuple[int, int] | None = 
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = os.fspath(path)
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
+        where = where or Location(file=path)
     notes: list[str] = []
     try:
-        with open_image(path, Location(file=path)) as opened:
+        with open_image(path, where) as opened:
             orientation = opened.getexif().get(0x0112, 1)
             if at_least is not None and opened.format == "JPEG":
                 want_h, want_w = (int(v) for v in at_least)
@@ -282,11 +286,11 @@ def load_image(path: str | os.PathLike[str], at_least: tuple[int, int] | None = 
             image.load()
             array = pil_to_rgb_uint8(image, notes)
     except FileNotFoundError:
-        raise ImageError("image file not found", Location(file=path)) from None
+        raise ImageError("image file not found", where) from None
     except Image.DecompressionBombError as exc:
-        raise bomb_error(exc, Location(file=path)) from None
+        raise bomb_error(exc, where) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"image cannot be read: {exc}", Location(file=path)) from None
+        raise ImageError(f"image cannot be read: {exc}", where) from None
     return array, notes
 
 

@@ -86,26 +86,11 @@ class InlineImage:
 
 
 def decode_image(data: bytes, where: str) -> tuple[np.ndarray, list[str]]:
-    """Encoded image bytes -> ``(H, W, 3)`` uint8 RGB (EXIF orientation applied), with the
-    pixel limit of ``instkit.sample`` checked before decoding."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """Encoded image bytes -> ``(H, W, 3)`` uint8 RGB (``instkit.sample.load_image``: EXIF
+    orientation applied, the pixel limit checked before decoding); ``where`` names them."""
+    from instkit.sample import load_image
 
-    from instkit.sample import bomb_error, open_image, pil_to_rgb_uint8
-
-    notes: list[str] = []
-    location = Location(file=where)
-    try:
-        with open_image(io.BytesIO(data), location) as opened:
-            orientation = opened.getexif().get(0x0112, 1)
-            image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
-            if orientation not in (None, 1):
-                notes.append(f"applied EXIF orientation {orientation}")
-            image.load()
-            return pil_to_rgb_uint8(image, notes), notes
-    except Image.DecompressionBombError as exc:
-        raise bomb_error(exc, location) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"image cannot be read: {exc}", location) from None
+    return load_image(io.BytesIO(data), where=Location(file=where))
 
 
 class EncodedImageSlot(_ImageSlot):
