@@ -119,6 +119,14 @@ def reduced_sample(sample: Sample, at_least: tuple[int, int]) -> Sample:
     return Sample.from_array(image, moved_instances, sample.image_id, meta)
 
 
+def apply_transform(transform: Any, sample: Sample, seed: int | None, where: Location) -> Sample:
+    """``transform(sample)`` (with ``seed=`` when given), checked to give a ``Sample``."""
+    out = transform(sample) if seed is None else transform(sample, seed=seed)
+    if not isinstance(out, Sample):
+        raise DatasetError(f"the transform returned a {type(out).__name__}, not a Sample", where)
+    return out
+
+
 def derive_seed(seed: int, epoch: int, index: int) -> int:
     """A 32-bit seed that depends only on ``(seed, epoch, index)``."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
@@ -188,14 +196,9 @@ class InstanceDataset(torch.utils.data.Dataset):
             sample = reduced_sample(sample, self.decode_at_least)
         if self.transform is None:
             return sample
-        if self._seeded:
-            out = self.transform(sample, seed=derive_seed(self.seed, self.epoch, index))
-        else:
-            out = self.transform(sample)
-        if not isinstance(out, Sample):
-            raise DatasetError(f"the transform returned a {type(out).__name__}, not a Sample",
+        seed = derive_seed(self.seed, self.epoch, index) if self._seeded else None
+        return apply_transform(self.transform, sample, seed,
                                Location(sample_index=index, image_id=sample.image_id))
-        return out
 
     def __repr__(self) -> str:
         return (f"InstanceDataset({self.source!r}, transform={self.transform!r}, "

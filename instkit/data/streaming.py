@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instkit.data.dataset import _accepts_seed, derive_seed
+from instkit.data.dataset import _accepts_seed, apply_transform, derive_seed
 from instkit.errors import InstkitError, Location, require
 from instkit.sample import Sample
 from instkit.shards.dataset import (
@@ -220,15 +220,10 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         sample = row_sample(row, self.table, where, image, sa1b=self.shards.kind == "tar")
         if self.transform is None:
             return sample
-        if self._seeded:
-            index = (shard << 32) | position  # names the sample, whoever reads it
-            out = self.transform(sample, seed=derive_seed(self.seed, epoch, index))
-        else:
-            out = self.transform(sample)
-        if not isinstance(out, Sample):
-            raise InstkitError(f"the transform returned a {type(out).__name__}, not a Sample",
+        index = (shard << 32) | position  # names the sample, whoever reads it
+        seed = derive_seed(self.seed, epoch, index) if self._seeded else None
+        return apply_transform(self.transform, sample, seed,
                                Location(file=where, image_id=sample.image_id))
-        return out
 
     def __iter__(self) -> Iterator[Sample]:
         info = torch.utils.data.get_worker_info()
