@@ -342,13 +342,8 @@ class CocoDataset(Sequence[Sample]):
                 for row in image_rows:
                     if cached is not None and self._ann_seg[row] == _SEG_POLYGON:
                         items.append(RLEMask(cached.raw(int(row))))
-                    elif self._ann_seg[row] == _SEG_POLYGON:
-                        start, stop = self._ann_parts[row]
-                        items.append(PolygonMask._trusted(tuple(
-                            self._coords[self._part_offsets[p] : self._part_offsets[p + 1]]
-                            for p in range(start, stop))))
                     else:
-                        items.append(RLEMask(self._rles.raw(int(self._ann_rle[row]))))
+                        items.append(self._mask_item(int(row)))
                 counts = Masks(items, (height, width)).rle_counts() if items else []
                 regions.extend({"size": [height, width], "counts": c} for c in counts)
             columns["segm"] = regions
@@ -375,6 +370,17 @@ class CocoDataset(Sequence[Sample]):
         return safe_join(root, self._file_names[index],
                          Location(file=self.file, json_path=f"images[{index}].file_name"))
 
+    def _mask_item(self, row: int) -> MaskItem:
+        """The mask of annotation ``row`` (a polygon, or RLE) from the packed tables."""
+        kind = self._ann_seg[row]
+        if kind == _SEG_POLYGON:
+            start, stop = self._ann_parts[row]
+            return PolygonMask._trusted(tuple(
+                self._coords[self._part_offsets[p] : self._part_offsets[p + 1]]
+                for p in range(start, stop)))
+        return RLEMask(self._rles.raw(int(self._ann_rle[row])),
+                       uncompressed=kind == _SEG_RLE_UNCOMPRESSED)
+
     def _sample(self, index: int) -> Sample:
         rows = self._order[self._image_start[index] : self._image_start[index + 1]]
         height, width = (int(v) for v in self._image_sizes[index])
@@ -384,16 +390,7 @@ class CocoDataset(Sequence[Sample]):
         if self._has_masks:
             items: list[MaskItem] = []
             for row in rows:
-                kind = self._ann_seg[row]
-                if kind == _SEG_POLYGON:
-                    start, stop = self._ann_parts[row]
-                    items.append(PolygonMask._trusted(tuple(
-                        self._coords[self._part_offsets[p] : self._part_offsets[p + 1]]
-                        for p in range(start, stop)
-                    )))
-                else:
-                    items.append(RLEMask(self._rles.raw(int(self._ann_rle[row])),
-                                         uncompressed=kind == _SEG_RLE_UNCOMPRESSED))
+                items.append(self._mask_item(int(row)))
             masks = Masks(items, size)
         bbox = self._ann_bbox[rows]
         boxes = np.concatenate([bbox[:, :2], bbox[:, :2] + bbox[:, 2:]], axis=1)
