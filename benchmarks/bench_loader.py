@@ -165,9 +165,10 @@ def reference_finish(batch: Any, rfdetr: bool) -> Any:
 
 
 def instkit_loader(workers: int, target: str, augment: bool = True) -> tuple[Any, Any]:
-    """``target`` "rfdetr-deferred": ``Collator("rfdetr", defer_images=True)``, batches whose
-    images stay packed uint8 until ``.to(device)`` builds ``pixel_values`` on the accelerator
-    (not called here: on a CPU-only machine that work would land in the training loop)."""
+    """``target`` "rfdetr-deferred" / "maskrcnn-deferred": ``Collator(..., defer_images=True)``,
+    batches whose images stay packed uint8 (Mask R-CNN's masks as crops) until ``.to(device)``
+    builds the float images and mask grids on the accelerator (not called here: on a CPU-only
+    machine that work would land in the training loop)."""
     from torch.utils.data import DataLoader
 
     from instkit.data import Collator, InstanceDataset
@@ -176,8 +177,8 @@ def instkit_loader(workers: int, target: str, augment: bool = True) -> tuple[Any
 
     dataset = read_coco(TRAIN_JSON, TRAIN_IMAGES)
     transform = train_default(SIZE) if augment else evaluation(SIZE)
-    collator = (Collator("rfdetr", defer_images=True) if target == "rfdetr-deferred"
-                else Collator(target))
+    deferred = target.endswith("-deferred")
+    collator = Collator(target.removesuffix("-deferred"), defer_images=deferred)
     loader = DataLoader(InstanceDataset(dataset, transform, seed=0), batch_size=BATCH,
                         shuffle=False, num_workers=workers,
                         collate_fn=collator.pack if workers else collator,
@@ -275,8 +276,9 @@ def epoch_rate(loader: Any, finish: Any) -> float:
     images = 0
     for batch in loader:
         out = finish(batch)
-        # dict.__getitem__: counting must not build a deferred batch's images
-        images += len(out[0]) if isinstance(out, tuple) else len(dict.__getitem__(out, "labels"))
+        # tuple/dict.__getitem__: counting must not build a deferred batch's images
+        images += (len(tuple.__getitem__(out, 1)) if isinstance(out, tuple)
+                   else len(dict.__getitem__(out, "labels")))
     return images / (time.perf_counter() - start)
 
 
@@ -286,18 +288,19 @@ def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)  # the loaders' own work; workers are the parallelism
     repeat = 1 if quick else 5
     worker_counts = (0,) if quick else (0, 2)
-    targets_list = ("maskrcnn",) if quick else ("maskrcnn", "rfdetr", "rfdetr-deferred")
+    targets_list = (("maskrcnn",) if quick else
+                    ("maskrcnn", "maskrcnn-deferred", "rfdetr", "rfdetr-deferred"))
     load_before = os.getloadavg()
-    agree = {t: check_agreement(t) for t in targets_list if t != "rfdetr-deferred"}
-    if "rfdetr-deferred" in targets_list:  # the same batches once built (tests check equality)
-        agree["rfdetr-deferred"] = agree["rfdetr"]
+    agree = {t: check_agreement(t) for t in targets_list if not t.endswith("-deferred")}
+    for t in targets_list:  # the same batches once built (tests/data check equality)
+        agree.setdefault(t, agree[t.removesuffix("-deferred")])
     rows: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
     limit = decode_resize_rate(repeat)
     for target in targets_list:
         for workers in worker_counts:
             ours, finish = instkit_loader(workers, target)
-            rfdetr = target.startswith("rfdetr")
+            rfdetr = target.startswith("rfdetr")  # the reference builds everything on the host
             theirs = reference_loader(workers, rfdetr)
             ref_finish = functools.partial(reference_finish, rfdetr=rfdetr)
             best = {"instkit": 0.0, "reference": 0.0}

@@ -7,8 +7,10 @@ crop straight into the grid the model supervises: one slice copy per instance (r
 picked from the crop first when the grid is resized), so the work grows with object area, never
 with grid area times instance count. Images stay uint8 until one float pass at their own size
 normalises them, and the resize (only when the size changes; OpenCV's bilinear kernel on the
-CPU) writes the output once. With ``defer_images=True`` an RF-DETR batch keeps them packed
-uint8 until ``batch.to(device)`` builds ``pixel_values`` on that device.
+CPU) writes the output once. With ``defer_images=True`` a model batch keeps them packed uint8
+(and Mask R-CNN's masks as crops) until ``batch.to(device)`` builds the float images and mask
+grids on that device: a DataLoader worker then sends a quarter of the bytes, and the host does
+none of that work.
 
 Targets:
 
@@ -103,18 +105,51 @@ class BatchInfo:
 
 
 class MaskRCNNBatch(tuple):
-    """``(images, targets)`` for torchvision's Mask R-CNN, with ``.info``."""
+    """``(images, targets)`` for torchvision's Mask R-CNN, with ``.info``.
+
+    From ``Collator("maskrcnn", defer_images=True)`` the images stay packed uint8 and the masks
+    as crops (``pending``) until ``.to(device)`` builds them on that device, or until the batch
+    is first read (then built where it is). Either way the values are the immediate collator's.
+    """
 
     info: BatchInfo
+    pending: DeferredTorchvision | None = None
 
-    def __new__(cls, images: list[Any], targets: list[dict[str, Any]], info: BatchInfo
-                ) -> MaskRCNNBatch:
+    def __new__(cls, images: list[Any], targets: list[dict[str, Any]], info: BatchInfo,
+                pending: DeferredTorchvision | None = None) -> MaskRCNNBatch:
         obj = super().__new__(cls, (images, targets))
         obj.info = info
+        obj.pending = pending
         return obj
 
-    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers pickle batches
-        return (MaskRCNNBatch, (self[0], self[1], self.info))
+    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers pickle batches, still deferred
+        return (type(self), (tuple.__getitem__(self, 0), tuple.__getitem__(self, 1), self.info,
+                             self.pending))
+
+    def _ready(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        images, masks = pending.build(pending.region.device)
+        # filled in place: the tuple's lists are the ones every reader gets
+        tuple.__getitem__(self, 0)[:] = images
+        if masks is not None:
+            for target, mask in zip(tuple.__getitem__(self, 1), masks, strict=True):
+                target["masks"] = mask
+        self.pending = None
+
+    # unpacking (``images, targets = batch``) goes through __iter__ for a tuple subclass
+    def __getitem__(self, key: Any) -> Any:
+        self._ready()
+        return tuple.__getitem__(self, key)
+
+    def __iter__(self) -> Any:
+        self._ready()
+        return tuple.__iter__(self)
+
+    def __repr__(self) -> str:
+        self._ready()
+        return f"{type(self).__name__}{tuple.__repr__(self)}"
 
     @property
     def images(self) -> list[Any]:
@@ -124,12 +159,54 @@ class MaskRCNNBatch(tuple):
     def targets(self) -> list[dict[str, Any]]:
         return self[1]
 
+    def to(self, device: Any, non_blocking: bool = False) -> MaskRCNNBatch:
+        """The batch on ``device``; deferred images and masks are built there."""
+        device = torch.device(device)
+
+        def move(value: Any) -> Any:
+            return value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
+
+        targets = [{k: move(v) for k, v in target.items()}
+                   for target in tuple.__getitem__(self, 1)]
+        if self.pending is not None:
+            images, masks = self.pending.build(device, non_blocking)
+            if masks is not None:
+                for target, mask in zip(targets, masks, strict=True):
+                    target["masks"] = mask
+        else:
+            images = [move(image) for image in tuple.__getitem__(self, 0)]
+        return type(self)(images, targets, self.info)
+
 
 class KeypointRCNNBatch(MaskRCNNBatch):
     """``(images, targets)`` for torchvision's Keypoint R-CNN, with ``.info``."""
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (KeypointRCNNBatch, (self[0], self[1], self.info))
+
+@dataclass
+class DeferredTorchvision:
+    """A Mask R-CNN / Keypoint R-CNN batch's images still packed as uint8 and its masks as
+    crops: ``build(device)`` makes the float32 images in [0, 1] and the uint8 mask grids there
+    (``Collator(defer_images=True)``)."""
+
+    region: Any  # uint8 tensor: each image (h, w, 3), one after the other
+    offsets: list[int]
+    orig: list[tuple[int, int]]
+    sizes: list[tuple[int, int]]
+    crops: Any | None  # uint8 crop region; None: no masks (Keypoint R-CNN)
+    ints: np.ndarray  # (N, INT_COLUMNS) instance table on the host
+    image_ids: list[int]
+    counts: list[int]
+    starts: list[int]
+
+    def build(self, device: Any, non_blocking: bool = False) -> tuple[list[Any], list[Any] | None]:
+        """``(images, masks)`` on ``device`` (``masks`` None without crops)."""
+        region = self.region.to(device, non_blocking=non_blocking)
+        images = _float_images(region, self.offsets, self.orig, self.sizes)
+        if self.crops is None:
+            return images, None
+        crops = self.crops.to(device, non_blocking=non_blocking)
+        return images, _maskrcnn_masks(crops, self.ints, self.orig, self.sizes, self.image_ids,
+                                       self.counts, self.starts, region.device)
 
 
 @dataclass
@@ -610,8 +687,9 @@ class Collator:
     normalised, as torchvision's model does it), ``pad_size`` (fixed ``(h, w)`` canvas instead of
     the largest image of the batch), ``crowd`` (``"drop"`` for the model targets, as torchvision's
     reference and the transformers processor do; ``"keep"`` by default for ``"instances"``),
-    ``drop_empty_masks``, ``defer_images`` (``"rfdetr"``: images stay packed uint8 in the batch
-    until ``batch.to(device)`` builds ``pixel_values`` / ``pixel_mask`` on that device).
+    ``drop_empty_masks``, ``defer_images`` (model targets: images stay packed uint8 in the batch,
+    Mask R-CNN's masks as crops, until ``batch.to(device)`` builds ``pixel_values`` /
+    ``pixel_mask``, or the float images and uint8 mask grids, on that device).
     """
 
     def __init__(
@@ -645,8 +723,9 @@ class Collator:
         self.pad_size = None if pad_size is None else (int(pad_size[0]), int(pad_size[1]))
         self.crowd = crowd or ("keep" if target == "instances" else "drop")
         self.drop_empty_masks = drop_empty_masks
-        if defer_images and target != "rfdetr":
-            raise ValueError(f"defer_images is for RF-DETR targets, not {target!r}")
+        if defer_images and target == "instances":
+            raise ValueError("defer_images is for the model targets (maskrcnn, rfdetr, "
+                             "keypointrcnn), not 'instances'")
         self.defer_images = bool(defer_images)
         resized_size((1, 1), size)  # fail early on a bad spec
 
@@ -723,38 +802,19 @@ class Collator:
                                f"({high}, {wide})")
         return self.pad_size
 
-    def _images(self, packed: PackedBatch, region: Any, orig: list[tuple[int, int]],
-                sizes: list[tuple[int, int]]) -> dict[int, Any]:
-        """``(3, h, w)`` float32 images in [0, 1] (not normalised), by batch index."""
-        device = region.device
-        offsets = [int(v) for v in packed.images[:, IM_OFFSET]]
-        result = {b: torch.empty((3, h, w), dtype=torch.float32, device=device)
-                  for b, (h, w) in enumerate(sizes)}
-        write_images(region, offsets, orig, sizes, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
-                     [result[b] for b in range(len(sizes))])
-        return result
-
     def _maskrcnn(self, packed: PackedBatch, ints: Any, region: Any, crops: Any,
                   orig: list[tuple[int, int]], sizes: list[tuple[int, int]], boxes: Any, area: Any,
                   info: BatchInfo) -> MaskRCNNBatch:
-        device = region.device
-        table = packed.images
-        images = self._images(packed, region, orig, sizes)
-        counts = [int(c) for c in table[:, IM_COUNT]]
-        masks_of = []
-        for b, (h, w) in enumerate(sizes):
-            masks_of.append(_mask_grids(
-                (counts[b], h, w), torch.uint8, device,
-                f"Mask R-CNN targets of image {int(table[b, IM_ID])} (batch index {b})",
-                "Mask R-CNN takes one full-resolution uint8 mask per instance; lower the "
-                "resized size (size=...), split the image into tiles, or use "
-                'Collator("rfdetr") / Collator("instances", mask_stride=4) for masks at a stride'))
-        paste_crops(crops, _host_ints(packed),
-                    [(masks_of[b], int(table[b, IM_START]), counts[b]) for b in range(len(sizes))],
-                    orig, sizes, sizes)
-        targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, device,
-                                       lambda b, rows: {"masks": masks_of[b]})
-        return MaskRCNNBatch([images[b] for b in range(len(sizes))], targets, info)
+        deferred = _deferred_torchvision(packed, region, crops, orig, sizes)
+        if self.defer_images:
+            targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, region.device,
+                                           lambda b, rows: {})
+            return MaskRCNNBatch([], targets, info, deferred)
+        images, masks = deferred.build(region.device)
+        assert masks is not None
+        targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, region.device,
+                                       lambda b, rows: {"masks": masks[b]})
+        return MaskRCNNBatch(images, targets, info)
 
     def _padded(self, packed: PackedBatch, ints: Any, region: Any, crops: Any,
                 orig: list[tuple[int, int]], sizes: list[tuple[int, int]],
@@ -855,10 +915,48 @@ class Collator:
                 raise CollateError("Keypoint R-CNN targets need keypoints, but the samples' "
                                    "instances have none", _where(b, int(table[b, IM_ID])))
             keypoints = torch.zeros((0, 0, 3), dtype=torch.float32, device=device)
-        images = self._images(packed, region, orig, sizes)
-        targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, device,
-                                       lambda b, rows: {"keypoints": keypoints[rows]})
-        return KeypointRCNNBatch([images[b] for b in range(len(sizes))], targets, info)
+        own = lambda b, rows: {"keypoints": keypoints[rows]}  # noqa: E731
+        targets = _torchvision_targets(packed, ints, boxes, area, orig, sizes, device, own)
+        deferred = _deferred_torchvision(packed, region, None, orig, sizes)
+        if self.defer_images:
+            return KeypointRCNNBatch([], targets, info, deferred)
+        images, _ = deferred.build(device)
+        return KeypointRCNNBatch(images, targets, info)
+
+
+def _deferred_torchvision(packed: PackedBatch, region: Any, crops: Any | None,
+                          orig: list[tuple[int, int]], sizes: list[tuple[int, int]]
+                          ) -> DeferredTorchvision:
+    table = packed.images
+    return DeferredTorchvision(
+        region, [int(v) for v in table[:, IM_OFFSET]], orig, sizes, crops, _host_ints(packed),
+        [int(v) for v in table[:, IM_ID]], [int(c) for c in table[:, IM_COUNT]],
+        [int(v) for v in table[:, IM_START]])
+
+
+def _float_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
+                  sizes: Sequence[tuple[int, int]]) -> list[Any]:
+    """``(3, h, w)`` float32 images in [0, 1] (not normalised: torchvision's models do it)."""
+    images = [torch.empty((3, h, w), dtype=torch.float32, device=region.device)
+              for h, w in sizes]
+    write_images(region, offsets, orig, sizes, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images)
+    return images
+
+
+def _maskrcnn_masks(crops: Any, ints: np.ndarray, orig: Sequence[tuple[int, int]],
+                    sizes: Sequence[tuple[int, int]], image_ids: Sequence[int],
+                    counts: Sequence[int], starts: Sequence[int], device: Any) -> list[Any]:
+    """Each image's uint8 ``(N, h, w)`` full-resolution masks, pasted from the crops."""
+    masks = [_mask_grids(
+        (counts[b], h, w), torch.uint8, device,
+        f"Mask R-CNN targets of image {image_ids[b]} (batch index {b})",
+        "Mask R-CNN takes one full-resolution uint8 mask per instance; lower the "
+        "resized size (size=...), split the image into tiles, or use "
+        'Collator("rfdetr") / Collator("instances", mask_stride=4) for masks at a stride')
+        for b, (h, w) in enumerate(sizes)]
+    paste_crops(crops, ints, [(masks[b], starts[b], counts[b]) for b in range(len(sizes))],
+                orig, sizes, sizes)
+    return masks
 
 
 def _torchvision_targets(packed: PackedBatch, ints: Any, boxes: Any, area: Any,

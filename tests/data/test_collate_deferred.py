@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,9 +96,63 @@ def test_deferred_check_fails_on_a_wrong_normalisation() -> None:
         assert_same(later.to("cpu"), now)
 
 
-def test_defer_images_is_for_rfdetr_only() -> None:
+def test_defer_images_is_for_model_targets_only() -> None:
     with pytest.raises(ValueError, match="defer_images"):
-        Collator("maskrcnn", defer_images=True)
+        Collator("instances", defer_images=True)
+
+
+def assert_same_torchvision(a: tuple, b: tuple) -> None:
+    images_a, targets_a = a
+    images_b, targets_b = b
+    assert len(images_a) == len(images_b) == len(targets_a) == len(targets_b)
+    for x, y in zip(images_a, images_b, strict=True):
+        assert x.dtype == torch.float32 and torch.equal(x, y)
+    for x, y in zip(targets_a, targets_b, strict=True):
+        assert sorted(x) == sorted(y)
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+
+
+@pytest.mark.parametrize("size", [None, SIZE, (120, 90)])
+def test_deferred_maskrcnn_batch_equals_the_immediate_one(size: object) -> None:
+    samples = varied()
+    now = Collator("maskrcnn", size=size)(samples)
+    later = Collator("maskrcnn", size=size, defer_images=True)(samples)
+    assert later.pending is not None and later.pending.region.dtype == torch.uint8
+    # no float image and no mask grid exists yet: the targets wait for their masks
+    assert tuple.__getitem__(later, 0) == []
+    assert all("masks" not in t for t in tuple.__getitem__(later, 1))
+    moved = pickle.loads(pickle.dumps(later))  # as DataLoader workers send it
+    assert moved.pending is not None
+    built = moved.to("cpu")
+    assert built.pending is None and sum(len(t["masks"]) for t in built.targets) > 0
+    assert_same_torchvision(built, now)
+    # read where it is (unpacking, as a training loop does): built in place, once
+    images, targets = later
+    assert later.pending is None and images is later.images
+    assert_same_torchvision((images, targets), now)
+    assert later.info.image_ids == now.info.image_ids
+
+
+def test_deferred_maskrcnn_check_fails_on_a_wrong_mask() -> None:
+    samples = varied()
+    now = Collator("maskrcnn", size=SIZE)(samples)
+    later = Collator("maskrcnn", size=SIZE, defer_images=True)(samples).to("cpu")
+    later.targets[0]["masks"][0, 0, 0] ^= 1
+    with pytest.raises(AssertionError):
+        assert_same_torchvision(later, now)
+
+
+def test_deferred_keypointrcnn_batch_equals_the_immediate_one(
+        pose_minicoco: dict[str, Path]) -> None:
+    from instkit.io.coco import read_coco
+
+    dataset = read_coco(pose_minicoco["val_json"], pose_minicoco["val_images"])
+    samples = [dataset[i] for i in range(3)]
+    now = Collator("keypointrcnn", size=SIZE)(samples)
+    later = Collator("keypointrcnn", size=SIZE, defer_images=True)(samples)
+    assert later.pending is not None and later.pending.crops is None
+    assert_same_torchvision(pickle.loads(pickle.dumps(later)).to("cpu"), now)
 
 
 def test_rfdetr_trains_on_a_deferred_batch() -> None:
