@@ -12,6 +12,11 @@ A checkpoint folder (a run keeps ``last/`` and ``best/``) holds:
   the JSON parts: optimizer ``param_groups`` and scalar state, scheduler and AMP scaler state.
 - ``config.json``: the same metadata, readable.
 
+With an EMA of the weights (``TrainConfig.ema``), ``model.safetensors`` holds the averaged
+weights (the ones evaluated, and what ``eval`` / ``predict`` load), its metadata says so under
+``ema`` (decay, tau, updates), and a checkpoint with training state adds
+``training_weights.safetensors``: the raw weights the optimizer steps, for ``--resume``.
+
 A folder is written beside its final place (``.NAME.tmp-PID``) and swapped in with one atomic
 exchange (Linux ``renameat2``), so ``last/`` is always the old or the new checkpoint, complete.
 Where the exchange is not available the old folder is first renamed aside (``.NAME.old-PID``);
@@ -41,6 +46,7 @@ from instkit.models import ModelAdapter, adapter_from_config
 FORMAT = "instkit-checkpoint/1"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
+RAW_FILE = "training_weights.safetensors"
 
 
 def unwrap(model: Any) -> Any:
@@ -61,8 +67,10 @@ def save_checkpoint(
     optimizer: Any = None,
     scheduler: Any = None,
     scaler: Any = None,
+    ema: Any = None,
 ) -> Path:
-    """Write ``adapter``'s weights and, when given, the optimizer/scheduler/scaler state."""
+    """Write ``adapter``'s weights and, when given, the optimizer/scheduler/scaler state;
+    with ``ema`` (an ``instkit.engine.ema.ModelEMA``) its averaged weights as the model's."""
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     _recover(target)
@@ -71,7 +79,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         _write_folder(tmp, adapter, state=state, train_config=train_config, optimizer=optimizer,
-                      scheduler=scheduler, scaler=scaler)
+                      scheduler=scheduler, scaler=scaler, ema=ema)
         _install(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -151,7 +159,7 @@ def _install(tmp: Path, target: Path) -> None:
 
 def _write_folder(tmp: Path, adapter: ModelAdapter, *, state: dict[str, Any] | None,
                   train_config: dict[str, Any] | None, optimizer: Any, scheduler: Any,
-                  scaler: Any) -> None:
+                  scaler: Any, ema: Any = None) -> None:
     from safetensors.torch import save_file, save_model
 
     from instkit import __version__
@@ -166,7 +174,12 @@ def _write_folder(tmp: Path, adapter: ModelAdapter, *, state: dict[str, Any] | N
         "state": state or {},
         "pretrained": adapter.pretrained,
     }
-    save_model(unwrap(adapter.model), str(tmp / MODEL_FILE), metadata={"instkit": _json(meta)})
+    if ema is not None:
+        meta["ema"] = ema.state()
+    weights = ema.module if ema is not None else unwrap(adapter.model)
+    save_model(weights, str(tmp / MODEL_FILE), metadata={"instkit": _json(meta)})
+    if ema is not None and optimizer is not None:
+        save_model(unwrap(adapter.model), str(tmp / RAW_FILE))
     (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     if optimizer is not None:
         tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
@@ -272,6 +285,23 @@ def load_weights(adapter: ModelAdapter, path: str | os.PathLike[str], device: st
     except RuntimeError as exc:
         raise InstkitError(f"checkpoint weights do not fit this architecture: {exc}",
                            Location(file=str(file))) from None
+
+
+def load_training_weights(path: str | os.PathLike[str], model: Any, device: str = "cpu") -> bool:
+    """Load the raw training weights that a checkpoint saved beside its EMA weights into
+    ``model``; False (nothing loaded) where it has none (a run without EMA)."""
+    from safetensors.torch import load_model
+
+    meta = read_metadata(path)
+    file = Path(meta["path"]) / RAW_FILE
+    if not file.is_file():
+        return False
+    try:
+        load_model(unwrap(model), str(file), strict=True, device=device)
+    except RuntimeError as exc:
+        raise InstkitError(f"checkpoint training weights do not fit this architecture: {exc}",
+                           Location(file=str(file))) from None
+    return True
 
 
 def restore_training(path: str | os.PathLike[str], *, optimizer: Any, scheduler: Any = None,

@@ -30,13 +30,16 @@ from tqdm.auto import tqdm
 
 from instkit.engine import distributed
 from instkit.engine.checkpoint import (
+    load_training_weights,
     load_weights,
+    read_metadata,
     resolve_checkpoint,
     restore_training,
     save_checkpoint,
     unwrap,
 )
 from instkit.engine.data import categories_of
+from instkit.engine.ema import ModelEMA
 from instkit.engine.evaluate import autocast_for, evaluate_model, is_better, per_class_ap
 from instkit.engine.logging import (
     MetricsLog,
@@ -57,7 +60,9 @@ class TrainConfig:
 
     ``max_steps`` stops after that many optimizer steps in all (a fixed budget);
     ``save_every_steps`` also saves ``last/`` inside an epoch (resume continues from that batch);
-    ``log_every`` writes every n-th step to ``metrics.jsonl``.
+    ``log_every`` writes every n-th step to ``metrics.jsonl``; ``ema``: evaluate, keep as
+    ``best/`` and ``last/`` weights, and leave in the adapter at the end an exponential moving
+    average of the weights (``instkit.engine.ema``, decay ``ema_decay``).
     """
 
     epochs: int | None = None
@@ -74,6 +79,8 @@ class TrainConfig:
     patience: int | None = None
     amp: bool | None = None
     grad_clip: float | None = None
+    ema: bool | None = None
+    ema_decay: float | None = None
     seed: int = 0
     device: str | None = None
     num_workers: int = 0
@@ -102,6 +109,9 @@ class TrainConfig:
         if out.scheduler not in ("step", "cosine", "constant"):
             raise InstkitError(f"scheduler must be 'step', 'cosine' or 'constant', got "
                                f"{out.scheduler!r}")
+        if not 0.0 < float(out.ema_decay) < 1.0:
+            raise InstkitError(f"ema_decay must be between 0 and 1 (exclusive), got "
+                               f"{out.ema_decay}")
         for name in ("epochs", "batch_size"):
             if int(getattr(out, name)) < 1:
                 raise InstkitError(f"{name} must be at least 1, got {getattr(out, name)}")
@@ -129,6 +139,8 @@ class ResolvedConfig:
     patience: int | None
     amp: bool
     grad_clip: float | None
+    ema: bool
+    ema_decay: float
     seed: int
     device: str | None
     num_workers: int
@@ -266,11 +278,17 @@ class _Loop:
     total_steps: int
     use_amp: bool
     settings: dict[str, Any]
+    ema: ModelEMA | None = None
     last_plot: float = field(default_factory=time.monotonic)
 
     @property
     def device(self) -> str:
         return self.dist_info.device
+
+    @property
+    def eval_model(self) -> Any:
+        """The weights evaluated and saved: the EMA where there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def stop_for_steps(self, step: int) -> bool:
         return self.cfg.max_steps is not None and step >= self.cfg.max_steps
@@ -280,9 +298,10 @@ class _Loop:
         if with_optimizer:
             save_checkpoint(self.run_dir / name, adapter, train_config=self.settings,
                             optimizer=self.optimizer, scheduler=self.scheduler,
-                            scaler=self.scaler, state=state)
+                            scaler=self.scaler, state=state, ema=self.ema)
         else:
-            save_checkpoint(self.run_dir / name, adapter, train_config=self.settings, state=state)
+            save_checkpoint(self.run_dir / name, adapter, train_config=self.settings, state=state,
+                            ema=self.ema)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, dist_info: distributed.DistInfo,
@@ -326,17 +345,23 @@ def _build_loop(adapter: ModelAdapter, train_data: Sequence[Sample], transform: 
                         persistent_workers=cfg.num_workers > 0,
                         # its own generator: the global RNG (dropout) then resumes exactly
                         generator=torch.Generator().manual_seed(cfg.seed))
+    ema = ModelEMA(model, decay=float(cfg.ema_decay)) if cfg.ema else None
     return _Loop(cfg=cfg, dist_info=dist_info, run_dir=run_dir, model=model,
                  optimizer=optimizer, scheduler=scheduler, scaler=scaler, dataset=dataset,
                  sampler=sampler, collator=collator, loader=loader,
                  steps_per_epoch=steps_per_epoch, total_steps=total_steps, use_amp=use_amp,
-                 settings=cfg.as_dict())
+                 settings=cfg.as_dict(), ema=ema)
 
 
 def _restore(loop: _Loop, adapter: ModelAdapter) -> _Progress:
     """The progress saved in ``last/``, its weights and optimizer state loaded."""
     checkpoint = resolve_checkpoint(loop.run_dir / "last")
-    load_weights(adapter, checkpoint, device=loop.device)
+    load_weights(adapter, checkpoint, device=loop.device)  # the EMA's, where it kept one
+    saved_ema = read_metadata(checkpoint).get("ema")
+    if loop.ema is not None:
+        loop.ema.module.load_state_dict(unwrap(loop.model).state_dict())
+        loop.ema.updates = int(saved_ema["updates"]) if saved_ema else 0
+    load_training_weights(checkpoint, loop.model, device=loop.device)
     state = restore_training(checkpoint, optimizer=loop.optimizer, scheduler=loop.scheduler,
                              scaler=loop.scaler)
     progress = _Progress(epoch=int(state.get("epoch", 0)), step=int(state.get("step", 0)),
@@ -391,6 +416,8 @@ def _optimizer_step(loop: _Loop, adapter: ModelAdapter, batch: Any,
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     loop.scheduler.step()
+    if loop.ema is not None:
+        loop.ema.update(unwrap(loop.model))
     return float(loss.detach()), parts
 
 
@@ -442,7 +469,7 @@ def _validate(loop: _Loop, adapter: ModelAdapter, val_data: Sequence[Sample],
     ``final``: also the error analysis, written as ``confusion.json`` / ``confusion.png``."""
     cfg = loop.cfg
     result, truth, predicted = evaluate_model(
-        adapter, val_data, model=loop.model, batch_size=cfg.eval_batch_size or cfg.batch_size,
+        adapter, val_data, model=loop.eval_model, batch_size=cfg.eval_batch_size or cfg.batch_size,
         device=loop.device, num_workers=cfg.num_workers, transform=val_transform,
         amp=loop.use_amp, progress=cfg.progress)
     record.update(result.summary())
@@ -600,7 +627,8 @@ def train(
     if dist_info.is_main:
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         _write_summary(loop, adapter, result)
-    unwrap(loop.model)  # the adapter keeps the bare module
+    if loop.ema is not None:  # the adapter leaves with the weights evaluated and saved
+        unwrap(loop.model).load_state_dict(loop.ema.module.state_dict())
     return result
 
 

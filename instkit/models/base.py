@@ -39,7 +39,8 @@ class TrainDefaults:
     cosine decay after a linear warm-up over ``warmup_ratio`` of all steps). ``warmup_iters``:
     a linear warm-up over the first steps of epoch 0 (torchvision's detection references), used
     with ``"step"``. ``patience``: epochs without a better primary metric before stopping
-    (``None``: never). ``amp``: mixed precision when training on a GPU.
+    (``None``: never). ``amp``: mixed precision when training on a GPU. ``ema``: evaluate and
+    save an exponential moving average of the weights (``instkit.engine.ema``) with ``ema_decay``.
     """
 
     optimizer: str
@@ -56,6 +57,8 @@ class TrainDefaults:
     patience: int | None
     amp: bool
     grad_clip: float | None = None
+    ema: bool = False
+    ema_decay: float = 0.993
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

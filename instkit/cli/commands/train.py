@@ -70,6 +70,13 @@ _DATA_HELP = "COCO annotation file, or a Hugging Face dataset folder (instkit co
               help="cosine scheduler: share of all steps spent warming up.")
 @click.option("--grad-clip", type=click.FloatRange(0), default=None,
               help="Clip the gradient norm to this (0: off). Default: 0.1 RF-DETR, off Mask R-CNN.")
+@click.option("--ema/--no-ema", default=None,
+              help="Evaluate and save an exponential moving average of the weights (best/, last/ "
+                   "hold it; the raw weights are kept for --resume). Default: on RF-DETR, off "
+                   "Mask R-CNN.")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="EMA decay per step (ramped up over the first ~100 steps). "
+                                 "Default: 0.993.")
 @click.option("--eval-batch-size", type=click.IntRange(1), default=None,
               help="Validation batch size (default: --batch-size).")
 @click.option("--log-every", type=click.IntRange(1), default=1, show_default=True,
@@ -95,7 +102,8 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
             batch_size: int | str | None, lr: float | None, weight_decay: float | None,
             momentum: float | None, optimizer: str | None, scheduler: str | None,
             step_size: int | None, gamma: float | None, warmup_iters: int | None,
-            warmup_ratio: float | None, grad_clip: float | None, eval_batch_size: int | None,
+            warmup_ratio: float | None, grad_clip: float | None, ema: bool | None,
+            ema_decay: float | None, eval_batch_size: int | None,
             log_every: int, patience: int | None, max_steps: int | None,
             save_every_steps: int | None, eval_every: int, amp: bool | None,
             device: str | None, workers: int, seed: int, resume: bool, memory_check: bool,
@@ -143,8 +151,8 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
     config = TrainConfig(
         epochs=epochs, batch_size=batch, lr=lr, weight_decay=weight_decay, momentum=momentum,
         optimizer=optimizer, scheduler=scheduler, step_size=step_size, gamma=gamma,
-        warmup_ratio=warmup_ratio, warmup_iters=warmup_iters, grad_clip=grad_clip,
-        patience=patience, amp=amp, seed=seed, device=device, num_workers=workers,
+        warmup_ratio=warmup_ratio, warmup_iters=warmup_iters, grad_clip=grad_clip, ema=ema,
+        ema_decay=ema_decay, patience=patience, amp=amp, seed=seed, device=device, num_workers=workers,
         eval_batch_size=eval_batch_size, eval_every=eval_every, log_every=log_every,
         max_steps=max_steps, save_every_steps=save_every_steps, progress=progress)
     result = train(adapter, train_data, val_data, out_dir, config, transform=transform,
