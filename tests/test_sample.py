@@ -171,3 +171,30 @@ def test_hf_rows_refuse_the_bomb(bomb, no_limit_set):
 
     with pytest.raises(ImageTooLargeError, match="INSTKIT_MAX_IMAGE_PIXELS"):
         _image_from_row({"bytes": (bomb / "bomb.png").read_bytes(), "path": "bomb.png"}, None)
+
+
+def test_jpegs_decoded_by_opencv_are_pillows_pixels(shared_data):
+    from PIL import ImageOps
+
+    import instkit.sample as sample_module
+
+    paths = sorted(shared_data.glob("**/*.jpg"))
+    assert len(paths) >= 30
+    fast = 0
+    for path in paths:
+        array, notes = load_image(path)
+        with Image.open(path) as opened:
+            fast += sample_module._opencv_jpeg(opened) is not None
+            expect = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        assert array.flags.writeable and not notes
+        np.testing.assert_array_equal(array, expect, err_msg=str(path))
+    assert fast == len(paths)  # the OpenCV path was the one compared
+
+
+def test_a_truncated_jpeg_is_refused_not_filled_with_gray(shared_data, tmp_path):
+    source = sorted(shared_data.glob("**/*.jpg"))[0]
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(source.read_bytes()[:20000])
+    with pytest.raises(ImageError, match="truncated") as info:
+        load_image(cut)
+    assert "cut.jpg" in str(info.value)
