@@ -725,28 +725,52 @@ def rle_crops(counts: Sequence[bytes], size: ImageSize) -> list[BitmapMask]:
     (``decode_rle_counts_batch``); runs alternate starting with zeros over the column-major
     image, so the first and last foreground runs bound the columns; only that band is expanded,
     then cut to its rows. A string the decoder refuses raises ``MaskError`` saying why."""
-    h = int(size[0])
+    return rle_crops_by_height(counts, np.full(len(counts), int(size[0]), dtype=np.int64))
+
+
+def rle_crops_by_height(counts: Sequence[bytes], heights: np.ndarray) -> list[BitmapMask]:
+    """``rle_crops`` of strings from images of several heights (``heights[i]``: string ``i``'s
+    image height): a batch's masks in one pass, whatever images they come from."""
+    heights = np.asarray(heights, dtype=np.int64)
+    n = len(counts)
     batch = decode_rle_counts_batch(counts)
-    out: list[BitmapMask] = []
-    for j in range(len(counts)):
-        if batch.status[j] != RLE_OK:
-            decode_rle_counts(counts[j])  # raises the refusal
-        runs = batch.runs[batch.offsets[j] : batch.offsets[j + 1]]
-        ends = np.cumsum(runs)
-        starts = ends - runs
-        ones = np.arange(runs.size) % 2 == 1
-        ones &= runs > 0
-        if not ones.any() or h == 0:
-            out.append(BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0)))
-            continue
-        first, last = int(starts[ones][0]), int(ends[ones][-1]) - 1
-        xa, xb = first // h, last // h + 1
-        base, top = xa * h, xb * h
-        lengths = np.clip(ends, base, top) - np.clip(starts, base, top)
-        band = np.repeat(ones, lengths).reshape(xb - xa, h).T
-        rows = np.flatnonzero(band.any(axis=1))
+    for j in np.flatnonzero(batch.status != RLE_OK).tolist():
+        decode_rle_counts(counts[j])  # raises the refusal
+    empty = BitmapMask(np.zeros((0, 0), dtype=bool), (0, 0))
+    runs, offsets = batch.runs, batch.offsets
+    per_string = np.diff(offsets)
+    owner = np.repeat(np.arange(n), per_string)
+    # each run's [start, end) in its own image: a running sum restarted at every string
+    ends = np.cumsum(runs)
+    before = np.zeros(n, dtype=np.int64)
+    has_runs = per_string > 0
+    before[has_runs] = ends[offsets[:-1][has_runs]] - runs[offsets[:-1][has_runs]]
+    ends -= before[owner]
+    starts = ends - runs
+    ones = ((np.arange(runs.size) - offsets[:-1][owner]) % 2 == 1) & (runs > 0)
+    ones &= (heights > 0)[owner]
+    foreground = np.flatnonzero(ones)
+    if not foreground.size:
+        return [empty] * n
+    h = np.maximum(heights, 1)
+    # the columns from the first foreground run's to the last one's bound each mask
+    found, first_at = np.unique(owner[foreground], return_index=True)
+    last_at = np.r_[first_at[1:], foreground.size] - 1
+    xa = np.zeros(n, dtype=np.int64)
+    xb = np.zeros(n, dtype=np.int64)
+    xa[found] = starts[foreground[first_at]] // h[found]
+    xb[found] = (ends[foreground[last_at]] - 1) // h[found] + 1
+    base, top = (xa * h)[owner], (xb * h)[owner]
+    lengths = np.minimum(np.maximum(ends, base), top) - np.minimum(np.maximum(starts, base), top)
+    bands = np.repeat(ones, lengths)  # every mask's column band, one after the other
+    band_end = np.cumsum((xb - xa) * h)
+    out: list[BitmapMask] = [empty] * n
+    for j in found.tolist():
+        cols, rows_in = int(xb[j] - xa[j]), int(h[j])
+        band = bands[band_end[j] - cols * rows_in : band_end[j]].reshape(cols, rows_in)
+        rows = np.flatnonzero(band.any(axis=0))
         y0, y1 = int(rows[0]), int(rows[-1]) + 1
-        out.append(BitmapMask(np.ascontiguousarray(band[y0:y1]), (y0, xa)))
+        out[j] = BitmapMask(np.ascontiguousarray(band[:, y0:y1].T), (y0, int(xa[j])))
     return out
 
 

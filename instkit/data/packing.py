@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from instkit.errors import ImageError, InstkitError, Location
-from instkit.masks import BitmapMask, rle_crop
+from instkit.masks import BitmapMask, MaskError, rle_crop, rle_crops_by_height
 from instkit.masks import rle_crops as masks_rle_crops
 from instkit.sample import Drop, Sample
 
@@ -120,6 +120,29 @@ def rle_crops(counts: Sequence[bytes], size: tuple[int, int]) -> list[tuple[np.n
             for crop in masks_rle_crops(counts, size)]
 
 
+def _decode_crops(counts: list[bytes], heights: list[int],
+                  staged: Sequence[tuple[Any, ...]]) -> list[tuple[np.ndarray, int, int]]:
+    """The batch's RLE masks as ``(crop, y0, x0)``, in one pass; a refused string is named by
+    its image."""
+    if not counts:
+        return []
+    try:
+        crops = rle_crops_by_height(counts, np.asarray(heights, dtype=np.int64))
+    except MaskError as exc:
+        for index, sample, image_id, _boxes, _reasons, rows, coded in staged:
+            if not coded:
+                continue
+            try:
+                masks_rle_crops(sample.instances.masks[rows][coded].rle_counts(),
+                                sample.instances.image_size)
+            except MaskError as inner:
+                raise CollateError(f"a mask cannot be decoded: {inner}",
+                                   Location(sample_index=index, image_id=image_id)) from None
+        raise CollateError(f"a mask cannot be decoded: {exc}") from None
+    return [(crop.bitmap.view(np.uint8), int(crop.offset[0]), int(crop.offset[1]))
+            for crop in crops]
+
+
 def pack_samples(
     samples: Sequence[Sample],
     *,
@@ -150,6 +173,9 @@ def pack_samples(
     image_offset = 0
     crop_offset = 0
     start = 0
+    staged: list[tuple[int, Sample, int, np.ndarray, np.ndarray, np.ndarray, list[int]]] = []
+    pending_counts: list[bytes] = []
+    pending_heights: list[int] = []
     for index, sample in enumerate(samples):
         if not isinstance(sample, Sample):
             raise CollateError(f"expected an instkit Sample, got {type(sample).__name__}",
@@ -181,17 +207,31 @@ def pack_samples(
             reasons[inst.iscrowd & keep] = "crowd"
             keep &= ~inst.iscrowd
         rows = np.flatnonzero(keep)
-        kept_crops: list[tuple[np.ndarray, int, int]] = []
+        coded: list[int] = []
         if masks is not None:
-            items = masks.items
             # Polygons go through pycocotools' full-image RLE (one C call for the image, exact
-            # to the bit) and are then decoded over their own columns only.
+            # to the bit); the batch's strings are then decoded together, each over its own
+            # columns only.
+            items = masks.items
             sub = masks[rows]
             coded = [j for j, r in enumerate(rows) if not isinstance(items[r], BitmapMask)]
-            decoded = dict(zip(coded, rle_crops(sub[coded].rle_counts(), (h, w)) if coded
-                               else [], strict=True))
-            for j, r in enumerate(rows):
-                kept_crops.append(decoded[j] if j in decoded else mask_crop(items[r], None, (h, w)))
+            if coded:
+                pending_counts.extend(sub[coded].rle_counts())
+                pending_heights.extend([h] * len(coded))
+        staged.append((index, sample, image_id, boxes, reasons, rows, coded))
+        images.append(image)
+    decoded_all = _decode_crops(pending_counts, pending_heights, staged)
+    cursor = 0
+    for index, sample, image_id, boxes, reasons, rows, coded in staged:
+        inst = sample.instances
+        masks = inst.masks
+        h, w = int(images[index].shape[0]), int(images[index].shape[1])
+        if masks is not None:
+            items = masks.items
+            decoded = dict(zip(coded, decoded_all[cursor : cursor + len(coded)], strict=True))
+            cursor += len(coded)
+            kept_crops = [decoded[j] if j in decoded else mask_crop(items[r], None, (h, w))
+                          for j, r in enumerate(rows)]
         else:
             kept_crops = [(np.zeros((0, 0), np.uint8), 0, 0)] * len(rows)
         areas = np.array([np.count_nonzero(c[0]) for c in kept_crops], dtype=np.float64)
@@ -224,7 +264,6 @@ def pack_samples(
         keypoint_rows.append((index, image_id, len(rows),
                               None if inst.keypoints is None or not inst.keypoints.shape[1]
                               else inst.keypoints[rows]))
-        images.append(image)
         image_rows.append([h, w, image_offset, start, n, image_id])
         image_offset += h * w * 3
         start += n

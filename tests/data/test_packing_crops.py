@@ -41,3 +41,49 @@ def test_rle_crops_refuses_what_rle_crop_refuses() -> None:
         rle_crop(b"\x01bad", (4, 4))
     with pytest.raises(InstkitError):
         rle_crops([b"0", b"\x01bad"], (4, 4))
+
+
+def test_crops_equal_pycocotools_decode_for_images_of_several_heights() -> None:
+    """Checked against pycocotools' own decode (not against rle_crop, which shares the code):
+    random, empty and full masks from images of several sizes, decoded in one pass."""
+    import pycocotools.mask as mask_utils
+
+    from instkit.masks import rle_crops_by_height, tight_bitmap
+
+    rng = np.random.default_rng(7)
+    counts, heights, expected, denses = [], [], [], []
+    for _ in range(60):
+        h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
+        kind = int(rng.integers(0, 4))
+        dense = (np.zeros((h, w), np.uint8) if kind == 0 else np.ones((h, w), np.uint8)
+                 if kind == 1 else (rng.random((h, w)) < rng.random() ** 3).astype(np.uint8))
+        rle = mask_utils.encode(np.asfortranarray(dense))
+        counts.append(rle["counts"])
+        denses.append(dense)
+        heights.append(h)
+        expected.append(tight_bitmap(mask_utils.decode(rle)))
+    got = rle_crops_by_height(counts, np.asarray(heights))
+    for a, b in zip(got, expected, strict=True):
+        assert a.offset == b.offset and a.bitmap.dtype == b.bitmap.dtype
+        np.testing.assert_array_equal(a.bitmap, b.bitmap)
+    # the check fails on a wrong mask: one string replaced by its mask's complement
+    counts[5] = mask_utils.encode(np.asfortranarray(1 - denses[5]))["counts"]
+    wrong = rle_crops_by_height(counts, np.asarray(heights))
+    assert any(not np.array_equal(a.bitmap, b.bitmap) or a.offset != b.offset
+               for a, b in zip(wrong, expected, strict=True))
+
+
+def test_a_refused_mask_in_a_batch_names_its_image() -> None:
+    from instkit import Instances, Sample
+    from instkit.data import Collator
+    from instkit.masks import Masks, RLEMask
+
+    def sample(counts: bytes, image_id: int) -> Sample:
+        inst = Instances(boxes=np.array([[0, 0, 2, 2]], np.float32), labels=np.array([0]),
+                         masks=Masks([RLEMask(counts)], (4, 4)), image_size=(4, 4))
+        return Sample.from_array(np.zeros((4, 4, 3), np.uint8), inst, image_id=image_id)
+
+    good = sample(b"02208", 3)
+    with pytest.raises(InstkitError, match=r"image_id=7, sample index 1"):
+        Collator("maskrcnn")([good, sample(b"\x01bad", 7)])
+    assert Collator("maskrcnn")([good, good]).targets[1]["masks"].sum() == 4
