@@ -97,6 +97,12 @@ def control_points(size: tuple[int, int]) -> np.ndarray:
     ], dtype=np.float64)
 
 
+# Solved maps by their control points: a pipeline draws the same few maps again and again
+# (a flip, a resize from each common image size), and a solve costs more than the warp.
+_SOLVED: dict[tuple[bytes, bytes, tuple[int, int]], Homography | None] = {}
+_SOLVED_MAX = 4096
+
+
 def solve_homography(src_centre: np.ndarray, dst_centre: np.ndarray,
                      out_size: tuple[int, int]) -> Homography | None:
     """The homography that maps the control points, or None if no homography maps them all
@@ -105,6 +111,19 @@ def solve_homography(src_centre: np.ndarray, dst_centre: np.ndarray,
     dst = np.asarray(dst_centre, np.float64)
     if len(src) < 4 or len(dst) != len(src) or not np.isfinite(dst).all():
         return None
+    key = (src.tobytes(), dst.tobytes(), (int(out_size[0]), int(out_size[1])))
+    if key in _SOLVED:
+        return _SOLVED[key]
+    solved = _solve(src, dst, out_size)
+    if solved is not None:
+        solved.matrix.setflags(write=False)  # shared by every later draw of the same map
+    if len(_SOLVED) >= _SOLVED_MAX:
+        _SOLVED.pop(next(iter(_SOLVED)))  # oldest first
+    _SOLVED[key] = solved
+    return solved
+
+
+def _solve(src: np.ndarray, dst: np.ndarray, out_size: tuple[int, int]) -> Homography | None:
     if np.array_equal(src, dst):  # not applied this time: the identity, nothing to solve
         return Homography.identity(out_size)
     # four corners pin it (OpenCV's direct solve); the other points check it
