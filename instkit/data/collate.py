@@ -743,9 +743,10 @@ class Collator:
         pin = self.device.type == "cuda" and torch.cuda.is_available()
         from torch.utils.data import get_worker_info
 
+        in_worker = get_worker_info() is not None
         return pack_samples(samples, crowd=self.crowd, drop_empty_masks=self.drop_empty_masks,
                             need_masks=self.target != "keypointrcnn",
-                            pin=pin and get_worker_info() is None)
+                            pin=pin and not in_worker, shared=in_worker)
 
     def __call__(self, items: Sequence[Any]) -> Any:
         return self.finish(self.pack(items))

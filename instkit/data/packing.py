@@ -150,6 +150,7 @@ def pack_samples(
     drop_empty_masks: bool = False,
     need_masks: bool = True,
     pin: bool = False,
+    shared: bool = False,
 ) -> PackedBatch:
     """Pack samples into one flat buffer (see the module docstring).
 
@@ -270,7 +271,12 @@ def pack_samples(
     num = start
     table_bytes = num * 8 * (INT_COLUMNS + FLOAT_COLUMNS)
     total = table_bytes + image_offset + crop_offset
-    tensor = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+    if shared:
+        # in a DataLoader worker: written straight into shared memory, so sending the batch to
+        # the main process copies nothing (what default_collate does in workers)
+        tensor = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
+    else:
+        tensor = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
     buffer = tensor.numpy()
     if num:
         buffer[: num * 8 * INT_COLUMNS].view(np.int64)[:] = np.concatenate(int_rows).reshape(-1)

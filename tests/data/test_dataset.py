@@ -167,3 +167,21 @@ def test_bad_sources_and_transforms() -> None:
     dataset = InstanceDataset(make_samples(num_images=1, seed=0), lambda s: "oops")
     with pytest.raises(ValueError, match="not a Sample.*sample index 0"):
         dataset[0]
+
+
+def test_workers_pack_into_shared_memory_and_deferred_batches_cross_as_packed() -> None:
+    samples = make_samples(num_images=4, seed=4, image_size=(48, 40), crowd_probability=0.0)
+    dataset = InstanceDataset(samples)
+    collator = Collator("maskrcnn")
+    packed = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collator.pack))
+    # written in shared memory by the worker: nothing copied to send it
+    assert all(p.buffer.is_shared() for p in packed)
+    assert not collator.pack(samples[:2]).buffer.is_shared()  # not in a worker: plain memory
+    deferred = Collator("maskrcnn", defer_images=True)
+    crossed = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=deferred))
+    for k, (p, d) in enumerate(zip(packed, crossed, strict=True)):
+        assert d.pending is not None and d.pending.region.is_shared()
+        now = collator(samples[2 * k : 2 * k + 2])
+        for a, b in zip(collator.finish(p).targets + d.to("cpu").targets, now.targets * 2,
+                        strict=True):
+            assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["boxes"], b["boxes"])
