@@ -166,6 +166,8 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     last_eval: Any = None
+    #: the last evaluation's predictions (validation order, the data's labels)
+    last_predictions: list[Sample] | None = None
 
 
 def make_optimizer(params: Any, cfg: ResolvedConfig) -> torch.optim.Optimizer:
@@ -464,8 +466,9 @@ def _train_epoch(loop: _Loop, adapter: ModelAdapter, progress: _Progress,
 
 def _validate(loop: _Loop, adapter: ModelAdapter, val_data: Sequence[Sample],
               val_transform: Any, record: dict[str, Any], progress: _Progress,
-              final: bool = False) -> tuple[Any, bool]:
-    """Evaluate, add the metrics to ``record``, update best / patience; ``(result, improved)``.
+              final: bool = False) -> tuple[Any, list[Sample], bool]:
+    """Evaluate, add the metrics to ``record``, update best / patience; ``(result,
+    predictions, improved)``.
     ``final``: also the error analysis, written as ``confusion.json`` / ``confusion.png``."""
     cfg = loop.cfg
     result, truth, predicted = evaluate_model(
@@ -479,9 +482,9 @@ def _validate(loop: _Loop, adapter: ModelAdapter, val_data: Sequence[Sample],
     if is_better(result.primary, progress.best):
         progress.best, progress.best_epoch, progress.bad_epochs = \
             float(result.primary), progress.epoch, 0
-        return result, True
+        return result, predicted, True
     progress.bad_epochs += 1
-    return result, False
+    return result, predicted, False
 
 
 def _write_confusion(run_dir: Path, result: Any, truth: Sequence[Sample],
@@ -576,6 +579,7 @@ def train(
     history: list[dict[str, Any]] = []
     stopped_early = False
     last_eval = None
+    last_predictions: list[Sample] | None = None
     for epoch in range(progress.epoch, cfg.epochs):
         progress.epoch = epoch
         if loop.stop_for_steps(progress.step):
@@ -600,7 +604,7 @@ def train(
                                              or last_epoch)
         if evaluate:
             assert val_data is not None
-            last_eval, improved = _validate(loop, adapter, val_data, val_transform, record,
+            last_eval, last_predictions, improved = _validate(loop, adapter, val_data, val_transform, record,
                                             progress, final=last_epoch)
         elif val_data is None:
             improved = True  # without validation data the latest weights are the best known
@@ -623,7 +627,8 @@ def train(
             break
     result = TrainResult(run_dir=run_dir, epochs_run=len(history), steps=progress.step,
                          best_metric=progress.best, best_epoch=progress.best_epoch,
-                         stopped_early=stopped_early, history=history, last_eval=last_eval)
+                         stopped_early=stopped_early, history=history, last_eval=last_eval,
+                         last_predictions=last_predictions)
     if dist_info.is_main:
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         _write_summary(loop, adapter, result)
