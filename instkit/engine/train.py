@@ -383,6 +383,11 @@ def _wrap_distributed(loop: _Loop) -> None:
             loop.model,
             device_ids=[loop.dist_info.local_rank] if loop.device.startswith("cuda") else None,
             find_unused_parameters=loop.cfg.find_unused_parameters)
+        if loop.ema is not None:  # DDP broadcast rank 0's weights; the average follows them
+            import torch.distributed as dist
+
+            for tensor in loop.ema.module.state_dict().values():
+                dist.broadcast(tensor, src=0)
 
 
 def _optimizer_step(loop: _Loop, adapter: ModelAdapter, batch: Any,
