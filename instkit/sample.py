@@ -262,41 +262,64 @@ def load_image(path: str | os.PathLike[str] | IO[bytes],
     (in the displayed orientation); each side becomes ``ceil(side / k)``. Other formats decode
     at full size. Returns the array and notes describing each conversion made.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(path, (str, os.PathLike)):
         path = os.fspath(path)
         where = where or Location(file=path)
-    notes: list[str] = []
+    with _read_errors(where), open_image(path, where) as opened:
+        array, notes = _decode_opened(opened, at_least)
+    return array, notes
+
+
+def image_to_rgb(image: Any, where: Location | None = None) -> tuple[np.ndarray, list[str]]:
+    """``load_image`` of a PIL image already open (or already in memory): the same pixel
+    limit, EXIF orientation, mode conversions, notes and errors."""
+    with _read_errors(where):
+        match_pillow_limit()
+        check_image_pixels(image.size, where)
+        array, notes = _decode_opened(image, None)
+    return array, notes
+
+
+@contextlib.contextmanager
+def _read_errors(where: Location | None) -> Iterator[None]:
+    """Pillow's and the file system's errors while reading an image, as ``ImageError``."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with open_image(path, where) as opened:
-            orientation = opened.getexif().get(0x0112, 1)
-            if at_least is not None and opened.format == "JPEG":
-                want_h, want_w = (int(v) for v in at_least)
-                if orientation in (5, 6, 7, 8):  # stored transposed
-                    want_h, want_w = want_w, want_h
-                full = opened.size
-                opened.draft("RGB", (max(want_w, 1), max(want_h, 1)))
-                if opened.size != full:
-                    notes.append(f"decoded at {opened.size[0]}x{opened.size[1]} (WxH) of "
-                                 f"{full[0]}x{full[1]} (JPEG DCT scaling)")
-            array = None
-            if (orientation in (None, 1) and opened.format == "JPEG" and opened.mode == "RGB"
-                    and at_least is None):
-                array = _opencv_jpeg(opened)
-            if array is None:
-                image = (ImageOps.exif_transpose(opened) if orientation not in (None, 1)
-                         else opened)
-                if orientation not in (None, 1):
-                    notes.append(f"applied EXIF orientation {orientation}")
-                image.load()
-                array = pil_to_rgb_uint8(image, notes)
+        yield
     except FileNotFoundError:
         raise ImageError("image file not found", where) from None
     except Image.DecompressionBombError as exc:
         raise bomb_error(exc, where) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"image cannot be read: {exc}", where) from None
+
+
+def _decode_opened(opened: Any, at_least: tuple[int, int] | None
+                   ) -> tuple[np.ndarray, list[str]]:
+    from PIL import ImageOps
+
+    notes: list[str] = []
+    orientation = opened.getexif().get(0x0112, 1)
+    if at_least is not None and opened.format == "JPEG":
+        want_h, want_w = (int(v) for v in at_least)
+        if orientation in (5, 6, 7, 8):  # stored transposed
+            want_h, want_w = want_w, want_h
+        full = opened.size
+        opened.draft("RGB", (max(want_w, 1), max(want_h, 1)))
+        if opened.size != full:
+            notes.append(f"decoded at {opened.size[0]}x{opened.size[1]} (WxH) of "
+                         f"{full[0]}x{full[1]} (JPEG DCT scaling)")
+    array = None
+    if (orientation in (None, 1) and opened.format == "JPEG" and opened.mode == "RGB"
+            and at_least is None):
+        array = _opencv_jpeg(opened)
+    if array is None:
+        image = ImageOps.exif_transpose(opened) if orientation not in (None, 1) else opened
+        if orientation not in (None, 1):
+            notes.append(f"applied EXIF orientation {orientation}")
+        image.load()
+        array = pil_to_rgb_uint8(image, notes)
     return array, notes
 
 

@@ -58,45 +58,24 @@ def _is_number(value: Any) -> TypeGuard[int | float | np.integer | np.floating]:
 
 
 def _image_from_row(value: Any, where: Location) -> tuple[np.ndarray | None, list[str]]:
-    """The row's ``image`` as ``(H, W, 3)`` uint8 RGB with EXIF orientation applied."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The row's ``image`` (encoded ``bytes``, a ``path``, or a PIL image) as ``(H, W, 3)``
+    uint8 RGB with EXIF orientation applied: ``load_image``'s rules and errors."""
+    from PIL import Image
 
-    from instkit.sample import (
-        bomb_error,
-        check_image_pixels,
-        match_pillow_limit,
-        pil_to_rgb_uint8,
-    )
+    from instkit.sample import image_to_rgb, load_image
 
     if value is None:
         return None, []
-    match_pillow_limit()
-    notes: list[str] = []
-    image: Image.Image
-    try:
-        if isinstance(value, dict):
-            if value.get("bytes"):
-                image = Image.open(io.BytesIO(value["bytes"]))
-            elif value.get("path"):
-                image = Image.open(value["path"])
-            else:
-                return None, []
-        elif isinstance(value, Image.Image):
-            image = value
-        else:
-            raise ImageError(f"'image' must be a PIL image or {{bytes, path}}, got "
-                             f"{type(value).__name__}", where)
-        check_image_pixels(image.size, where)
-        orientation = image.getexif().get(0x0112, 1)
-        if orientation not in (None, 1):
-            image = ImageOps.exif_transpose(image)
-            notes.append(f"applied EXIF orientation {orientation}")
-        image.load()
-        return pil_to_rgb_uint8(image, notes), notes
-    except Image.DecompressionBombError as exc:
-        raise bomb_error(exc, where) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"image cannot be read: {exc}", where) from None
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return load_image(io.BytesIO(value["bytes"]), where=where)
+        if value.get("path"):
+            return load_image(value["path"], where=where)
+        return None, []
+    if isinstance(value, Image.Image):
+        return image_to_rgb(value, where)
+    raise ImageError(f"'image' must be a PIL image or {{bytes, path}}, got "
+                     f"{type(value).__name__}", where)
 
 
 def _mask_item(seg: Any, rle: Any, size: tuple[int, int], where: Location) -> MaskItem:
