@@ -104,6 +104,11 @@ class BatchInfo:
         return counts
 
 
+def _move(value: Any, device: Any, non_blocking: bool) -> Any:
+    """A tensor on ``device``; anything else as it is."""
+    return value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
+
+
 class MaskRCNNBatch(tuple):
     """``(images, targets)`` for torchvision's Mask R-CNN, with ``.info``.
 
@@ -162,10 +167,7 @@ class MaskRCNNBatch(tuple):
     def to(self, device: Any, non_blocking: bool = False) -> MaskRCNNBatch:
         """The batch on ``device``; deferred images and masks are built there."""
         device = torch.device(device)
-
-        def move(value: Any) -> Any:
-            return value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
-
+        move = functools.partial(_move, device=device, non_blocking=non_blocking)
         targets = [{k: move(v) for k, v in target.items()}
                    for target in tuple.__getitem__(self, 1)]
         if self.pending is not None:
@@ -294,10 +296,7 @@ class RfDetrBatch(dict):
     def to(self, device: Any, non_blocking: bool = False) -> RfDetrBatch:
         """The batch on ``device``; deferred images are resized and normalised there."""
         device = torch.device(device)
-
-        def move(value: Any) -> Any:
-            return value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
-
+        move = functools.partial(_move, device=device, non_blocking=non_blocking)
         labels = [{k: move(v) for k, v in target.items()}
                   for target in dict.__getitem__(self, "labels")]
         if self.pending is not None:
