@@ -64,13 +64,16 @@ def available_bytes(device: str) -> float | None:
 
 
 def estimate_rfdetr(num_parameters: int, image_size: tuple[int, int], batch_size: int,
-                    device: str, amp: bool, available: float | None = None) -> MemoryEstimate:
-    """Peak memory of one RF-DETR-Seg training step and the largest batch that fits."""
+                    device: str, amp: bool, available: float | None = None,
+                    ema: bool = False) -> MemoryEstimate:
+    """Peak memory of one RF-DETR-Seg training step and the largest batch that fits
+    (``ema``: a float32 average of the weights is kept too)."""
     scale = (image_size[0] * image_size[1]) / (560 * 560)
     # activations grow with the model's width too: scaled by parameters against the measured 32.8M
     per_image = _RFDETR_PER_IMAGE_560 * scale * max(num_parameters / 32.8e6, 0.05)
-    return _estimate(per_image, _RFDETR_BASE, num_parameters * _BYTES_PER_PARAM, batch_size,
-                     device, amp, available)
+    return _estimate(per_image, _RFDETR_BASE,
+                     num_parameters * (_BYTES_PER_PARAM + (_EMA_BYTES_PER_PARAM if ema else 0)),
+                     batch_size, device, amp, available)
 
 
 def _estimate(per_image: float, base: float, parameter_bytes: float, batch_size: int,
@@ -102,7 +105,7 @@ _SGD_BYTES_PER_PARAM = 12  # float32 weight + gradient + momentum
 
 def estimate_maskrcnn(num_parameters: int, backbone: str, min_size: int, max_size: int,
                       batch_size: int, device: str, amp: bool = False,
-                      available: float | None = None) -> MemoryEstimate:
+                      available: float | None = None, ema: bool = False) -> MemoryEstimate:
     """Peak memory of one Mask R-CNN training step and the largest batch that fits.
 
     Images are resized so the shorter side is ``min_size`` (the longer at most ``max_size``);
@@ -112,7 +115,8 @@ def estimate_maskrcnn(num_parameters: int, backbone: str, min_size: int, max_siz
     pixels = (-(-min_size // 32) * 32) * (-(-long_side // 32) * 32)
     per_image = _MASKRCNN_BYTES_PER_PIXEL.get(backbone, _MASKRCNN_BYTES_PER_PIXEL["resnet50"]) \
         * pixels
-    return _estimate(per_image, _MASKRCNN_BASE, num_parameters * _SGD_BYTES_PER_PARAM,
+    return _estimate(per_image, _MASKRCNN_BASE,
+                     num_parameters * (_SGD_BYTES_PER_PARAM + (_EMA_BYTES_PER_PARAM if ema else 0)),
                      batch_size, device, amp, available)
 
 
@@ -168,11 +172,12 @@ class _ResidentPeak:
 
 
 _OPTIMIZER_STATE_BYTES = {"sgd": 4, "adamw": 8}  # momentum; AdamW's two moments (float32)
+_EMA_BYTES_PER_PARAM = 4  # the weights' float32 average (``TrainConfig.ema``)
 
 
 def measure_batches(adapter: Any, samples: Sequence[Any], *, transform: Any = None,
                     device: str = "cpu", batches: tuple[int, ...] = (1, 2), amp: bool = False,
-                    optimizer: str = "sgd", seed: int = 0) -> BatchProfile:
+                    optimizer: str = "sgd", seed: int = 0, ema: bool = False) -> BatchProfile:
     """Run one forward and backward pass per batch size on the first images of ``samples``
     (augmented by ``transform`` as in training) and fit their peak memory.
 
@@ -238,7 +243,9 @@ def measure_batches(adapter: Any, samples: Sequence[Any], *, transform: Any = No
             for name, value in model.named_buffers():
                 value.copy_(buffers[name])
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    state = params * _OPTIMIZER_STATE_BYTES.get(optimizer, 8)
+    # what the probe's steps do not create: the optimizer's state and the weights' average
+    state = params * (_OPTIMIZER_STATE_BYTES.get(optimizer, 8)
+                      + (_EMA_BYTES_PER_PARAM if ema else 0))
     if len(measured) >= 2 and peaks[-1] > peaks[0]:
         per_image = (peaks[-1] - peaks[0]) / (measured[-1] - measured[0])
         fixed = max(peaks[0] - per_image * measured[0], 0.0)

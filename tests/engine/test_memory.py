@@ -31,6 +31,22 @@ def test_maskrcnn_estimate_finds_the_largest_batch():
     assert light.needed < one.needed
 
 
+def test_the_weights_average_is_counted():
+    from instkit.engine.memory import estimate_rfdetr
+
+    # a float32 copy of every parameter, whatever the batch
+    cases = [
+        (44_400_000, lambda ema: estimate_maskrcnn(44_400_000, "resnet50", 800, 1333, 2, "cpu",
+                                                   available=24e9, ema=ema)),
+        (33_100_000, lambda ema: estimate_rfdetr(33_100_000, (560, 560), 4, "cpu", False,
+                                                 available=24e9, ema=ema)),
+    ]
+    for params, estimate in cases:
+        plain, averaged = estimate(False), estimate(True)
+        assert averaged.needed - plain.needed == pytest.approx(4 * params)
+        assert averaged.largest_batch <= plain.largest_batch
+
+
 @pytest.fixture(scope="module")
 def tiny_maskrcnn():
     from instkit.models import build_model

@@ -146,7 +146,8 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
         adapter = build_model(model_kind, categories, **options)
     click.echo(f"instkit train: {adapter.describe()}", err=True)
     transform = _preset(preset, adapter, train_data, seed)
-    batch = _check_memory(adapter, batch_size, amp, device, memory_check, optimizer, train_data,
+    batch = _check_memory(adapter, batch_size, amp, device, memory_check, optimizer,
+                          adapter.defaults.ema if ema is None else ema, train_data,
                           transform, seed)
     config = TrainConfig(
         epochs=epochs, batch_size=batch, lr=lr, weight_decay=weight_decay, momentum=momentum,
@@ -171,7 +172,7 @@ def command(model_kind: str, train_path: Path, train_images: Path | None, val_pa
 
 
 def _check_memory(adapter: Any, batch_size: int | str | None, amp: bool | None,
-                  device: str | None, enabled: bool, optimizer: str | None, data: Any,
+                  device: str | None, enabled: bool, optimizer: str | None, ema: bool, data: Any,
                   transform: Any, seed: int) -> int | None:
     """The batch size to train with: ``auto`` measured with real batches; an explicit (or
     default) batch checked against the estimate, stopping (exit 2) when it cannot fit."""
@@ -183,7 +184,7 @@ def _check_memory(adapter: Any, batch_size: int | str | None, amp: bool | None,
     use_amp = bool(adapter.defaults.amp if amp is None else amp)
     if batch_size == "auto":
         return _auto_batch(adapter, where, use_amp, optimizer or adapter.defaults.optimizer,
-                           data, transform, seed)
+                           ema, data, transform, seed)
     if not enabled:
         return batch_size if isinstance(batch_size, int) else None
     requested = adapter.defaults.batch_size if batch_size is None else int(batch_size)
@@ -191,12 +192,12 @@ def _check_memory(adapter: Any, batch_size: int | str | None, amp: bool | None,
     if adapter.kind == "rfdetr":
         h, w = (int(v) for v in adapter.config["image_size"])
         size = f"{h}x{w}"
-        estimate = estimate_rfdetr(params, (h, w), requested, where, use_amp)
+        estimate = estimate_rfdetr(params, (h, w), requested, where, use_amp, ema=ema)
     else:
         low, high = int(adapter.config["min_size"]), int(adapter.config["max_size"])
         size = f"{low}-{high} px"
         estimate = estimate_maskrcnn(params, str(adapter.config["backbone"]), low, high,
-                                     requested, where, use_amp)
+                                     requested, where, use_amp, ema=ema)
     if not estimate.fits:
         hint = (f"--batch-size {estimate.largest_batch} fits" if estimate.largest_batch >= 1
                 else "not even --batch-size 1 fits")
@@ -212,8 +213,8 @@ def _check_memory(adapter: Any, batch_size: int | str | None, amp: bool | None,
 _AUTO_BATCH_CAP = 64
 
 
-def _auto_batch(adapter: Any, where: str, amp: bool, optimizer: str, data: Any, transform: Any,
-                seed: int) -> int:
+def _auto_batch(adapter: Any, where: str, amp: bool, optimizer: str, ema: bool, data: Any,
+                transform: Any, seed: int) -> int:
     """Ultralytics' autobatch: real steps of 1 and 2 images, a line through their peaks, the
     largest batch predicted to fit 80% of the free memory."""
     from instkit.engine.memory import gigabytes, measure_batches
@@ -222,7 +223,7 @@ def _auto_batch(adapter: Any, where: str, amp: bool, optimizer: str, data: Any, 
     click.echo(f"instkit train: --batch-size auto: measuring training steps of 1 and 2 images "
                f"on {where}...", err=True)
     profile = measure_batches(adapter, data, transform=transform, device=where, amp=amp,
-                              optimizer=optimizer, seed=seed)
+                              optimizer=optimizer, seed=seed, ema=ema)
     free = profile.available
     largest = _AUTO_BATCH_CAP if free is None else profile.largest_batch(free)
     if largest < 1:
