@@ -220,7 +220,8 @@ def _train_model(kind: str, settings: DemoSettings, train: Sequence[Sample],
         # the run's own evaluation after its last step, of the weights the adapter now holds
         evaluation, predictions = result.last_eval, result.last_predictions
     else:
-        evaluation, _, predictions = evaluate_model(adapter, val, progress=False)
+        evaluation, _, predictions = evaluate_model(adapter, val, progress=False,
+                                                    score_threshold="f1")
     results_file = settings.out_dir / "runs" / kind / "val_results.json"
     with atomic_write(results_file) as handle:
         json.dump(to_coco_results(predictions, categories), handle)
@@ -236,6 +237,7 @@ def _train_model(kind: str, settings: DemoSettings, train: Sequence[Sample],
         "mask_map": round(float(evaluation.mask_map), 4),
         "box_map50": round(float(evaluation.box_map50), 4),
         "mean_iou": round(float(evaluation.mean_iou), 4),
+        "score_threshold": round(float(evaluation.score_threshold), 3),
         "run_dir": run_dir,
         "results": results_file,
     }
@@ -246,7 +248,8 @@ def _train_model(kind: str, settings: DemoSettings, train: Sequence[Sample],
     say(f"  {kind}: {result.steps} steps of {batch} images ({figures['seconds_per_step']:.2f} "
         f"s/step), loss {figures['first_epoch_loss']} -> {figures['last_epoch_loss']}; mask "
         f"mAP@0.5 {figures['mask_map50']:.3f}, mask mAP {figures['mask_map']:.3f}, box mAP@0.5 "
-        f"{figures['box_map50']:.3f}, union IoU {figures['mean_iou']:.3f} (scores >= 0.5)")
+        f"{figures['box_map50']:.3f}, union IoU {figures['mean_iou']:.3f} (scores >= "
+        f"{figures['score_threshold']:g}, the best F1)")
     return results_file
 
 
@@ -294,7 +297,8 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> Demo
         for kind, results_file in results.items():
             summary.pages[f"eval {kind}"] = eval_report(
                 val_file, results_file, image_root or val_file.parent, pages / f"eval-{kind}",
-                progress=False, title=f"instkit demo: {kind} on the validation images")
+                score_threshold="f1", progress=False,
+                title=f"instkit demo: {kind} on the validation images")
         done()
     summary.load_average["end"] = _load_average()
     with (settings.out_dir / "summary.json").open("w") as handle:

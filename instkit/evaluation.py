@@ -766,6 +766,31 @@ def _run_protocol(sizes: Mapping[int, tuple[int, int]], cat_ids: Sequence[int],
     return evaluate_coco(iou_type, list(sizes), cat_ids, gt_view, dt_columns)
 
 
+def best_f1_threshold(evaluated: CocoEvalResult) -> float:
+    """The score at which the predictions kept (``>=``) have the best F1 at IoU 0.5 over all
+    classes (matched class by class, as COCO matches; crowd-absorbed ones left out): a threshold
+    for confusion matrices and counts that suits any model's score scale (a model trained
+    briefly may score nothing above 0.5). 0.5 when nothing was matched."""
+    scores, hits, num_gt = [], [], 0
+    for image_scores, matched, ignored, gt_ignored, _found in evaluated.per_image.values():
+        scores.append(image_scores[~ignored])
+        hits.append(matched[~ignored])
+        num_gt += int((~gt_ignored).sum())
+    if not scores or num_gt == 0:
+        return 0.5
+    all_scores = np.concatenate(scores).astype(np.float64)
+    all_hits = np.concatenate(hits).astype(bool)
+    if not all_hits.any():
+        return 0.5
+    order = np.argsort(-all_scores, kind="mergesort")
+    ranked, tp = all_scores[order], np.cumsum(all_hits[order])
+    # a threshold keeps every prediction with an equal score: evaluate at the last of each run
+    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
+    kept = last + 1
+    f1 = 2 * tp[last] / (kept + num_gt)
+    return float(ranked[last[int(np.argmax(f1))]])
+
+
 def _per_image_counts(evaluated: CocoEvalResult, score_threshold: float,
                       image_ids: list[int]) -> dict[int, dict[str, int]]:
     counts = {int(i): {"tp": 0, "fp": 0, "fn": 0} for i in image_ids}
@@ -814,7 +839,7 @@ def evaluate(
     categories: Categories | None = None,
     *,
     iou_types: Sequence[str] = IOU_TYPES,
-    score_threshold: float = 0.5,
+    score_threshold: float | str = 0.5,
     progress: bool | None = None,
 ) -> EvaluationResult:
     """Mask and box mAP of predictions with pycocotools' ``COCOeval``, plus per-class AP, PR
@@ -824,8 +849,9 @@ def evaluate(
     images without one predicted nothing) or COCO results (``list[dict]``). ``categories``:
     defaults to the ground truth's. ``iou_types``: any of ``"segm"``, ``"bbox"``.
     ``score_threshold`` applies only to ``per_image`` counts and ``mean_iou``; mAP uses every
-    prediction, as COCO does (at most 100 per image). ``progress``: a bar on stderr (None: only
-    on a terminal).
+    prediction, as COCO does (at most 100 per image); ``"f1"``: the score with the best F1 at
+    IoU 0.5 (``best_f1_threshold``), recorded in the result. ``progress``: a bar on stderr
+    (None: only on a terminal).
     """
     from tqdm.auto import tqdm
 
@@ -863,8 +889,12 @@ def evaluate(
                     r["bbox"] = [float(v) for v in mask_utils.toBbox(r["segmentation"])]
         gt_columns = _gt_columns(gt, "segm" in iou_types, bar)
 
+        if isinstance(score_threshold, str) and score_threshold != "f1":
+            raise ValueError(f"score_threshold must be a number or 'f1', got {score_threshold!r}")
         out = EvaluationResult(num_images=len(gt.order), num_predictions=len(results),
-                               score_threshold=float(score_threshold), iou_types=iou_types)
+                               score_threshold=(0.5 if score_threshold == "f1"
+                                                else float(score_threshold)),
+                               iou_types=iou_types)
         evaluators: dict[str, CocoEvalResult] = {}
         for iou_type in iou_types:
             bar.set_postfix_str(iou_type)
@@ -919,15 +949,19 @@ def evaluate(
         out.pr_curves.append({"name": category.name, "category_id": category.id,
                               "recall": RECALL_THRESHOLDS.copy(), "precision": curve})
 
-    out.per_image = _per_image_counts(evaluators[curve_type], score_threshold, gt.order)
+    if score_threshold == "f1":
+        out.score_threshold = best_f1_threshold(evaluators[curve_type])
+    threshold = out.score_threshold
+    out.per_image = _per_image_counts(evaluators[curve_type], threshold, gt.order)
     if "segm" in iou_types:
         # straight from the checked results: each result's RLE is decoded once (by the check)
-        out.mean_iou = _results_mean_iou(gt, gt_columns, results, score_threshold)
+        out.mean_iou = _results_mean_iou(gt, gt_columns, results, threshold)
     return out
 
 
 __all__ = [
     "EvaluationError",
+    "best_f1_threshold",
     "EvaluationResult",
     "Match",
     "evaluate",

@@ -286,6 +286,37 @@ def test_perfect_and_empty_predictions(tinycoco: dict[str, Path]) -> None:
     assert evaluate(dataset, [], progress=False).mask_map == 0.0
 
 
+def test_best_f1_threshold_follows_the_models_score_scale(tinycoco: dict[str, Path]) -> None:
+    """A model scoring everything under 0.5 (as a briefly trained DETR does): at 0.5 nothing
+    counts; at the best-F1 score every true detection does and the wrong ones do not."""
+    dataset = read_coco(tinycoco["val_json"])
+    rng = np.random.default_rng(1)
+    low = []
+    for sample in dataset:
+        inst = sample.instances[~sample.instances.iscrowd]
+        wrong = inst.replace(labels=(inst.labels + 1) % len(dataset.categories))
+        both = Instances.cat([inst, wrong]) if len(inst) else inst
+        scores = np.r_[rng.uniform(0.2, 0.3, len(inst)), rng.uniform(0.0, 0.15, len(inst))]
+        low.append(sample.replace(instances=both.replace(scores=scores.astype(np.float32),
+                                                         extras={})))
+    at_half = evaluate(dataset, low, progress=False)
+    assert sum(v["tp"] for v in at_half.per_image.values()) == 0
+    best = evaluate(dataset, low, score_threshold="f1", progress=False)
+    true_scores = [float(s) for p in low for s in p.instances.scores if 0.2 <= s < 0.3]
+    assert best.score_threshold == pytest.approx(min(true_scores))
+    assert sum(v["fp"] + v["fn"] for v in best.per_image.values()) == 0
+    assert best.mask_map50 == at_half.mask_map50  # mAP does not depend on it
+
+    def f1(result: Any) -> float:
+        tp, fp, fn = (sum(v[k] for v in result.per_image.values()) for k in ("tp", "fp", "fn"))
+        return 2 * tp / max(2 * tp + fp + fn, 1)
+
+    for threshold in (0.05, 0.1, 0.25, 0.29):
+        assert f1(evaluate(dataset, low, score_threshold=threshold, progress=False)) < f1(best)
+    with pytest.raises(ValueError, match="f1"):
+        evaluate(dataset, low, score_threshold="best", progress=False)
+
+
 def test_match_agrees_with_cocoeval_on_tinycoco(tinycoco: dict[str, Path]) -> None:
     """match_instances' TP/FP/FN per image equal COCOeval's matches at IoU 0.5."""
     gt_file = tinycoco["val_json"]

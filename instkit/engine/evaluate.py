@@ -132,12 +132,13 @@ def evaluate_model(
     transform: Callable[..., Sample] | None = None,
     amp: bool = False,
     progress: bool = True,
-    score_threshold: float = 0.5,
+    score_threshold: float | str = 0.5,
 ) -> tuple[Any, list[Sample], list[Sample]]:
     """COCO evaluation of ``adapter`` on ``data``: ``(EvaluationResult, ground_truth,
     predictions)``. Mask mAP@0.5 (primary), mask mAP@.5:.95, box mAP@.5 and @.5:.95, per-class
     AP and the guide's union mean IoU; ``score_threshold`` applies to the per-image counts and
-    the union IoU only (mAP uses every prediction, as COCO does)."""
+    the union IoU only (mAP uses every prediction, as COCO does); ``"f1"``: the score with the
+    best F1 at IoU 0.5."""
     from instkit.evaluation import evaluate
 
     data_categories = categories_of(data)

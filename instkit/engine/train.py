@@ -479,7 +479,9 @@ def _validate(loop: _Loop, adapter: ModelAdapter, val_data: Sequence[Sample],
     result, truth, predicted = evaluate_model(
         adapter, val_data, model=loop.eval_model, batch_size=cfg.eval_batch_size or cfg.batch_size,
         device=loop.device, num_workers=cfg.num_workers, transform=val_transform,
-        amp=loop.use_amp, progress=cfg.progress)
+        amp=loop.use_amp, progress=cfg.progress,
+        # the confusion matrix and counts at the model's own best-F1 score, whatever its scale
+        score_threshold="f1")
     record.update(result.summary())
     record["per_class_mask_ap"] = per_class_ap(result)
     if final and loop.dist_info.is_main:

@@ -565,7 +565,7 @@ def eval_report(
     out_dir: str | os.PathLike[str] = "report",
     *,
     iou_threshold: float = 0.5,
-    score_threshold: float = 0.5,
+    score_threshold: float | str = 0.5,
     thumb_size: int = 320,
     detail_size: int = 1280,
     workers: int | None = None,
@@ -579,7 +579,7 @@ def eval_report(
     mAP, per-class AP and precision-recall curves come from ``instkit.evaluation.evaluate``
     (every prediction, as COCO counts them); the per-image true/false positives and misses, the
     overlays and the order of the images (most errors first) use predictions scoring at least
-    ``score_threshold`` matched at ``iou_threshold``.
+    ``score_threshold`` (``"f1"``: the score with the best F1) matched at ``iou_threshold``.
     """
     from instkit.evaluation import evaluate, read_coco_results
 
@@ -594,6 +594,7 @@ def eval_report(
     iou_types = ("segm", "bbox") if iou_type == "segm" else ("bbox",)
     result = evaluate(gt, preds, categories, iou_types=iou_types, score_threshold=score_threshold,
                       progress=progress)
+    score_threshold = result.score_threshold  # "f1" resolved to its score
     records: list[dict[str, Any]] = []
     jobs: list[_Job] = []
     per_class_errors: dict[int, Counter[str]] = defaultdict(Counter)

@@ -38,3 +38,23 @@ def test_eval_page_has_the_confusion_matrix_and_error_breakdown(tinycoco: dict, 
         assert sum(r["errors"].get(name, 0) for r in data["per_class"]) == analysis["errors"][name]
     svg = next(chart["svg"] for chart in data["charts"] if chart["title"] == "Confusion matrix")
     assert svg.startswith("<svg") and "background" in svg and "person" in svg
+
+
+def test_eval_page_at_the_best_f1_score(tinycoco: dict, tinycoco_val, tmp_path: Path) -> None:
+    """``score_threshold="f1"``: the page's counts, confusion matrix and analysis all use the one
+    resolved score, the one with the best F1."""
+    from instkit.evaluation import evaluate, read_coco_results
+    from instkit.io.coco import read_coco
+
+    preds = write_predictions(tinycoco_val, tmp_path / "preds.json")
+    out = tmp_path / "eval"
+    eval_report(tinycoco["val_json"], preds, tinycoco["val_images"], out, progress=False,
+                thumb_size=96, detail_size=160, score_threshold="f1")
+    data = load_data(out)
+    gt = read_coco(tinycoco["val_json"])
+    best = evaluate(gt, read_coco_results(preds, gt), score_threshold="f1", progress=False)
+    assert data["analysis"]["score_threshold"] == best.score_threshold != 0.5
+    matrix = np.asarray(data["analysis"]["confusion"])
+    c = len(data["analysis"]["classes"]) - 1
+    assert np.trace(matrix[:c, :c]) == sum(r["tp"] for r in data["images"])
+    assert sum(r["tp"] for r in data["images"]) == sum(v["tp"] for v in best.per_image.values())
