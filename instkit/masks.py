@@ -810,6 +810,7 @@ def tight_bitmap(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> BitmapMa
     x0, x1 = int(xs[0]), int(xs[-1]) + 1
     return BitmapMask(band[:, x0:x1].astype(bool), (y0 + offset[0], x0 + offset[1]))
 
+
 def union_items(items: Sequence[MaskItem], size: ImageSize) -> MaskItem:
     """One mask covering several (a format's shapes that form one object): polygons stay one
     polygon of all their parts; anything else becomes the box-tight bitmap of their union."""
@@ -827,7 +828,6 @@ def same_item(a: MaskItem, b: MaskItem) -> bool:
     if isinstance(a, BitmapMask) and isinstance(b, BitmapMask):
         return a.offset == b.offset and np.array_equal(a.bitmap, b.bitmap)
     return False
-
 
 
 def bitmap_box(item: BitmapMask) -> np.ndarray:

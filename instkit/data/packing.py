@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from instkit.errors import ImageError, InstkitError, Location
-from instkit.masks import BitmapMask, MaskError, rle_crop, rle_crops_by_height
+from instkit.masks import (
+    BitmapMask,
+    MaskError,
+    decode_rle_counts,
+    rle_crop,
+    rle_crops_by_height,
+)
 from instkit.masks import rle_crops as masks_rle_crops
 from instkit.sample import Drop, Sample
 
@@ -101,46 +107,42 @@ def mask_crop(item: Any, counts: bytes | None, size: tuple[int, int]
               ) -> tuple[np.ndarray, int, int]:
     """One mask as ``(crop uint8 (bh, bw), y0, x0)``: bitmaps as stored, the rest from RLE."""
     if isinstance(item, BitmapMask):
-        bitmap = item.bitmap
-        if bitmap.size == 0 or not bitmap.any():
+        if item.bitmap.size == 0 or not item.bitmap.any():
             return np.zeros((0, 0), np.uint8), 0, 0
-        return bitmap.view(np.uint8), int(item.offset[0]), int(item.offset[1])
+        return _crop_tuple(item)
     if counts is None:
         raise TypeError(f"unknown mask item {type(item).__name__}")
-    crop = rle_crop(counts, size)
-    if crop.bitmap.size == 0:
-        return np.zeros((0, 0), np.uint8), 0, 0
-    return crop.bitmap.view(np.uint8), int(crop.offset[0]), int(crop.offset[1])
+    return _crop_tuple(rle_crop(counts, size))
 
 
 def rle_crops(counts: Sequence[bytes], size: tuple[int, int]) -> list[tuple[np.ndarray, int, int]]:
     """``mask_crop`` of many compressed RLEs of one image (``masks.rle_crops``: one vectorised
     decode for all of them)."""
-    return [(crop.bitmap.view(np.uint8), int(crop.offset[0]), int(crop.offset[1]))
-            for crop in masks_rle_crops(counts, size)]
+    return [_crop_tuple(crop) for crop in masks_rle_crops(counts, size)]
 
 
-def _decode_crops(counts: list[bytes], heights: list[int],
-                  staged: Sequence[tuple[Any, ...]]) -> list[tuple[np.ndarray, int, int]]:
+def _crop_tuple(crop: BitmapMask) -> tuple[np.ndarray, int, int]:
+    """A box-tight ``BitmapMask`` (an empty one is ``(0, 0)`` at ``(0, 0)``) as packed:
+    ``(uint8 crop, y0, x0)``."""
+    return crop.bitmap.view(np.uint8), int(crop.offset[0]), int(crop.offset[1])
+
+
+def _decode_crops(counts: list[bytes], heights: list[int], owners: list[Location]
+                  ) -> list[tuple[np.ndarray, int, int]]:
     """The batch's RLE masks as ``(crop, y0, x0)``, in one pass; a refused string is named by
-    its image."""
+    its image (``owners[i]``: where string ``i`` comes from)."""
     if not counts:
         return []
     try:
         crops = rle_crops_by_height(counts, np.asarray(heights, dtype=np.int64))
     except MaskError as exc:
-        for index, sample, image_id, _boxes, _reasons, rows, coded in staged:
-            if not coded:
-                continue
+        for one, where in zip(counts, owners, strict=True):
             try:
-                masks_rle_crops(sample.instances.masks[rows][coded].rle_counts(),
-                                sample.instances.image_size)
+                decode_rle_counts(one)  # what the batch decoder refused first
             except MaskError as inner:
-                raise CollateError(f"a mask cannot be decoded: {inner}",
-                                   Location(sample_index=index, image_id=image_id)) from None
+                raise CollateError(f"a mask cannot be decoded: {inner}", where) from None
         raise CollateError(f"a mask cannot be decoded: {exc}") from None
-    return [(crop.bitmap.view(np.uint8), int(crop.offset[0]), int(crop.offset[1]))
-            for crop in crops]
+    return [_crop_tuple(crop) for crop in crops]
 
 
 def pack_samples(
@@ -177,6 +179,7 @@ def pack_samples(
     staged: list[tuple[int, Sample, int, np.ndarray, np.ndarray, np.ndarray, list[int]]] = []
     pending_counts: list[bytes] = []
     pending_heights: list[int] = []
+    pending_owners: list[Location] = []
     for index, sample in enumerate(samples):
         if not isinstance(sample, Sample):
             raise CollateError(f"expected an instkit Sample, got {type(sample).__name__}",
@@ -219,9 +222,10 @@ def pack_samples(
             if coded:
                 pending_counts.extend(sub[coded].rle_counts())
                 pending_heights.extend([h] * len(coded))
+                pending_owners.extend([where] * len(coded))
         staged.append((index, sample, image_id, boxes, reasons, rows, coded))
         images.append(image)
-    decoded_all = _decode_crops(pending_counts, pending_heights, staged)
+    decoded_all = _decode_crops(pending_counts, pending_heights, pending_owners)
     cursor = 0
     for index, sample, image_id, boxes, reasons, rows, coded in staged:
         inst = sample.instances
