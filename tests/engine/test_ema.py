@@ -19,19 +19,7 @@ from instkit.engine.checkpoint import MODEL_FILE, RAW_FILE  # noqa: E402
 from instkit.engine.ema import ModelEMA  # noqa: E402
 from instkit.errors import InstkitError  # noqa: E402
 from instkit.io.coco import read_coco  # noqa: E402
-from instkit.models import build_model  # noqa: E402
-from instkit.synthetic import write_dataset  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def small_coco(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ema-data")
-    return write_dataset(root / "ds", num_images=4, seed=7, image_size=(64, 64), max_instances=3)
-
-
-def _tiny(data):
-    torch.manual_seed(0)
-    return build_model("rfdetr", data.categories, tiny=True)
+from tests.engine.conftest import tiny_rfdetr  # noqa: E402
 
 
 def test_the_average_follows_the_ramped_decay_and_copies_buffers():
@@ -65,7 +53,7 @@ def test_training_saves_the_average_and_resumes_it_exactly(tmp_path, small_coco)
     data = read_coco(small_coco)
     config = TrainConfig(epochs=2, batch_size=2, lr=1e-3, progress=False, seed=3,
                          scheduler="constant", ema=True, ema_decay=0.5)
-    adapter = _tiny(data)
+    adapter = tiny_rfdetr(data)
     train(adapter, data, None, tmp_path / "a", config)  # an evaluation would use the RNG
     last = tmp_path / "a" / "last"
     assert read_metadata(last)["ema"] == {"decay": 0.5, "tau": 100.0, "updates": 4}
@@ -78,10 +66,10 @@ def test_training_saves_the_average_and_resumes_it_exactly(tmp_path, small_coco)
         if name in averaged:
             torch.testing.assert_close(value, averaged[name], msg=name)
 
-    train(_tiny(data), data, None, tmp_path / "b", TrainConfig(**{**config.as_dict(),
+    train(tiny_rfdetr(data), data, None, tmp_path / "b", TrainConfig(**{**config.as_dict(),
                                                                   "max_steps": 3}))
     assert read_metadata(tmp_path / "b" / "last")["ema"]["updates"] == 3
-    train(_tiny(data), data, None, tmp_path / "b", config, resume=True)
+    train(tiny_rfdetr(data), data, None, tmp_path / "b", config, resume=True)
     resumed = tmp_path / "b" / "last"
     assert read_metadata(resumed)["ema"]["updates"] == 4
     for name in (MODEL_FILE, RAW_FILE):  # both the average and the raw weights continue
@@ -93,7 +81,7 @@ def test_training_saves_the_average_and_resumes_it_exactly(tmp_path, small_coco)
 
 def test_without_ema_the_raw_weights_are_saved_alone(tmp_path, small_coco):
     data = read_coco(small_coco)
-    adapter = _tiny(data)
+    adapter = tiny_rfdetr(data)
     train(adapter, data, None, tmp_path / "r",
           TrainConfig(epochs=1, batch_size=2, progress=False, ema=False))
     last = tmp_path / "r" / "last"

@@ -26,23 +26,12 @@ from instkit.engine.logging import read_metrics  # noqa: E402
 from instkit.errors import InstkitError  # noqa: E402
 from instkit.io.coco import read_coco  # noqa: E402
 from instkit.models import build_model  # noqa: E402
-from instkit.synthetic import write_dataset  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def small_coco(tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine-data")
-    return write_dataset(root / "ds", num_images=4, seed=7, image_size=(64, 64), max_instances=3)
-
-
-def _tiny(data):
-    torch.manual_seed(0)
-    return build_model("rfdetr", data.categories, tiny=True)
+from tests.engine.conftest import tiny_rfdetr  # noqa: E402
 
 
 def test_checkpoint_round_trip_keeps_weights_labels_and_optimizer(tmp_path, small_coco):
     data = read_coco(small_coco)
-    adapter = _tiny(data)
+    adapter = tiny_rfdetr(data)
     optimizer = torch.optim.AdamW(adapter.model.parameters(), lr=1e-3)
     batch = adapter.make_collator()(list(data)[:2])
     loss, _ = adapter.loss(adapter.model.train(), batch)
@@ -68,15 +57,15 @@ def test_resume_continues_from_the_saved_step(tmp_path, small_coco):
     data = read_coco(small_coco)
     config = TrainConfig(epochs=2, batch_size=2, lr=1e-3, progress=False, seed=3,
                          scheduler="constant")  # max_steps would resize a cosine schedule
-    straight = train(_tiny(data), data, None, tmp_path / "a", config)
+    straight = train(tiny_rfdetr(data), data, None, tmp_path / "a", config)
     assert straight.steps == 4 and (tmp_path / "a" / "curves.png").stat().st_size > 0
 
-    first = train(_tiny(data), data, None, tmp_path / "b",
+    first = train(tiny_rfdetr(data), data, None, tmp_path / "b",
                   TrainConfig(**{**config.as_dict(), "max_steps": 3}))
     assert first.steps == 3
     with pytest.raises(InstkitError, match="already holds"):
-        train(_tiny(data), data, None, tmp_path / "b", config)
-    resumed = train(_tiny(data), data, None, tmp_path / "b", config, resume=True)
+        train(tiny_rfdetr(data), data, None, tmp_path / "b", config)
+    resumed = train(tiny_rfdetr(data), data, None, tmp_path / "b", config, resume=True)
     assert resumed.steps == 4
     steps = [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")
              if r["type"] == "step"]
@@ -93,10 +82,10 @@ def test_resume_mid_epoch_from_save_every_steps(tmp_path, small_coco):
     data = read_coco(small_coco)
     config = TrainConfig(epochs=1, batch_size=1, lr=1e-3, progress=False, save_every_steps=2,
                          max_steps=3)
-    train(_tiny(data), data, None, tmp_path / "r", config)
+    train(tiny_rfdetr(data), data, None, tmp_path / "r", config)
     meta = read_metadata(tmp_path / "r" / "last")
     assert meta["state"]["step"] == 3
-    done = train(_tiny(data), data, None, tmp_path / "r",
+    done = train(tiny_rfdetr(data), data, None, tmp_path / "r",
                  TrainConfig(**{**config.as_dict(), "max_steps": None}), resume=True)
     assert done.steps == 4
 
@@ -123,7 +112,7 @@ def test_evaluate_model_matches_cocoeval_on_written_predictions(tmp_path, small_
     from instkit.evaluation import to_coco_results
 
     data = read_coco(small_coco)
-    adapter = _tiny(data)
+    adapter = tiny_rfdetr(data)
     result, _, predictions = evaluate_model(adapter, data, progress=False)
     for key, value in result.summary().items():
         assert np.isfinite(value), key
@@ -175,7 +164,7 @@ def test_cli_bad_inputs_are_clear(tmp_path, small_coco):
     assert out.exit_code == 2 and "model folder not found" in out.output
     # a dataset with a class the checkpoint does not know
     data = read_coco(small_coco)
-    adapter = _tiny(data)
+    adapter = tiny_rfdetr(data)
     save_checkpoint(tmp_path / "ck", adapter)
     document = json.loads(small_coco.read_text())
     document["categories"].append({"id": 99, "name": "hexagon"})
