@@ -730,7 +730,13 @@ def rle_crops(counts: Sequence[bytes], size: ImageSize) -> list[BitmapMask]:
 
 def rle_crops_by_height(counts: Sequence[bytes], heights: np.ndarray) -> list[BitmapMask]:
     """``rle_crops`` of strings from images of several heights (``heights[i]``: string ``i``'s
-    image height): a batch's masks in one pass, whatever images they come from."""
+    image height): a batch's masks in one pass, whatever images they come from.
+
+    Each mask's box comes from its runs alone (a run that crosses a column covers every row),
+    so only the box is ever written: each foreground run is one contiguous stretch of its
+    column-major crop, all crops are expanded by one ``np.repeat``, then turned row-major."""
+    import cv2
+
     heights = np.asarray(heights, dtype=np.int64)
     n = len(counts)
     batch = decode_rle_counts_batch(counts)
@@ -752,25 +758,45 @@ def rle_crops_by_height(counts: Sequence[bytes], heights: np.ndarray) -> list[Bi
     foreground = np.flatnonzero(ones)
     if not foreground.size:
         return [empty] * n
-    h = np.maximum(heights, 1)
-    # the columns from the first foreground run's to the last one's bound each mask
-    found, first_at = np.unique(owner[foreground], return_index=True)
+    fg_owner = owner[foreground]
+    h = np.maximum(heights, 1)[fg_owner]
+    first, last = starts[foreground], ends[foreground] - 1
+    col_first, col_last = first // h, last // h
+    row_first, row_last = first % h, last % h
+    crosses = col_first != col_last
+    top = np.where(crosses, 0, row_first)
+    bottom = np.where(crosses, h - 1, row_last)
+    # per mask: its first and last foreground runs bound the columns, min / max rows the rows
+    found, first_at = np.unique(fg_owner, return_index=True)
     last_at = np.r_[first_at[1:], foreground.size] - 1
-    xa = np.zeros(n, dtype=np.int64)
-    xb = np.zeros(n, dtype=np.int64)
-    xa[found] = starts[foreground[first_at]] // h[found]
-    xb[found] = (ends[foreground[last_at]] - 1) // h[found] + 1
-    base, top = (xa * h)[owner], (xb * h)[owner]
-    lengths = np.minimum(np.maximum(ends, base), top) - np.minimum(np.maximum(starts, base), top)
-    bands = np.repeat(ones, lengths)  # every mask's column band, one after the other
-    band_end = np.cumsum((xb - xa) * h)
+    x0, x1 = col_first[first_at], col_last[last_at] + 1
+    y0 = np.minimum.reduceat(top, first_at)
+    y1 = np.maximum.reduceat(bottom, first_at) + 1
+    rows_n, cols_n = y1 - y0, x1 - x0
+    crop_end = np.cumsum(rows_n * cols_n)
+    crop_start = crop_end - rows_n * cols_n
+    # where each run lands in the concatenated column-major crops (a run that crosses a column
+    # belongs to a full-height crop, where it stays contiguous)
+    k = np.repeat(np.arange(found.size), np.diff(np.r_[first_at, foreground.size]))
+    at = crop_start[k] + (col_first - x0[k]) * rows_n[k] + (row_first - y0[k])
+    length = runs[foreground]
+    gaps = at - np.r_[0, at[:-1] + length[:-1]]
+    gaps[first_at] = at[first_at] - crop_start  # a mask's first run: from its crop's start
+    pieces = np.empty(2 * foreground.size + 1, dtype=np.int64)
+    pieces[0:-1:2], pieces[1:-1:2] = gaps, length
+    pieces[-1] = 0
+    # a crop's trailing background: added to the next mask's first gap, or the last piece
+    tail = crop_end - (at[last_at] + length[last_at])
+    pieces[2 * first_at[1:]] += tail[:-1]
+    pieces[-1] = tail[-1]
+    values = np.zeros(pieces.size, dtype=np.uint8)
+    values[1::2] = 1
+    flat = np.repeat(values, pieces)
     out: list[BitmapMask] = [empty] * n
-    for j in found.tolist():
-        cols, rows_in = int(xb[j] - xa[j]), int(h[j])
-        band = bands[band_end[j] - cols * rows_in : band_end[j]].reshape(cols, rows_in)
-        rows = np.flatnonzero(band.any(axis=0))
-        y0, y1 = int(rows[0]), int(rows[-1]) + 1
-        out[j] = BitmapMask(np.ascontiguousarray(band[:, y0:y1].T), (y0, int(xa[j])))
+    for m, j in enumerate(found.tolist()):
+        cols, rows = int(cols_n[m]), int(rows_n[m])
+        column_major = flat[int(crop_start[m]) : int(crop_end[m])].reshape(cols, rows)
+        out[j] = BitmapMask(cv2.transpose(column_major).view(bool), (int(y0[m]), int(x0[m])))
     return out
 
 

@@ -37,16 +37,19 @@ def json_safe(value: Any) -> Any:
 
 
 def safe_join(root: str | os.PathLike[str], relative: str, where: Location | None = None) -> str:
-    """``root/relative``, refusing absolute paths and ``..`` that would leave ``root``."""
-    base = Path(root).resolve()
+    """``root/relative``, refusing absolute paths and ``..`` (or links) that would leave ``root``.
+
+    On ``os.path`` strings, not ``pathlib``: data loaders call this for every image."""
+    base = os.path.realpath(root)
     if not isinstance(relative, str) or not relative:
         raise PathEscapeError(f"file name must be a non-empty string, got {relative!r}", where)
-    candidate = (base / relative).resolve()
-    if candidate != base and base not in candidate.parents:
+    candidate = os.path.realpath(os.path.join(base, relative))
+    inside = base if base.endswith(os.sep) else base + os.sep
+    if candidate != base and not candidate.startswith(inside):
         raise PathEscapeError(
             f"file name {relative!r} resolves to {candidate}, outside the image root {base}", where
         )
-    return str(candidate)
+    return candidate
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

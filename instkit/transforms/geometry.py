@@ -353,11 +353,17 @@ def warp_bitmap(item: BitmapMask, h: Homography, interpolation: int = cv2.INTER_
         rows = _axis_sources(y0, y1, sy, ty, oy + bh, sampling) - oy
         cols[(cols < 0) | (cols >= bw)] = -1
         rows[(rows < 0) | (rows >= bh)] = -1
-        col_ok, row_ok = cols >= 0, rows >= 0
-        if not col_ok.any() or not row_ok.any():
+        col_at, row_at = np.flatnonzero(cols >= 0), np.flatnonzero(rows >= 0)
+        if not col_at.size or not row_at.size:
             return _EMPTY, extent
         window = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        window[np.ix_(row_ok, col_ok)] = item.bitmap[np.ix_(rows[row_ok], cols[col_ok])]
+        # the map is monotonic, so the sampled rows and columns are each one run: rows then
+        # columns by plain gathers (a 2-D ``ix_`` gather is about 6x slower)
+        r0, r1, c0, c1 = row_at[0], row_at[-1] + 1, col_at[0], col_at[-1] + 1
+        if r1 - r0 == row_at.size and c1 - c0 == col_at.size:
+            window[r0:r1, c0:c1] = item.bitmap[rows[r0:r1]][:, cols[c0:c1]]
+        else:
+            window[np.ix_(row_at, col_at)] = item.bitmap[np.ix_(rows[row_at], cols[col_at])]
     else:
         local = _shift(-x0, -y0) @ h.centre_matrix @ _shift(ox, oy)
         src = np.ascontiguousarray(item.bitmap, dtype=np.uint8)

@@ -52,11 +52,15 @@ def test_crops_equal_pycocotools_decode_for_images_of_several_heights() -> None:
 
     rng = np.random.default_rng(7)
     counts, heights, expected, denses = [], [], [], []
-    for _ in range(60):
+    for _ in range(200):
         h, w = int(rng.integers(1, 30)), int(rng.integers(1, 30))
-        kind = int(rng.integers(0, 4))
+        kind = int(rng.integers(0, 5))
         dense = (np.zeros((h, w), np.uint8) if kind == 0 else np.ones((h, w), np.uint8)
                  if kind == 1 else (rng.random((h, w)) < rng.random() ** 3).astype(np.uint8))
+        if kind == 4:  # a rectangle anywhere (its runs stay inside their columns or cross)
+            dense = np.zeros((h, w), np.uint8)
+            y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+            dense[y0 : int(rng.integers(y0, h)) + 1, x0 : int(rng.integers(x0, w)) + 1] = 1
         rle = mask_utils.encode(np.asfortranarray(dense))
         counts.append(rle["counts"])
         denses.append(dense)
