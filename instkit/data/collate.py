@@ -735,7 +735,14 @@ class Collator:
     # host side -------------------------------------------------------------------------------
 
     def pack(self, items: Sequence[Any]) -> PackedBatch:
-        """Host half: samples -> ``PackedBatch`` (safe in DataLoader workers)."""
+        """Host half: samples -> ``PackedBatch`` (safe in DataLoader workers).
+
+        In a worker the batch is written in shared memory that the worker reuses once the main
+        process has let go of the previous batch in it (``instkit.data.shm``): sending it
+        copies nothing and touches no fresh page."""
+        return self._pack(items, "pooled")
+
+    def _pack(self, items: Sequence[Any], shared_as: str | bool) -> PackedBatch:
         samples = [_as_sample(item, i) for i, item in enumerate(items)]
         if not samples:
             raise CollateError("cannot collate an empty batch")
@@ -745,10 +752,12 @@ class Collator:
         in_worker = get_worker_info() is not None
         return pack_samples(samples, crowd=self.crowd, drop_empty_masks=self.drop_empty_masks,
                             need_masks=self.target != "keypointrcnn",
-                            pin=pin and not in_worker, shared=in_worker)
+                            pin=pin and not in_worker, shared=shared_as if in_worker else False)
 
     def __call__(self, items: Sequence[Any]) -> Any:
-        return self.finish(self.pack(items))
+        # a whole batch made in a worker crosses as tensors, which torch sends from fresh
+        # shared memory
+        return self.finish(self._pack(items, True))
 
     # device side -----------------------------------------------------------------------------
 

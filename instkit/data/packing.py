@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from instkit.data import shm
 from instkit.errors import ImageError, InstkitError, Location
 from instkit.masks import (
     BitmapMask,
@@ -67,6 +68,19 @@ class PackedBatch:
     # (N, K, 3) float32 x, y, visibility of the kept instances, original pixels; None when no
     # sample has keypoints (a sample without them, in a batch with them: visibility 0)
     keypoints: np.ndarray | None = None
+    # the pooled shared-memory segment behind ``buffer`` (``instkit.data.shm``): the worker's
+    # ``Segment``, or in the main process the ``Received`` (worker pid, segment) it came in
+    segment: Any = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {name: getattr(self, name) for name in _STATE}
+        if isinstance(self.segment, shm.Segment):
+            wrapped = shm.send(self.segment)
+            if wrapped is not None:  # the receiver maps the segment: nothing is copied
+                sender = shm.Received(self.segment.pid, self.segment.ident)
+                return _rebuild_from_segment, (wrapped, self.segment.capacity, self.nbytes,
+                                               sender, state)
+        return _rebuild, (self.buffer, state)
 
     @property
     def batch_size(self) -> int:
@@ -84,6 +98,19 @@ class PackedBatch:
         if not self.buffer.is_pinned():
             self.buffer = self.buffer.pin_memory()
         return self
+
+
+_STATE = ("images", "num_instances", "image_bytes", "crop_bytes", "iscrowd", "drops",
+          "keypoints")
+
+
+def _rebuild(buffer: Any, state: dict[str, Any]) -> PackedBatch:
+    return PackedBatch(buffer, **state)
+
+
+def _rebuild_from_segment(wrapped_fd: Any, capacity: int, nbytes: int, sender: shm.Received,
+                          state: dict[str, Any]) -> PackedBatch:
+    return PackedBatch(shm.receive(wrapped_fd, capacity, nbytes), **state, segment=sender)
 
 
 def _as_rgb(image: Any, index: int, image_id: int) -> np.ndarray:
@@ -152,9 +179,13 @@ def pack_samples(
     drop_empty_masks: bool = False,
     need_masks: bool = True,
     pin: bool = False,
-    shared: bool = False,
+    shared: bool | str = False,
 ) -> PackedBatch:
     """Pack samples into one flat buffer (see the module docstring).
+
+    ``shared``: write the buffer in shared memory (in a DataLoader worker, so that sending it
+    copies nothing): ``True`` fresh shared memory, ``"pooled"`` one of the worker's reused
+    segments (``instkit.data.shm``; for batches that cross as a ``PackedBatch``).
 
     Instances are dropped, and recorded as ``(sample index, image_id, Drop)``, when they are
     crowd regions (``crowd="drop"``), when their box clipped to the image has no area
@@ -275,10 +306,15 @@ def pack_samples(
     num = start
     table_bytes = num * 8 * (INT_COLUMNS + FLOAT_COLUMNS)
     total = table_bytes + image_offset + crop_offset
+    segment = None
     if shared:
         # in a DataLoader worker: written straight into shared memory, so sending the batch to
-        # the main process copies nothing (what default_collate does in workers)
-        tensor = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total))
+        # the main process copies nothing
+        if shared == "pooled":
+            tensor, segment = shm.batch_buffer(total)
+        else:
+            tensor = torch.empty(0, dtype=torch.uint8).set_(
+                torch.UntypedStorage._new_shared(max(total, 1)))[:total]
     else:
         tensor = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
     buffer = tensor.numpy()
@@ -299,7 +335,7 @@ def pack_samples(
     image_table = np.asarray(image_rows, dtype=np.int64).reshape(-1, 6)
     iscrowd = np.concatenate(crowd_rows) if crowd_rows else np.zeros(0, dtype=bool)
     return PackedBatch(tensor, image_table, num, image_offset, crop_offset, iscrowd, drops,
-                       _stack_keypoints(keypoint_rows, num))
+                       _stack_keypoints(keypoint_rows, num), segment)
 
 
 def _stack_keypoints(rows: list[tuple[int, int, int, np.ndarray | None]], num: int

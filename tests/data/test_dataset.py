@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
-from instkit.data import Collator, InstanceDataset, derive_seed, hf_transform  # noqa: E402
+from instkit.data import Collator, InstanceDataset, derive_seed, hf_transform, shm  # noqa: E402
 from instkit.io.coco import read_coco  # noqa: E402
 from instkit.sample import Sample  # noqa: E402
 from instkit.synthetic import make_samples  # noqa: E402
@@ -174,9 +174,11 @@ def test_workers_pack_into_shared_memory_and_deferred_batches_cross_as_packed() 
     dataset = InstanceDataset(samples)
     collator = Collator("maskrcnn")
     packed = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collator.pack))
-    # written in shared memory by the worker: nothing copied to send it
-    assert all(p.buffer.is_shared() for p in packed)
-    assert not collator.pack(samples[:2]).buffer.is_shared()  # not in a worker: plain memory
+    # written in the worker's shared-memory segments (instkit.data.shm): nothing copied to send
+    assert all(isinstance(p.segment, shm.Received) for p in packed)
+    assert len({p.segment for p in packed}) == len(packed)  # both held here: never one segment
+    here = collator.pack(samples[:2])  # not in a worker: plain memory
+    assert here.segment is None and not here.buffer.is_shared()
     deferred = Collator("maskrcnn", defer_images=True)
     crossed = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=deferred))
     for k, (p, d) in enumerate(zip(packed, crossed, strict=True)):
