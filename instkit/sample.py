@@ -265,9 +265,103 @@ def load_image(path: str | os.PathLike[str] | IO[bytes],
     if isinstance(path, (str, os.PathLike)):
         path = os.fspath(path)
         where = where or Location(file=path)
+        if at_least is None:
+            with _read_errors(where):
+                array = _plain_jpeg(path, where)
+            if array is not None:
+                return array, []
     with _read_errors(where), open_image(path, where) as opened:
         array, notes = _decode_opened(opened, at_least)
     return array, notes
+
+
+def _plain_jpeg(path: str, where: Location | None) -> np.ndarray | None:
+    """A plain JPEG file decoded by OpenCV without opening it in Pillow, or None (Pillow's
+    path then reads it and names any error).
+
+    Plain: an 8-bit, 3-component baseline / extended / progressive JPEG, with no EXIF rotation,
+    no Adobe colour-transform marker and no MPO frames, that ends with the end-of-image marker:
+    the files Pillow opens as ``RGB`` ``JPEG`` and ``_opencv_jpeg`` decodes to Pillow's pixels.
+    Reading the header here saves opening the file in Pillow (about 0.15 ms per image)."""
+    import cv2
+
+    with open(path, "rb") as file:
+        data = file.read()
+    size = _plain_jpeg_size(data)
+    if size is None or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    height, width = size
+    check_image_pixels((width, height), where)
+    flags = cv2.IMREAD_IGNORE_ORIENTATION | getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if array is None or array.shape != (height, width, 3) or array.dtype != np.uint8:
+        return None
+    if not hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV before 4.10 decodes to BGR
+        cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array)
+    return array
+
+
+_SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman
+
+
+def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` of a plain JPEG (see ``_plain_jpeg``) from its markers, else None."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    size = None
+    at, end = 2, len(data)
+    while at + 4 <= end:
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2 or at + 2 + length > end:
+            return None
+        body = data[at + 4 : at + 2 + length]
+        if marker == 0xDA:  # start of scan: the header is over
+            return size
+        if marker in _SOF_PLAIN:
+            if size is not None or len(body) < 6 or body[0] != 8 or body[5] != 3:
+                return None
+            size = (int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big"))
+            if size[0] == 0 or size[1] == 0:
+                return None
+        elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # lossless, hierarchical or arithmetic coded: Pillow's path
+        elif marker == 0xEE or (marker == 0xE2 and body[:4] == b"MPF\x00"):
+            return None  # Adobe colour transform, multi-picture file
+        elif marker == 0xE1 and body[:6] == b"Exif\x00\x00":
+            if _exif_orientation(body[6:]) != 1:
+                return None
+        elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            return None  # no standalone marker belongs in a header
+        at += 2 + length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of a TIFF (EXIF) block's first directory: 1 when absent, None when
+    the block cannot be read."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return None
+    little = tiff[:2] == b"II"
+
+    def number(raw: bytes) -> int:
+        return int.from_bytes(raw, "little" if little else "big")
+
+    directory = number(tiff[4:8])
+    if directory + 2 > len(tiff):
+        return None
+    for k in range(number(tiff[directory : directory + 2])):
+        entry = tiff[directory + 2 + 12 * k : directory + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        if number(entry[0:2]) == 0x0112:
+            return number(entry[8:10]) if number(entry[2:4]) == 3 else None  # 3: SHORT
+    return 1
 
 
 def image_to_rgb(image: Any, where: Location | None = None) -> tuple[np.ndarray, list[str]]:

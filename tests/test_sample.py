@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -180,15 +182,97 @@ def test_jpegs_decoded_by_opencv_are_pillows_pixels(shared_data):
 
     paths = sorted(shared_data.glob("**/*.jpg"))
     assert len(paths) >= 30
-    fast = 0
+    fast = plain = 0
     for path in paths:
         array, notes = load_image(path)
         with Image.open(path) as opened:
             fast += sample_module._opencv_jpeg(opened) is not None
             expect = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        plain += sample_module._plain_jpeg_size(path.read_bytes()) is not None
         assert array.flags.writeable and not notes
         np.testing.assert_array_equal(array, expect, err_msg=str(path))
-    assert fast == len(paths)  # the OpenCV path was the one compared
+    # the OpenCV paths were the ones compared (header read by instkit, and by Pillow)
+    assert fast == plain == len(paths)
+
+
+def _with_exif(jpeg: bytes, orientation: int, little: bool = True) -> bytes:
+    """``jpeg`` with an EXIF block whose first directory holds one orientation tag."""
+    order = "little" if little else "big"
+    tiff = ((b"II" if little else b"MM") + (42).to_bytes(2, order) + (8).to_bytes(4, order)
+            + (1).to_bytes(2, order) + (0x0112).to_bytes(2, order) + (3).to_bytes(2, order)
+            + (1).to_bytes(4, order) + orientation.to_bytes(2, order) + bytes(2)
+            + bytes(4))
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def _pillow_pixels(path: Path) -> np.ndarray:
+    from PIL import ImageOps
+
+    with Image.open(path) as opened:
+        return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+
+
+@pytest.mark.parametrize("orientation,little,plain", [(1, True, True), (1, False, True),
+                                                      (6, True, False), (3, False, False)])
+def test_jpeg_header_read_by_instkit_leaves_rotations_to_pillow(shared_data, tmp_path,
+                                                                orientation, little, plain):
+    import instkit.sample as sample_module
+
+    source = sorted(shared_data.glob("**/*.jpg"))[0].read_bytes()
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(_with_exif(source, orientation, little))
+    assert (sample_module._plain_jpeg_size(path.read_bytes()) is not None) == plain
+    array, notes = load_image(path)
+    np.testing.assert_array_equal(array, _pillow_pixels(path))
+    assert bool(notes) == (not plain)  # "applied EXIF orientation N"
+
+
+def test_grayscale_and_cmyk_jpegs_take_pillows_path(tmp_path):
+    import instkit.sample as sample_module
+
+    rng = np.random.default_rng(3)
+    for mode in ("L", "CMYK"):
+        path = tmp_path / f"{mode}.jpg"
+        channels = {"L": (), "CMYK": (4,)}[mode]
+        Image.fromarray(rng.integers(0, 255, (20, 30, *channels), dtype=np.uint8),
+                        mode=mode).save(path, quality=90)
+        assert sample_module._plain_jpeg_size(path.read_bytes()) is None
+        np.testing.assert_array_equal(load_image(path)[0], _pillow_pixels(path))
+
+
+def test_jpeg_headers_mutated_read_as_pillows_path_reads_them(shared_data, tmp_path,
+                                                              monkeypatch):
+    """Mutations of real JPEG headers: instkit's header reader gives Pillow's pixels or the
+    same refusal as Pillow's path (never another outcome, never another exception)."""
+    import instkit.sample as sample_module
+
+    sources = sorted(shared_data.glob("**/*.jpg"))[:4]
+    rng = np.random.default_rng(17)
+    outcomes = {"same pixels": 0, "both refused": 0}
+    plain_reader = sample_module._plain_jpeg
+    for n in range(160):
+        data = bytearray(sources[n % len(sources)].read_bytes())
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(2, 700))
+            data[at] = int(rng.integers(0, 256))
+        path = tmp_path / f"m{n}.jpg"
+        path.write_bytes(bytes(data))
+        results = []
+        for reader in (plain_reader, lambda *args: None):
+            monkeypatch.setattr(sample_module, "_plain_jpeg", reader)
+            try:
+                results.append(load_image(path)[0])
+            except ImageError:
+                results.append(None)
+        mine, pillows = results
+        if mine is None or pillows is None:
+            assert mine is None and pillows is None, f"mutation {n}: one path refused"
+            outcomes["both refused"] += 1
+        else:
+            np.testing.assert_array_equal(mine, pillows, err_msg=f"mutation {n}")
+            outcomes["same pixels"] += 1
+    assert min(outcomes.values()) > 0, outcomes
 
 
 def test_a_truncated_jpeg_is_refused_not_filled_with_gray(shared_data, tmp_path):
