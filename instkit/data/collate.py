@@ -545,24 +545,22 @@ def paste_crops(
         (h, w), (rh, rw), (ch, cw) = orig_sizes[b], resized_sizes[b], canvas_sizes[b]
         rows, rows_same = _source_index(h, rh, ch, gh)
         cols, cols_same = _source_index(w, rw, cw, gw)
-        for slot, (y0, x0, bh, bw, offset) in enumerate(
-                ints[first : first + count, [I_Y0, I_X0, I_BH, I_BW, I_OFFSET]].tolist()):
-            if bh == 0 or bw == 0:
+        table = ints[first : first + count]
+        y0s, x0s, bhs, bws = (table[:, k] for k in (I_Y0, I_X0, I_BH, I_BW))
+        # each crop's first and last grid row / column sampling it, for all crops at once
+        r0s, r1s = ((y0s, y0s + bhs) if rows_same else
+                    (np.searchsorted(rows, y0s), np.searchsorted(rows, y0s + bhs)))
+        c0s, c1s = ((x0s, x0s + bws) if cols_same else
+                    (np.searchsorted(cols, x0s), np.searchsorted(cols, x0s + bws)))
+        for slot, (y0, x0, bh, bw, offset, r0, r1, c0, c1) in enumerate(zip(
+                *(column.tolist() for column in (y0s, x0s, bhs, bws, table[:, I_OFFSET], r0s,
+                                                 r1s, c0s, c1s)), strict=True)):
+            if bh == 0 or bw == 0 or r0 == r1 or c0 == c1:
                 continue
             crop = flat[offset : offset + bh * bw].reshape(bh, bw)
-            if rows_same:
-                r0, r1 = y0, y0 + bh
-            else:
-                r0, r1 = (int(v) for v in np.searchsorted(rows, (y0, y0 + bh)))
-                if r0 == r1:
-                    continue
+            if not rows_same:
                 crop = crop[rows[r0:r1] - y0]
-            if cols_same:
-                c0, c1 = x0, x0 + bw
-            else:
-                c0, c1 = (int(v) for v in np.searchsorted(cols, (x0, x0 + bw)))
-                if c0 == c1:
-                    continue
+            if not cols_same:
                 crop = crop[:, cols[c0:c1] - x0]
             target[slot, r0:r1, c0:c1] = crop
 
