@@ -81,7 +81,8 @@ Perspective: Any = _perspective_class()
 def _hsv_class() -> Any:
     import cv2
     import numpy as np
-    from albucore import add_constant, sz_lut
+    from albucore import add_constant
+    from albucore import sz_lut as lookup_u8  # typed for uint8 arrays only
 
     identity = np.arange(256, dtype=np.uint8)
 
@@ -108,7 +109,7 @@ def _hsv_class() -> Any:
             hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HSV)
             # plane by plane with albucore's 256-byte lookup: split + 3 lookups + merge take
             # about 20% less than one 3-channel cv2.LUT
-            planes = [sz_lut(plane, table, inplace=True)
+            planes = [lookup_u8(plane, table, inplace=True)  # type: ignore[arg-type]
                       for plane, table in zip(cv2.split(hsv), (hue, sat, val))]
             return cv2.cvtColor(cv2.merge(planes), cv2.COLOR_HSV2RGB)
 
