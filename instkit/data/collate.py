@@ -51,6 +51,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from instkit.data import buffers
 from instkit.data.packing import (
     FLOAT_COLUMNS,
     I_BH,
@@ -577,6 +578,20 @@ def _available_bytes() -> int | None:
     return None
 
 
+def _empty(shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+    """``torch.empty``; on the host from memory reused across batches (``instkit.data.buffers``:
+    fresh pages cost as much as writing the batch)."""
+    if torch.device(device).type == "cpu":
+        return buffers.host_empty(shape, dtype)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+    if torch.device(device).type == "cpu":
+        return buffers.host_zeros(shape, dtype)
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
 def _mask_grids(shape: tuple[int, ...], dtype: Any, device: Any, what: str, hint: str) -> Any:
     """A zeroed mask tensor, or a ``CollateError`` saying what to change when it cannot fit.
 
@@ -593,7 +608,7 @@ def _mask_grids(shape: tuple[int, ...], dtype: Any, device: Any, what: str, hint
             raise CollateError(f"{message}, more than the {available / 2**30:.2f} GiB of memory "
                                f"available: {hint}")
     try:
-        return torch.zeros(shape, dtype=dtype, device=device)
+        return _zeros(shape, dtype, device)
     except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
@@ -660,10 +675,10 @@ def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int
     device = region.device
     batch = len(sizes)
     hp, wp = padded
-    pixel_values = torch.empty((batch, 3, hp, wp), dtype=torch.float32, device=device)
+    pixel_values = _empty((batch, 3, hp, wp), torch.float32, device)
     write_images(region, offsets, orig, sizes, mean, std,
                  [pixel_values[b, :, :h, :w] for b, (h, w) in enumerate(sizes)])
-    pixel_mask = torch.empty((batch, hp, wp), dtype=torch.int64, device=device)
+    pixel_mask = _empty((batch, hp, wp), torch.int64, device)
     for b, (h, w) in enumerate(sizes):
         pixel_mask[b, :h, :w] = 1
         for view in (pixel_values[b], pixel_mask[b][None]):
@@ -736,7 +751,7 @@ class Collator:
         """Host half: samples -> ``PackedBatch`` (safe in DataLoader workers).
 
         In a worker the batch is written in shared memory that the worker reuses once the main
-        process has let go of the previous batch in it (``instkit.data.shm``): sending it
+        process has let go of the previous batch in it (``instkit.data.buffers``): sending it
         copies nothing and touches no fresh page."""
         return self._pack(items, "pooled")
 
@@ -944,8 +959,7 @@ def _deferred_torchvision(packed: PackedBatch, region: Any, crops: Any | None,
 def _float_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
                   sizes: Sequence[tuple[int, int]]) -> list[Any]:
     """``(3, h, w)`` float32 images in [0, 1] (not normalised: torchvision's models do it)."""
-    images = [torch.empty((3, h, w), dtype=torch.float32, device=region.device)
-              for h, w in sizes]
+    images = [_empty((3, h, w), torch.float32, region.device) for h, w in sizes]
     write_images(region, offsets, orig, sizes, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images)
     return images
 

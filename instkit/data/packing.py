@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from instkit.data import shm
+from instkit.data import buffers
 from instkit.errors import ImageError, InstkitError, Location
 from instkit.masks import (
     BitmapMask,
@@ -68,16 +68,16 @@ class PackedBatch:
     # (N, K, 3) float32 x, y, visibility of the kept instances, original pixels; None when no
     # sample has keypoints (a sample without them, in a batch with them: visibility 0)
     keypoints: np.ndarray | None = None
-    # the pooled shared-memory segment behind ``buffer`` (``instkit.data.shm``): the worker's
+    # the pooled shared-memory segment behind ``buffer`` (``instkit.data.buffers``): the worker's
     # ``Segment``, or in the main process the ``Received`` (worker pid, segment) it came in
     segment: Any = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {name: getattr(self, name) for name in _STATE}
-        if isinstance(self.segment, shm.Segment):
-            wrapped = shm.send(self.segment)
+        if isinstance(self.segment, buffers.Segment):
+            wrapped = buffers.send(self.segment)
             if wrapped is not None:  # the receiver maps the segment: nothing is copied
-                sender = shm.Received(self.segment.pid, self.segment.ident)
+                sender = buffers.Received(self.segment.pid, self.segment.ident)
                 return _rebuild_from_segment, (wrapped, self.segment.capacity, self.nbytes,
                                                sender, state)
         return _rebuild, (self.buffer, state)
@@ -108,9 +108,9 @@ def _rebuild(buffer: Any, state: dict[str, Any]) -> PackedBatch:
     return PackedBatch(buffer, **state)
 
 
-def _rebuild_from_segment(wrapped_fd: Any, capacity: int, nbytes: int, sender: shm.Received,
+def _rebuild_from_segment(wrapped_fd: Any, capacity: int, nbytes: int, sender: buffers.Received,
                           state: dict[str, Any]) -> PackedBatch:
-    return PackedBatch(shm.receive(wrapped_fd, capacity, nbytes), **state, segment=sender)
+    return PackedBatch(buffers.receive(wrapped_fd, capacity, nbytes), **state, segment=sender)
 
 
 def _as_rgb(image: Any, index: int, image_id: int) -> np.ndarray:
@@ -185,7 +185,7 @@ def pack_samples(
 
     ``shared``: write the buffer in shared memory (in a DataLoader worker, so that sending it
     copies nothing): ``True`` fresh shared memory, ``"pooled"`` one of the worker's reused
-    segments (``instkit.data.shm``; for batches that cross as a ``PackedBatch``).
+    segments (``instkit.data.buffers``; for batches that cross as a ``PackedBatch``).
 
     Instances are dropped, and recorded as ``(sample index, image_id, Drop)``, when they are
     crowd regions (``crowd="drop"``), when their box clipped to the image has no area
@@ -311,7 +311,7 @@ def pack_samples(
         # in a DataLoader worker: written straight into shared memory, so sending the batch to
         # the main process copies nothing
         if shared == "pooled":
-            tensor, segment = shm.batch_buffer(total)
+            tensor, segment = buffers.batch_buffer(total)
         else:
             tensor = torch.empty(0, dtype=torch.uint8).set_(
                 torch.UntypedStorage._new_shared(max(total, 1)))[:total]

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
-from instkit.data import Collator, InstanceDataset, derive_seed, hf_transform, shm  # noqa: E402
+from instkit.data import Collator, InstanceDataset, derive_seed, hf_transform, buffers  # noqa: E402
 from instkit.io.coco import read_coco  # noqa: E402
 from instkit.sample import Sample  # noqa: E402
 from instkit.synthetic import make_samples  # noqa: E402
@@ -174,8 +174,8 @@ def test_workers_pack_into_shared_memory_and_deferred_batches_cross_as_packed() 
     dataset = InstanceDataset(samples)
     collator = Collator("maskrcnn")
     packed = list(DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collator.pack))
-    # written in the worker's shared-memory segments (instkit.data.shm): nothing copied to send
-    assert all(isinstance(p.segment, shm.Received) for p in packed)
+    # written in the worker's shared-memory segments (instkit.data.buffers): nothing copied to send
+    assert all(isinstance(p.segment, buffers.Received) for p in packed)
     assert len({p.segment for p in packed}) == len(packed)  # both held here: never one segment
     here = collator.pack(samples[:2])  # not in a worker: plain memory
     assert here.segment is None and not here.buffer.is_shared()
