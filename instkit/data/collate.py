@@ -44,6 +44,7 @@ instances dropped with their reason.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -676,15 +677,39 @@ def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int
     batch = len(sizes)
     hp, wp = padded
     pixel_values = _empty((batch, 3, hp, wp), torch.float32, device)
-    write_images(region, offsets, orig, sizes, mean, std,
-                 [pixel_values[b, :, :h, :w] for b, (h, w) in enumerate(sizes)])
     pixel_mask = _empty((batch, hp, wp), torch.int64, device)
-    for b, (h, w) in enumerate(sizes):
+
+    def one_image(b: int) -> None:
+        h, w = sizes[b]
+        write_images(region, offsets[b : b + 1], orig[b : b + 1], sizes[b : b + 1], mean, std,
+                     [pixel_values[b, :, :h, :w]])
         pixel_mask[b, :h, :w] = 1
         for view in (pixel_values[b], pixel_mask[b][None]):
             view[:, h:, :].zero_()
             view[:, :h, w:].zero_()
+
+    _each_image(one_image, batch, device)
     return pixel_values, pixel_mask
+
+
+_EXECUTORS: dict[tuple[int, int], Any] = {}
+
+
+def _each_image(work: Callable[[int], None], count: int, device: Any) -> None:
+    """``work(b)`` for every image; on the host spread over torch's intra-op thread count
+    (OpenCV and torch release the GIL: about 10% faster than OpenCV's own threads on one image
+    after another), inline with one thread (DataLoader workers) or on an accelerator."""
+    threads = min(torch.get_num_threads(), count) if device.type == "cpu" else 1
+    if threads <= 1:
+        for b in range(count):
+            work(b)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (os.getpid(), threads)  # a forked process gets its own threads
+    if key not in _EXECUTORS:
+        _EXECUTORS[key] = ThreadPoolExecutor(threads, thread_name_prefix="instkit-collate")
+    list(_EXECUTORS[key].map(work, range(count)))
 
 
 class Collator:
@@ -960,7 +985,12 @@ def _float_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int,
                   sizes: Sequence[tuple[int, int]]) -> list[Any]:
     """``(3, h, w)`` float32 images in [0, 1] (not normalised: torchvision's models do it)."""
     images = [_empty((3, h, w), torch.float32, region.device) for h, w in sizes]
-    write_images(region, offsets, orig, sizes, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images)
+
+    def one_image(b: int) -> None:
+        write_images(region, offsets[b : b + 1], orig[b : b + 1], sizes[b : b + 1],
+                     (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images[b : b + 1])
+
+    _each_image(one_image, len(sizes), region.device)
     return images
 
 
