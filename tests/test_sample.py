@@ -282,3 +282,21 @@ def test_a_truncated_jpeg_is_refused_not_filled_with_gray(shared_data, tmp_path)
     with pytest.raises(ImageError, match="truncated") as info:
         load_image(cut)
     assert "cut.jpg" in str(info.value)
+
+
+def test_a_jpeg_header_claiming_too_many_pixels_is_refused_before_decoding(shared_data, tmp_path,
+                                                                          no_limit_set):
+    """The header read by instkit (not Pillow) still applies the pixel limit first."""
+    import instkit.sample as sample_module
+    from instkit.sample import ImageTooLargeError
+
+    data = bytearray(sorted(shared_data.glob("**/*.jpg"))[0].read_bytes())
+    at = 2
+    while data[at + 1] not in (0xC0, 0xC1, 0xC2):  # walk the markers to the frame header
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    data[at + 5 : at + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(bytes(data))
+    assert sample_module._plain_jpeg_size(bytes(data)) == (60000, 60000)
+    with pytest.raises(ImageTooLargeError, match="huge.jpg"):
+        load_image(path)
