@@ -283,22 +283,13 @@ def _plain_jpeg(path: str, where: Location | None) -> np.ndarray | None:
     no Adobe colour-transform marker and no MPO frames, that ends with the end-of-image marker:
     the files Pillow opens as ``RGB`` ``JPEG`` and ``_opencv_jpeg`` decodes to Pillow's pixels.
     Reading the header here saves opening the file in Pillow (about 0.15 ms per image)."""
-    import cv2
-
     with open(path, "rb") as file:
         data = file.read()
     size = _plain_jpeg_size(data)
-    if size is None or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if size is None:
         return None
-    height, width = size
-    check_image_pixels((width, height), where)
-    flags = cv2.IMREAD_IGNORE_ORIENTATION | getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if array is None or array.shape != (height, width, 3) or array.dtype != np.uint8:
-        return None
-    if not hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV before 4.10 decodes to BGR
-        cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array)
-    return array
+    check_image_pixels((size[1], size[0]), where)
+    return _opencv_decode(data, size)
 
 
 _SOF_PLAIN = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman
@@ -425,19 +416,26 @@ def _opencv_jpeg(opened: Any) -> np.ndarray | None:
     (tests/test_sample.py checks every JPEG of the shared data); OpenCV is about 20% faster and
     needs no copy out of a PIL image. A file that does not end with the end-of-image marker
     goes to Pillow: OpenCV fills a truncated image with gray instead of failing."""
-    import cv2
-
     try:
         opened.fp.seek(0)
         data = opened.fp.read()
     except (AttributeError, OSError, ValueError):
         return None
+    width, height = opened.size
+    return _opencv_decode(data, (height, width))
+
+
+def _opencv_decode(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
+    """A JPEG's bytes decoded by OpenCV to ``(H, W, 3)`` RGB of the expected ``size``, or None:
+    when the file lacks its end-of-image marker (OpenCV would fill the missing part with gray
+    instead of failing) or the result is not what the header promised."""
+    import cv2
+
     if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         return None
     flags = cv2.IMREAD_IGNORE_ORIENTATION | getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    width, height = opened.size
-    if array is None or array.shape != (height, width, 3) or array.dtype != np.uint8:
+    if array is None or array.shape != (*size, 3) or array.dtype != np.uint8:
         return None
     if not hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV before 4.10 decodes to BGR
         cv2.cvtColor(array, cv2.COLOR_BGR2RGB, dst=array)
