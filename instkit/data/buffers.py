@@ -102,7 +102,7 @@ def _take(nbytes: int) -> Segment | None:
     pid = os.getpid()
     pool = _POOLS.setdefault(pid, [])
     free = [s for s in pool if not s.in_use()]
-    fits = [s for s in free if s.capacity >= nbytes]
+    fits = [s for s in free if s.capacity >= HEADER + nbytes]
     if fits:
         segment = min(fits, key=lambda s: s.capacity)
         segment.sent = False
@@ -114,11 +114,14 @@ def _take(nbytes: int) -> Segment | None:
         pool.remove(smallest)
         _close(smallest)
     capacity = HEADER + int(nbytes * _GROWTH) + (1 << 20)
+    fd = -1
     try:
         fd = os.memfd_create("instkit-batch", os.MFD_CLOEXEC)
         os.ftruncate(fd, capacity)
         mapping = _SharedMapping(fd, capacity)
     except OSError:
+        if fd >= 0:
+            os.close(fd)
         return None
     _CREATED[pid] = _CREATED.get(pid, 0) + 1
     segment = Segment(fd, mapping, capacity, pid, _CREATED[pid])

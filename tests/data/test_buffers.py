@@ -16,8 +16,8 @@ from instkit.data import Collator, InstanceDataset, buffers  # noqa: E402
 from instkit.data.packing import pack_samples  # noqa: E402
 from instkit.synthetic import make_samples  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "memfd_create"),
-                                reason="pooled segments need memfd_create (Linux)")
+needs_memfd = pytest.mark.skipif(not hasattr(__import__("os"), "memfd_create"),
+                                 reason="pooled shared segments need memfd_create (Linux)")
 
 
 def _same(a: object, b: object) -> None:
@@ -36,6 +36,7 @@ def samples() -> list:
     return make_samples(num_images=24, seed=11, image_size=(64, 72), crowd_probability=0.2)
 
 
+@needs_memfd
 def test_segments_are_reused_once_let_go_and_batches_stay_exact(samples: list) -> None:
     collator = Collator("maskrcnn")
     loader = DataLoader(InstanceDataset(samples), batch_size=2, num_workers=1,
@@ -51,6 +52,7 @@ def test_segments_are_reused_once_let_go_and_batches_stay_exact(samples: list) -
     assert len({s.ident for s in seen}) <= buffers.POOL_SIZE  # 12 batches in at most 4 segments
 
 
+@needs_memfd
 def test_a_held_batch_is_never_overwritten(samples: list) -> None:
     collator = Collator("maskrcnn")
     loader = DataLoader(InstanceDataset(samples), batch_size=2, num_workers=1,
@@ -63,6 +65,7 @@ def test_a_held_batch_is_never_overwritten(samples: list) -> None:
         _same(collator.finish(packed), collator(samples[2 * k : 2 * k + 2]))
 
 
+@needs_memfd
 def test_a_view_kept_after_the_batch_keeps_its_segment(samples: list) -> None:
     """In one process: the receiving side's last view, not the batch object, hands the segment
     back; the sender then reuses it, and a second sending of one batch is a copy."""
@@ -157,3 +160,18 @@ def test_host_blocks_are_reused_once_let_go_and_a_view_keeps_one(monkeypatch) ->
     assert buffers.host_pool_bytes()[0] <= 4 << 20
     monkeypatch.setattr(buffers, "HOST_POOL_BYTES", 0)
     _same(small, _build(samples, "maskrcnn", 1))
+
+
+@needs_memfd
+def test_a_segment_is_reused_only_when_the_batch_fits_after_its_header(samples: list) -> None:
+    first = pack_samples(samples[:2], shared="pooled")
+    segment = first.segment
+    del first
+    gc.collect()
+    room = segment.capacity - buffers.HEADER
+    tensor, again = buffers.batch_buffer(room)  # exactly fits
+    assert again is segment and tensor.numel() == room
+    del tensor
+    gc.collect()
+    tensor, other = buffers.batch_buffer(room + 1)  # one byte more: another segment
+    assert other is not segment and tensor.numel() == room + 1

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
 
-from instkit.data import Collator, InstanceDataset, derive_seed, hf_transform, buffers  # noqa: E402
+from instkit.data import Collator, InstanceDataset, buffers, derive_seed, hf_transform  # noqa: E402
 from instkit.io.coco import read_coco  # noqa: E402
 from instkit.sample import Sample  # noqa: E402
 from instkit.synthetic import make_samples  # noqa: E402
