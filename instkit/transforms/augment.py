@@ -58,6 +58,7 @@ from instkit.transforms.geometry import (
     control_points,
     map_points_centre,
     map_points_edge,
+    resize_map,
     solve_homography,
     visible_fraction,
     warp_item,
@@ -440,8 +441,17 @@ class Augment:
 
     def _projective(self, index: int, state: _State, unit_seed: int) -> None:
         h, w = state.size
-        points = control_points((h, w))
         name = type(self.transforms[index]).__name__
+        if type(self.transforms[index]) is A.Resize and float(self.transforms[index].p) >= 1:
+            # nothing drawn, the map known: the image alone goes through albumentationsx
+            # (its keypoint processing cost more than the solve saves)
+            out = self._compose(index, "image")(image=state.image, invocation_seed=unit_seed)
+            state.image = _contiguous(out["image"])
+            nh, nw = state.size
+            if (nh, nw) != (h, w):
+                self._move(state, resize_map((h, w), (nh, nw)), name)
+            return
+        points = control_points((h, w))
         needs_boxes = any(type(leaf).__name__ in _NEEDS_BOXES
                           for leaf in _leaves(self.transforms[index]))
         data: dict[str, Any] = {"image": state.image, "keypoints": points}

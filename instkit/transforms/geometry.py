@@ -123,6 +123,14 @@ def solve_homography(src_centre: np.ndarray, dst_centre: np.ndarray,
     return solved
 
 
+def resize_map(size: tuple[int, int], out_size: tuple[int, int]) -> Homography:
+    """The map of a resize from ``size`` to ``out_size`` (H, W): what ``solve_homography``
+    finds for it, without the control points (each scale the correctly rounded quotient, as
+    the snapped solution's rational is)."""
+    (h, w), (oh, ow) = size, out_size
+    return Homography.scale_translate(ow / w, 0.0, oh / h, 0.0, (oh, ow))
+
+
 def _solve(src: np.ndarray, dst: np.ndarray, out_size: tuple[int, int]) -> Homography | None:
     if np.array_equal(src, dst):  # not applied this time: the identity, nothing to solve
         return Homography.identity(out_size)
@@ -407,6 +415,7 @@ __all__ = [
     "control_points",
     "map_points_centre",
     "map_points_edge",
+    "resize_map",
     "solve_homography",
     "visible_fraction",
     "warp_bitmap",

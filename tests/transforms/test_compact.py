@@ -260,3 +260,23 @@ def test_dense_path_takes_more_masks_than_opencv_has_channels() -> None:
     compact = Augment(crop, seed=0)(sample, seed=4)
     assert len(dense.instances) > 300  # rows past the first groups of 128 came through
     _compare(compact, dense, sample, "RandomResizedCrop, 600 masks")
+
+
+def test_resize_map_is_what_the_control_points_solve_to() -> None:
+    """Resize skips the control points (its map is known): the known map must be the solved one,
+    bit for bit, for any sizes."""
+    from instkit.transforms.geometry import control_points, resize_map, solve_homography
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = int(rng.integers(2, 900)), int(rng.integers(2, 900))
+        oh, ow = int(rng.integers(2, 1400)), int(rng.integers(2, 1400))
+        compose = A.Compose([A.Resize(oh, ow)], keypoint_params=A.KeypointParams(
+            coord_format="xy", remove_invisible=False))
+        points = control_points((h, w))
+        moved = np.asarray(compose(image=np.zeros((h, w, 3), np.uint8), keypoints=points)
+                           ["keypoints"])[:, :2]
+        solved = solve_homography(points, moved, (oh, ow))
+        known = resize_map((h, w), (oh, ow))
+        assert solved is not None and solved.out_size == known.out_size
+        np.testing.assert_array_equal(solved.matrix, known.matrix, err_msg=f"{(h, w, oh, ow)}")
