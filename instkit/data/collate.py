@@ -8,7 +8,7 @@ picked from the crop first when the grid is resized), so the work grows with obj
 with grid area times instance count. Images stay uint8 until one float pass at their own size
 normalises them, and the resize (only when the size changes; OpenCV's bilinear kernel on the
 CPU) writes the output once. With ``defer_images=True`` a model batch keeps them packed uint8
-(and Mask R-CNN's masks as crops) until ``batch.to(device)`` builds the float images and mask
+(and the masks as crops) until ``batch.to(device)`` builds the float images and mask
 grids on that device: a DataLoader worker then sends a quarter of the bytes, and the host does
 none of that work.
 
@@ -215,8 +215,9 @@ class DeferredTorchvision:
 
 @dataclass
 class DeferredImages:
-    """An RF-DETR batch's images still packed as uint8, with what it takes to finish them:
-    ``build(device)`` resizes, normalises and pads them there (``Collator(defer_images=True)``)."""
+    """An RF-DETR batch's images still packed as uint8 and its masks as crops, with what it
+    takes to finish them: ``build(device)`` resizes, normalises and pads the images there and
+    samples the masks at the stride (``Collator(defer_images=True)``)."""
 
     region: Any  # uint8 tensor: each image (h, w, 3), one after the other
     offsets: list[int]
@@ -225,21 +226,61 @@ class DeferredImages:
     padded: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    masks: DeferredStrideMasks | None = None
 
-    def build(self, device: Any, non_blocking: bool = False) -> tuple[Any, Any]:
-        """``(pixel_values, pixel_mask)`` on ``device``: float32 normalised, int64."""
+    def build(self, device: Any, non_blocking: bool = False) -> tuple[Any, Any, Any]:
+        """``(pixel_values, pixel_mask, masks)`` on ``device``: float32 normalised, int64, and
+        the ``(N, Hm, Wm)`` bool masks (None when the batch carries none)."""
         region = self.region.to(device, non_blocking=non_blocking)
-        return _pixel_tensors(region, self.offsets, self.orig, self.sizes, self.padded,
-                              self.mean, self.std)
+        pixel_values, pixel_mask = _pixel_tensors(region, self.offsets, self.orig, self.sizes,
+                                                  self.padded, self.mean, self.std)
+        masks = None if self.masks is None else self.masks.build(region.device, non_blocking)
+        return pixel_values, pixel_mask, masks
+
+
+@dataclass
+class DeferredStrideMasks:
+    """A batch's masks as crops, to be sampled at the stride onto the padded canvas."""
+
+    crops: Any  # uint8 crop region
+    ints: np.ndarray  # (N, INT_COLUMNS) instance table on the host
+    grid: tuple[int, int]
+    starts: list[int]
+    counts: list[int]
+    orig: list[tuple[int, int]]
+    sizes: list[tuple[int, int]]
+    padded: tuple[int, int]
+
+    def build(self, device: Any, non_blocking: bool = False) -> Any:
+        crops = self.crops.to(device, non_blocking=non_blocking)
+        return _stride_masks(crops, self.ints, self.grid, self.starts, self.counts, self.orig,
+                             self.sizes, self.padded, crops.device)
+
+
+def _stride_masks(crops: Any, ints: np.ndarray, grid: tuple[int, int], starts: Sequence[int],
+                  counts: Sequence[int], orig: Sequence[tuple[int, int]],
+                  sizes: Sequence[tuple[int, int]], padded: tuple[int, int], device: Any) -> Any:
+    """Every instance's bool mask ``(N, *grid)`` sampling its image's padded canvas."""
+    n = int(ints.shape[0])
+    masks = _mask_grids((n, *grid), torch.bool, device, f"the batch's {n} instance masks",
+                        _STRIDE_HINT)
+    paste_crops(crops, ints, [(masks[starts[b] : starts[b] + counts[b]], starts[b], counts[b])
+                              for b in range(len(sizes))], orig, sizes, [padded] * len(sizes))
+    return masks
+
+
+_STRIDE_HINT = ("lower the resized size (size=...) or build masks at a stride (mask_stride=4, "
+                "what RF-DETR's loss samples)")
 
 
 class RfDetrBatch(dict):
     """``pixel_values``, ``pixel_mask``, ``labels`` for ``model(**batch)``, with ``.info``.
 
-    From ``Collator("rfdetr", defer_images=True)`` the images stay packed uint8 (``pending``)
-    until the batch is moved with ``.to(device)``, which builds ``pixel_values`` and
-    ``pixel_mask`` on that device, or until the batch is first read as a dict (then built where
-    the batch is). Either way the values are those of the immediate collator.
+    From ``Collator("rfdetr", defer_images=True)`` the images stay packed uint8 and the masks
+    as crops (``pending``) until the batch is moved with ``.to(device)``, which builds
+    ``pixel_values``, ``pixel_mask`` and each label's ``masks`` on that device, or until the
+    batch is first read as a dict (then built where the batch is). Either way the values are
+    those of the immediate collator.
     """
 
     info: BatchInfo
@@ -249,8 +290,9 @@ class RfDetrBatch(dict):
         pending = self.pending
         if pending is None:
             return
-        pixel_values, pixel_mask = pending.build(pending.region.device)
+        pixel_values, pixel_mask, masks = pending.build(pending.region.device)
         labels = dict.pop(self, "labels")
+        _attach_masks(labels, masks, pending)
         dict.update(self, pixel_values=pixel_values, pixel_mask=pixel_mask, labels=labels)
         self.pending = None
 
@@ -302,12 +344,22 @@ class RfDetrBatch(dict):
         labels = [{k: move(v) for k, v in target.items()}
                   for target in dict.__getitem__(self, "labels")]
         if self.pending is not None:
-            pixel_values, pixel_mask = self.pending.build(device, non_blocking)
+            pixel_values, pixel_mask, masks = self.pending.build(device, non_blocking)
+            _attach_masks(labels, masks, self.pending)
         else:
             pixel_values = move(dict.__getitem__(self, "pixel_values"))
             pixel_mask = move(dict.__getitem__(self, "pixel_mask"))
         return _rebuild_rfdetr({"pixel_values": pixel_values, "pixel_mask": pixel_mask,
                                 "labels": labels}, self.info, None)
+
+
+def _attach_masks(labels: list[dict[str, Any]], masks: Any, pending: DeferredImages) -> None:
+    """Each image's rows of the deferred masks, as the immediate collator's ``masks`` key."""
+    if masks is None or pending.masks is None:
+        return
+    for label, start, count in zip(labels, pending.masks.starts, pending.masks.counts,
+                                   strict=True):
+        label["masks"] = masks[start : start + count]
 
 
 def _rebuild_rfdetr(content: dict[str, Any], info: BatchInfo,
@@ -872,13 +924,6 @@ class Collator:
         batch = len(sizes)
         hp, wp = padded
         offsets = [int(v) for v in table[:, IM_OFFSET]]
-        deferred = None
-        if self.defer_images:
-            deferred = DeferredImages(region, offsets, orig, sizes, padded, self.image_mean,
-                                      self.image_std)
-        else:
-            pixel_values, pixel_mask = _pixel_tensors(region, offsets, orig, sizes, padded,
-                                                      self.image_mean, self.image_std)
         s = self.mask_stride
         grid = (hp // s, wp // s) if s > 1 else (hp, wp)
         if grid[0] == 0 or grid[1] == 0:
@@ -886,20 +931,26 @@ class Collator:
         n = packed.num_instances
         counts = [int(c) for c in table[:, IM_COUNT]]
         starts = [int(v) for v in table[:, IM_START]]
-        hint = ("lower the resized size (size=...) or build masks at a stride (mask_stride=4, "
-                "what RF-DETR's loss samples)")
+        deferred = None
+        if self.defer_images:  # RF-DETR: images uint8 and masks as crops until the device
+            deferred = DeferredImages(
+                region, offsets, orig, sizes, padded, self.image_mean, self.image_std,
+                DeferredStrideMasks(crops, _host_ints(packed), grid, starts, counts, orig,
+                                    sizes, padded))
+        else:
+            pixel_values, pixel_mask = _pixel_tensors(region, offsets, orig, sizes, padded,
+                                                      self.image_mean, self.image_std)
         if self.target == "rfdetr":
-            masks = _mask_grids((n, *grid), torch.bool, device, f"the batch's {n} instance masks",
-                                hint)
-            dests = [(masks[starts[b] : starts[b] + counts[b]], starts[b], counts[b])
-                     for b in range(batch)]
+            masks = None if deferred is not None else _stride_masks(
+                crops, _host_ints(packed), grid, starts, counts, orig, sizes, padded, device)
         else:
             n_max = max(counts) if batch else 0
             pad_masks = _mask_grids((batch, n_max, *grid), torch.bool, device,
                                     f"the batch's padded masks ({batch} images x {n_max} slots)",
-                                    hint)
-            dests = [(pad_masks[b], starts[b], counts[b]) for b in range(batch)]
-        paste_crops(crops, _host_ints(packed), dests, orig, sizes, [padded] * batch)
+                                    _STRIDE_HINT)
+            paste_crops(crops, _host_ints(packed),
+                        [(pad_masks[b], starts[b], counts[b]) for b in range(batch)],
+                        orig, sizes, [padded] * batch)
         iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
         labels_all = ints[:, I_LABEL]
         if self.target == "rfdetr":
@@ -921,7 +972,7 @@ class Collator:
                     "area": area[rows],
                     "iscrowd": iscrowd[rows],
                     "orig_size": torch.tensor(orig[b], dtype=torch.int64, device=device),
-                    "masks": masks[rows],
+                    **({} if masks is None else {"masks": masks[rows]}),
                 })
             if deferred is not None:
                 return _rebuild_rfdetr({"labels": labels}, info, deferred)

@@ -74,6 +74,9 @@ def test_deferred_batch_equals_the_immediate_one() -> None:
     # the collated batch holds no float image: only the packed uint8 images
     assert later.pending.region.dtype == torch.uint8
     assert "pixel_values" not in dict(dict.items(later))
+    # nor any mask grid: the masks stay crops until the device
+    assert all("masks" not in label for label in dict.__getitem__(later, "labels"))
+    assert later.pending.masks is not None and later.pending.masks.crops.dtype == torch.uint8
     # pickled as DataLoader workers do, still deferred; built by .to(device)
     moved = pickle.loads(pickle.dumps(later))
     assert moved.pending is not None
