@@ -13,7 +13,8 @@ torchvision-reference-style loader, on tinycoco train (real JPEGs, polygons, cro
   normalised cxcywh and samples masks at stride 4 (nearest-exact), per sample.
 - hardware limit: one core decoding every image with OpenCV (``cv2.imdecode`` from bytes in
   memory) and resizing it to 800x800 (``cv2.resize``, bilinear) -- what any loader has to do at
-  least; measured in the same run. ``share_of_limit`` = images/s per worker / that rate.
+  least; measured in the same rounds as each configuration, interleaved with the loaders (best
+  of the rounds). ``share_of_limit`` = images/s per worker / that rate.
 
 Agreement first, with augmentation off on both sides (instkit's ``evaluation`` preset, the
 reference with Resize only), instances paired by annotation id (at most 5% unpaired): labels
@@ -296,7 +297,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         agree.setdefault(t, agree[t.removesuffix("-deferred")])
     rows: list[dict[str, Any]] = []
     claims: list[dict[str, Any]] = []
-    limit = decode_resize_rate(repeat)
+    limits = []
     for target in targets_list:
         for workers in worker_counts:
             ours, finish = instkit_loader(workers, target)
@@ -304,26 +305,33 @@ def run(quick: bool = False) -> dict[str, Any]:
             theirs = reference_loader(workers, rfdetr)
             ref_finish = functools.partial(reference_finish, rfdetr=rfdetr)
             best = {"instkit": 0.0, "reference": 0.0}
+            # the limit is measured in the same rounds, interleaved with the loaders: this
+            # machine's speed drifts by 10-15% over minutes, and a bar measured at another time
+            # would compare two different machines
+            limit = 0.0
             for _ in range(repeat + 1):  # the first round warms persistent workers up
+                limit = max(limit, decode_resize_rate(1))
                 best["instkit"] = max(best["instkit"], epoch_rate(ours, finish))
                 best["reference"] = max(best["reference"], epoch_rate(theirs, ref_finish))
             del ours, theirs
+            limits.append(limit)
             per_worker = max(workers, 1)
             for tool, rate in best.items():
                 rows.append({"target": target, "workers": workers, "tool": tool,
                              "images_per_s": rate, "per_worker": rate / per_worker,
                              "share_of_limit": rate / per_worker / limit,
-                             "agree": agree[target]})
+                             "limit_images_per_s": limit, "agree": agree[target]})
             ratio = best["instkit"] / best["reference"]
             share = best["instkit"] / per_worker / limit
             claims.append({"claim": f"{target}, {workers} workers: instkit vs reference loader",
                            "value": ratio, "target": ">= 2x", "met": ratio >= 2.0})
             claims.append({"claim": f"{target}, {workers} workers: per worker, share of one "
-                                    f"core's decode+resize ({limit:.0f} images/s)",
+                                    f"core's decode+resize ({limit:.0f} images/s, same rounds)",
                            "value": share, "target": ">= 0.4", "met": share >= 0.4})
-    rows.append({"target": "-", "workers": 1, "tool": "cv2 decode+resize (one core)",
-                 "images_per_s": limit, "per_worker": limit, "share_of_limit": 1.0,
-                 "agree": True})
+    for limit in (min(limits), max(limits)):
+        rows.append({"target": "-", "workers": 1, "tool": "cv2 decode+resize (one core)",
+                     "images_per_s": limit, "per_worker": limit, "share_of_limit": 1.0,
+                     "limit_images_per_s": limit, "agree": True})
     load_after = os.getloadavg()
     return result("loader", rows, agree=all(agree.values()), quick=quick, targets=claims,
                   notes=f"tinycoco train (32 JPEGs), 800x800, batch {BATCH}; torch threads 1 "
