@@ -175,3 +175,20 @@ def test_a_segment_is_reused_only_when_the_batch_fits_after_its_header(samples: 
     gc.collect()
     tensor, other = buffers.batch_buffer(room + 1)  # one byte more: another segment
     assert other is not segment and tensor.numel() == room + 1
+
+
+@needs_memfd
+def test_a_batch_outlives_the_worker_that_packed_it(samples: list) -> None:
+    """Workers that are not persistent exit after each epoch: a batch kept from the first epoch
+    still reads what was packed (its segment stays mapped here), while the next epoch's new
+    workers pack into segments of their own."""
+    collator = Collator("maskrcnn")
+    loader = DataLoader(InstanceDataset(samples), batch_size=2, num_workers=1,
+                        collate_fn=collator.pack, persistent_workers=False)
+    kept = next(iter(loader))  # the iterator and its worker are gone after this line
+    gc.collect()
+    later = list(loader)
+    assert {p.segment.pid for p in later if p.segment} != {kept.segment.pid}
+    _same(collator.finish(kept), collator(samples[:2]))
+    for k, packed in enumerate(later):
+        _same(collator.finish(packed), collator(samples[2 * k : 2 * k + 2]))
