@@ -201,11 +201,12 @@ class DeferredTorchvision:
     image_ids: list[int]
     counts: list[int]
     starts: list[int]
+    host_images: list[np.ndarray] | None = None  # the images, when not in ``region``
 
     def build(self, device: Any, non_blocking: bool = False) -> tuple[list[Any], list[Any] | None]:
         """``(images, masks)`` on ``device`` (``masks`` None without crops)."""
         region = self.region.to(device, non_blocking=non_blocking)
-        images = _float_images(region, self.offsets, self.orig, self.sizes)
+        images = _float_images(region, self.offsets, self.orig, self.sizes, self.host_images)
         if self.crops is None:
             return images, None
         crops = self.crops.to(device, non_blocking=non_blocking)
@@ -670,9 +671,10 @@ def _mask_grids(shape: tuple[int, ...], dtype: Any, device: Any, what: str, hint
 
 def write_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
                  sizes: Sequence[tuple[int, int]], mean: Sequence[float], std: Sequence[float],
-                 outs: Sequence[Any]) -> None:
+                 outs: Sequence[Any], host_images: Sequence[np.ndarray] | None = None) -> None:
     """Write each packed uint8 ``(h, w, 3)`` image, resized to ``sizes[b]`` and normalised
-    (``(x / 255 - mean) / std``), into the float32 ``(3, rh, rw)`` view ``outs[b]``.
+    (``(x / 255 - mean) / std``), into the float32 ``(3, rh, rw)`` view ``outs[b]``; on the
+    host, image ``b`` is read from ``host_images[b]`` when given (not copied into the batch).
 
     One float pass per image at its original size, then the bilinear resize (half-pixel
     centres, no antialias: what the processor does) writes the output once. Normalising
@@ -687,7 +689,9 @@ def write_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, 
         scale = [1.0 / (255.0 * float(s)) for s in std]
         bias = [-float(m) / float(s) for m, s in zip(mean, std, strict=True)]
         for b, ((h, w), (rh, rw)) in enumerate(zip(orig, sizes, strict=True)):
-            planes = cv2.split(region[offsets[b] : offsets[b] + h * w * 3].numpy().reshape(h, w, 3))
+            image = (host_images[b] if host_images is not None else
+                     region[offsets[b] : offsets[b] + h * w * 3].numpy().reshape(h, w, 3))
+            planes = cv2.split(image)
             target = outs[b].numpy()
             same = (rh, rw) == (h, w)
             for c in range(3):
@@ -703,8 +707,10 @@ def write_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, 
     bias_t = -torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1) / std_t
     for b, ((h, w), (rh, rw)) in enumerate(zip(orig, sizes, strict=True)):
         start = offsets[b]
+        packed = (torch.as_tensor(host_images[b], device=device) if host_images is not None
+                  else region[start : start + h * w * 3].view(h, w, 3))
         # channel transpose in uint8 first: the float pass then reads memory in order
-        image = region[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1).contiguous()
+        image = packed.permute(2, 0, 1).contiguous()
         if (rh, rw) == (h, w):
             torch.addcmul(bias_t, image, scale_t, out=outs[b])
             continue
@@ -722,7 +728,8 @@ def _into(done: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
                    sizes: Sequence[tuple[int, int]], padded: tuple[int, int],
-                   mean: Sequence[float], std: Sequence[float]) -> tuple[Any, Any]:
+                   mean: Sequence[float], std: Sequence[float],
+                   host_images: Sequence[np.ndarray] | None = None) -> tuple[Any, Any]:
     """``pixel_values`` float32 ``(B, 3, Hp, Wp)`` and ``pixel_mask`` int64 ``(B, Hp, Wp)``,
     every element written once (the images' corners by ``write_images``, the rest here)."""
     device = region.device
@@ -734,7 +741,8 @@ def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int
     def one_image(b: int) -> None:
         h, w = sizes[b]
         write_images(region, offsets[b : b + 1], orig[b : b + 1], sizes[b : b + 1], mean, std,
-                     [pixel_values[b, :, :h, :w]])
+                     [pixel_values[b, :, :h, :w]],
+                     None if host_images is None else host_images[b : b + 1])
         pixel_mask[b, :h, :w] = 1
         for view in (pixel_values[b], pixel_mask[b][None]):
             view[:, h:, :].zero_()
@@ -832,7 +840,8 @@ class Collator:
         copies nothing and touches no fresh page."""
         return self._pack(items, "pooled")
 
-    def _pack(self, items: Sequence[Any], shared_as: str | bool) -> PackedBatch:
+    def _pack(self, items: Sequence[Any], shared_as: str | bool,
+              copy_images: bool = True) -> PackedBatch:
         samples = [_as_sample(item, i) for i, item in enumerate(items)]
         if not samples:
             raise CollateError("cannot collate an empty batch")
@@ -842,12 +851,15 @@ class Collator:
         in_worker = get_worker_info() is not None
         return pack_samples(samples, crowd=self.crowd, drop_empty_masks=self.drop_empty_masks,
                             need_masks=self.target != "keypointrcnn",
-                            pin=pin and not in_worker, shared=shared_as if in_worker else False)
+                            pin=pin and not in_worker, shared=shared_as if in_worker else False,
+                            copy_images=copy_images)
 
     def __call__(self, items: Sequence[Any]) -> Any:
         # a whole batch made in a worker crosses as tensors, which torch sends from fresh
-        # shared memory
-        return self.finish(self._pack(items, True))
+        # shared memory; images finished on the host are read from where they are, not copied
+        # into the batch first
+        on_host = self.device.type == "cpu" and not self.defer_images
+        return self.finish(self._pack(items, True, copy_images=not on_host))
 
     # device side -----------------------------------------------------------------------------
 
@@ -939,7 +951,8 @@ class Collator:
                                     sizes, padded))
         else:
             pixel_values, pixel_mask = _pixel_tensors(region, offsets, orig, sizes, padded,
-                                                      self.image_mean, self.image_std)
+                                                      self.image_mean, self.image_std,
+                                                      packed.host_images)
         if self.target == "rfdetr":
             masks = None if deferred is not None else _stride_masks(
                 crops, _host_ints(packed), grid, starts, counts, orig, sizes, padded, device)
@@ -1029,17 +1042,19 @@ def _deferred_torchvision(packed: PackedBatch, region: Any, crops: Any | None,
     return DeferredTorchvision(
         region, [int(v) for v in table[:, IM_OFFSET]], orig, sizes, crops, _host_ints(packed),
         [int(v) for v in table[:, IM_ID]], [int(c) for c in table[:, IM_COUNT]],
-        [int(v) for v in table[:, IM_START]])
+        [int(v) for v in table[:, IM_START]], packed.host_images)
 
 
 def _float_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
-                  sizes: Sequence[tuple[int, int]]) -> list[Any]:
+                  sizes: Sequence[tuple[int, int]],
+                  host_images: Sequence[np.ndarray] | None = None) -> list[Any]:
     """``(3, h, w)`` float32 images in [0, 1] (not normalised: torchvision's models do it)."""
     images = [_empty((3, h, w), torch.float32, region.device) for h, w in sizes]
 
     def one_image(b: int) -> None:
         write_images(region, offsets[b : b + 1], orig[b : b + 1], sizes[b : b + 1],
-                     (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images[b : b + 1])
+                     (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images[b : b + 1],
+                     None if host_images is None else host_images[b : b + 1])
 
     _each_image(one_image, len(sizes), region.device)
     return images

@@ -71,6 +71,9 @@ class PackedBatch:
     # the pooled shared-memory segment behind ``buffer`` (``instkit.data.buffers``): the worker's
     # ``Segment``, or in the main process the ``Received`` (worker pid, segment) it came in
     segment: Any = field(default=None, repr=False, compare=False)
+    # the images themselves, when they were not copied into ``buffer`` (``copy_images=False``:
+    # a batch finished on the host, in the process that packed it); ``image_bytes`` is then 0
+    host_images: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = {name: getattr(self, name) for name in _STATE}
@@ -101,7 +104,7 @@ class PackedBatch:
 
 
 _STATE = ("images", "num_instances", "image_bytes", "crop_bytes", "iscrowd", "drops",
-          "keypoints")
+          "keypoints", "host_images")
 
 
 def _rebuild(buffer: Any, state: dict[str, Any]) -> PackedBatch:
@@ -180,8 +183,13 @@ def pack_samples(
     need_masks: bool = True,
     pin: bool = False,
     shared: bool | str = False,
+    copy_images: bool = True,
 ) -> PackedBatch:
     """Pack samples into one flat buffer (see the module docstring).
+
+    ``copy_images=False``: the images stay where they are (``PackedBatch.host_images``) instead
+    of being copied into the buffer; for a batch finished on the host by the process that packs
+    it, which then reads each image once, from where it is.
 
     ``shared``: write the buffer in shared memory (in a DataLoader worker, so that sending it
     copies nothing): ``True`` fresh shared memory, ``"pooled"`` one of the worker's reused
@@ -301,7 +309,7 @@ def pack_samples(
                               None if inst.keypoints is None or not inst.keypoints.shape[1]
                               else inst.keypoints[rows]))
         image_rows.append([h, w, image_offset, start, n, image_id])
-        image_offset += h * w * 3
+        image_offset += h * w * 3 if copy_images else 0
         start += n
     num = start
     table_bytes = num * 8 * (INT_COLUMNS + FLOAT_COLUMNS)
@@ -323,7 +331,7 @@ def pack_samples(
         buffer[num * 8 * INT_COLUMNS : table_bytes].view(np.float64)[:] = (
             np.concatenate(float_rows).reshape(-1))
     position = table_bytes
-    for image in images:
+    for image in images if copy_images else ():
         size = image.size
         buffer[position : position + size].reshape(image.shape)[:] = image
         position += size
@@ -335,7 +343,8 @@ def pack_samples(
     image_table = np.asarray(image_rows, dtype=np.int64).reshape(-1, 6)
     iscrowd = np.concatenate(crowd_rows) if crowd_rows else np.zeros(0, dtype=bool)
     return PackedBatch(tensor, image_table, num, image_offset, crop_offset, iscrowd, drops,
-                       _stack_keypoints(keypoint_rows, num), segment)
+                       _stack_keypoints(keypoint_rows, num), segment,
+                       None if copy_images else images)
 
 
 def _stack_keypoints(rows: list[tuple[int, int, int, np.ndarray | None]], num: int

@@ -499,3 +499,34 @@ def test_masks_that_do_not_fit_give_a_clear_error(target: str,
     assert not isinstance(caught.value, MemoryError)
     if target != "maskrcnn":  # at a stride the same batch fits
         Collator(target, mask_stride=4)([sample])
+
+
+@pytest.mark.parametrize("target,options", [("maskrcnn", {}), ("rfdetr", {"size": (64, 80)})])
+def test_host_batches_read_images_where_they_are(target: str, options: dict,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """collator(samples) on the CPU does not copy the images into the packed batch first (it
+    reads each from the sample); the batch equals finish(pack(samples)), which copies them."""
+    from instkit.synthetic import make_samples
+
+    samples = make_samples(num_images=5, seed=8, image_size=(90, 120))
+    collator = Collator(target, **options)
+    packed_seen = []
+    real_finish = Collator.finish
+
+    def spy(self: Collator, packed: object) -> object:
+        packed_seen.append(packed)
+        return real_finish(self, packed)
+
+    monkeypatch.setattr(Collator, "finish", spy)
+    direct = collator(samples)
+    assert packed_seen[-1].image_bytes == 0 and len(packed_seen[-1].host_images) == 5
+    copied = collator.finish(collator.pack(samples))
+    assert packed_seen[-1].image_bytes > 0 and packed_seen[-1].host_images is None
+    if target == "rfdetr":
+        assert torch.equal(direct["pixel_values"], copied["pixel_values"])
+        assert torch.equal(direct["pixel_mask"], copied["pixel_mask"])
+    else:
+        for a, b in zip(direct[0], copied[0], strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(direct[1], copied[1], strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
