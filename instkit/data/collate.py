@@ -732,6 +732,19 @@ def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int
                    host_images: Sequence[np.ndarray] | None = None) -> tuple[Any, Any]:
     """``pixel_values`` float32 ``(B, 3, Hp, Wp)`` and ``pixel_mask`` int64 ``(B, Hp, Wp)``,
     every element written once (the images' corners by ``write_images``, the rest here)."""
+    pixel_values, pixel_mask, wait = _start_pixel_tensors(region, offsets, orig, sizes, padded,
+                                                          mean, std, host_images)
+    wait()
+    return pixel_values, pixel_mask
+
+
+def _start_pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
+                         sizes: Sequence[tuple[int, int]], padded: tuple[int, int],
+                         mean: Sequence[float], std: Sequence[float],
+                         host_images: Sequence[np.ndarray] | None
+                         ) -> tuple[Any, Any, Callable[[], None]]:
+    """``_pixel_tensors`` started: the tensors, and the call that waits until they are
+    written (on the host the caller can do other work meanwhile)."""
     device = region.device
     batch = len(sizes)
     hp, wp = padded
@@ -748,28 +761,39 @@ def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int
             view[:, h:, :].zero_()
             view[:, :h, w:].zero_()
 
-    _each_image(one_image, batch, device)
-    return pixel_values, pixel_mask
+    return pixel_values, pixel_mask, _each_image(one_image, batch, device)
 
 
 _EXECUTORS: dict[tuple[int, int], Any] = {}
 
 
-def _each_image(work: Callable[[int], None], count: int, device: Any) -> None:
-    """``work(b)`` for every image; on the host spread over torch's intra-op thread count
-    (OpenCV and torch release the GIL: about 10% faster than OpenCV's own threads on one image
-    after another), inline with one thread (DataLoader workers) or on an accelerator."""
+def _written() -> None:
+    """The wait of work already done."""
+
+
+def _each_image(work: Callable[[int], None], count: int, device: Any
+                ) -> Callable[[], None]:
+    """Start ``work(b)`` for every image and return the call that waits for all of them; on the
+    host spread over torch's intra-op thread count (OpenCV and torch release the GIL: about 10%
+    faster than OpenCV's own threads on one image after another), inline with one thread
+    (DataLoader workers) or on an accelerator."""
     threads = min(torch.get_num_threads(), count) if device.type == "cpu" else 1
     if threads <= 1:
         for b in range(count):
             work(b)
-        return
+        return _written
     from concurrent.futures import ThreadPoolExecutor
 
     key = (os.getpid(), threads)  # a forked process gets its own threads
     if key not in _EXECUTORS:
         _EXECUTORS[key] = ThreadPoolExecutor(threads, thread_name_prefix="instkit-collate")
-    list(_EXECUTORS[key].map(work, range(count)))
+    futures = [_EXECUTORS[key].submit(work, b) for b in range(count)]
+
+    def wait() -> None:
+        for future in futures:
+            future.result()  # raises what the image's work raised
+
+    return wait
 
 
 class Collator:
@@ -949,21 +973,25 @@ class Collator:
                 region, offsets, orig, sizes, padded, self.image_mean, self.image_std,
                 DeferredStrideMasks(crops, _host_ints(packed), grid, starts, counts, orig,
                                     sizes, padded))
-        else:
-            pixel_values, pixel_mask = _pixel_tensors(region, offsets, orig, sizes, padded,
-                                                      self.image_mean, self.image_std,
-                                                      packed.host_images)
-        if self.target == "rfdetr":
-            masks = None if deferred is not None else _stride_masks(
-                crops, _host_ints(packed), grid, starts, counts, orig, sizes, padded, device)
-        else:
-            n_max = max(counts) if batch else 0
-            pad_masks = _mask_grids((batch, n_max, *grid), torch.bool, device,
-                                    f"the batch's padded masks ({batch} images x {n_max} slots)",
-                                    _STRIDE_HINT)
-            paste_crops(crops, _host_ints(packed),
-                        [(pad_masks[b], starts[b], counts[b]) for b in range(batch)],
-                        orig, sizes, [padded] * batch)
+            images_written = _written
+        else:  # the images are written (on the host by other threads) while the masks are made
+            pixel_values, pixel_mask, images_written = _start_pixel_tensors(
+                region, offsets, orig, sizes, padded, self.image_mean, self.image_std,
+                packed.host_images)
+        try:
+            if self.target == "rfdetr":
+                masks = None if deferred is not None else _stride_masks(
+                    crops, _host_ints(packed), grid, starts, counts, orig, sizes, padded, device)
+            else:
+                n_max = max(counts) if batch else 0
+                pad_masks = _mask_grids(
+                    (batch, n_max, *grid), torch.bool, device,
+                    f"the batch's padded masks ({batch} images x {n_max} slots)", _STRIDE_HINT)
+                paste_crops(crops, _host_ints(packed),
+                            [(pad_masks[b], starts[b], counts[b]) for b in range(batch)],
+                            orig, sizes, [padded] * batch)
+        finally:
+            images_written()
         iscrowd = torch.as_tensor(packed.iscrowd, device=device).long()
         labels_all = ints[:, I_LABEL]
         if self.target == "rfdetr":
@@ -1056,7 +1084,7 @@ def _float_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int,
                      (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images[b : b + 1],
                      None if host_images is None else host_images[b : b + 1])
 
-    _each_image(one_image, len(sizes), region.device)
+    _each_image(one_image, len(sizes), region.device)()
     return images
 
 
