@@ -206,7 +206,9 @@ class DeferredTorchvision:
     def build(self, device: Any, non_blocking: bool = False) -> tuple[list[Any], list[Any] | None]:
         """``(images, masks)`` on ``device`` (``masks`` None without crops)."""
         region = self.region.to(device, non_blocking=non_blocking)
-        images = _float_images(region, self.offsets, self.orig, self.sizes, self.host_images)
+        sources = (self.host_images if self.host_images is not None
+                   else _image_views(region, self.offsets, self.orig))
+        images = _float_images(sources, self.sizes, region.device)
         if self.crops is None:
             return images, None
         crops = self.crops.to(device, non_blocking=non_blocking)
@@ -233,29 +235,33 @@ class DeferredImages:
         """``(pixel_values, pixel_mask, masks)`` on ``device``: float32 normalised, int64, and
         the ``(N, Hm, Wm)`` bool masks (None when the batch carries none)."""
         region = self.region.to(device, non_blocking=non_blocking)
-        pixel_values, pixel_mask = _pixel_tensors(region, self.offsets, self.orig, self.sizes,
-                                                  self.padded, self.mean, self.std)
-        masks = None if self.masks is None else self.masks.build(region.device, non_blocking)
+        pixel_values, pixel_mask, written = _start_pixel_tensors(
+            _image_views(region, self.offsets, self.orig), self.sizes, self.padded, self.mean,
+            self.std, region.device)
+        try:  # the masks are made while the images are written
+            masks = None if self.masks is None else self.masks.build(
+                region.device, self.orig, self.sizes, self.padded, non_blocking)
+        finally:
+            written()
         return pixel_values, pixel_mask, masks
 
 
 @dataclass
 class DeferredStrideMasks:
-    """A batch's masks as crops, to be sampled at the stride onto the padded canvas."""
+    """A batch's masks as crops, to be sampled at the stride onto the padded canvas (its
+    images' sizes are ``DeferredImages``')."""
 
     crops: Any  # uint8 crop region
     ints: np.ndarray  # (N, INT_COLUMNS) instance table on the host
     grid: tuple[int, int]
     starts: list[int]
     counts: list[int]
-    orig: list[tuple[int, int]]
-    sizes: list[tuple[int, int]]
-    padded: tuple[int, int]
 
-    def build(self, device: Any, non_blocking: bool = False) -> Any:
+    def build(self, device: Any, orig: list[tuple[int, int]], sizes: list[tuple[int, int]],
+              padded: tuple[int, int], non_blocking: bool = False) -> Any:
         crops = self.crops.to(device, non_blocking=non_blocking)
-        return _stride_masks(crops, self.ints, self.grid, self.starts, self.counts, self.orig,
-                             self.sizes, self.padded, crops.device)
+        return _stride_masks(crops, self.ints, self.grid, self.starts, self.counts, orig, sizes,
+                             padded, crops.device)
 
 
 def _stride_masks(crops: Any, ints: np.ndarray, grid: tuple[int, int], starts: Sequence[int],
@@ -669,12 +675,11 @@ def _mask_grids(shape: tuple[int, ...], dtype: Any, device: Any, what: str, hint
         raise CollateError(f"{message}, which cannot be allocated on {device}: {hint}") from None
 
 
-def write_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
-                 sizes: Sequence[tuple[int, int]], mean: Sequence[float], std: Sequence[float],
-                 outs: Sequence[Any], host_images: Sequence[np.ndarray] | None = None) -> None:
-    """Write each packed uint8 ``(h, w, 3)`` image, resized to ``sizes[b]`` and normalised
-    (``(x / 255 - mean) / std``), into the float32 ``(3, rh, rw)`` view ``outs[b]``; on the
-    host, image ``b`` is read from ``host_images[b]`` when given (not copied into the batch).
+def write_images(images: Sequence[Any], sizes: Sequence[tuple[int, int]],
+                 mean: Sequence[float], std: Sequence[float], outs: Sequence[Any]) -> None:
+    """Write each uint8 ``(h, w, 3)`` image (an array, or a view of a packed batch on the
+    outputs' device), resized to ``sizes[b]`` and normalised (``(x / 255 - mean) / std``),
+    into the float32 ``(3, rh, rw)`` view ``outs[b]``.
 
     One float pass per image at its original size, then the bilinear resize (half-pixel
     centres, no antialias: what the processor does) writes the output once. Normalising
@@ -684,15 +689,16 @@ def write_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, 
     torch's transpose + ``addcmul``; ``resize``: over 10x torch's bilinear kernel, within 1e-5
     of it).
     """
-    device = region.device
+    if not outs:
+        return
+    device = outs[0].device
     if device.type == "cpu":
         scale = [1.0 / (255.0 * float(s)) for s in std]
         bias = [-float(m) / float(s) for m, s in zip(mean, std, strict=True)]
-        for b, ((h, w), (rh, rw)) in enumerate(zip(orig, sizes, strict=True)):
-            image = (host_images[b] if host_images is not None else
-                     region[offsets[b] : offsets[b] + h * w * 3].numpy().reshape(h, w, 3))
-            planes = cv2.split(image)
-            target = outs[b].numpy()
+        for source, (rh, rw), out in zip(images, sizes, outs, strict=True):
+            planes = cv2.split(np.asarray(source))
+            h, w = planes[0].shape
+            target = out.numpy()
             same = (rh, rw) == (h, w)
             for c in range(3):
                 dst = target[c] if same else np.empty((h, w), np.float32)
@@ -705,18 +711,22 @@ def write_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, 
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
     scale_t = 1.0 / (255.0 * std_t)
     bias_t = -torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1) / std_t
-    for b, ((h, w), (rh, rw)) in enumerate(zip(orig, sizes, strict=True)):
-        start = offsets[b]
-        packed = (torch.as_tensor(host_images[b], device=device) if host_images is not None
-                  else region[start : start + h * w * 3].view(h, w, 3))
+    for source, (rh, rw), out in zip(images, sizes, outs, strict=True):
         # channel transpose in uint8 first: the float pass then reads memory in order
-        image = packed.permute(2, 0, 1).contiguous()
-        if (rh, rw) == (h, w):
-            torch.addcmul(bias_t, image, scale_t, out=outs[b])
+        image = torch.as_tensor(source, device=device).permute(2, 0, 1).contiguous()
+        if tuple(image.shape[1:]) == (rh, rw):
+            torch.addcmul(bias_t, image, scale_t, out=out)
             continue
         small = torch.addcmul(bias_t, image, scale_t)
-        outs[b].copy_(F.interpolate(small[None], size=(rh, rw), mode="bilinear",
-                                    align_corners=False, antialias=False)[0])
+        out.copy_(F.interpolate(small[None], size=(rh, rw), mode="bilinear",
+                                align_corners=False, antialias=False)[0])
+
+
+def _image_views(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]]
+                 ) -> list[Any]:
+    """Each packed image of a batch's region as a uint8 ``(h, w, 3)`` view (no copy)."""
+    return [region[start : start + h * w * 3].view(h, w, 3)
+            for start, (h, w) in zip(offsets, orig, strict=True)]
 
 
 def _into(done: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -726,26 +736,13 @@ def _into(done: np.ndarray, target: np.ndarray) -> np.ndarray:
     return target
 
 
-def _pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
-                   sizes: Sequence[tuple[int, int]], padded: tuple[int, int],
-                   mean: Sequence[float], std: Sequence[float],
-                   host_images: Sequence[np.ndarray] | None = None) -> tuple[Any, Any]:
+def _start_pixel_tensors(images: Sequence[Any], sizes: Sequence[tuple[int, int]],
+                         padded: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                         device: Any) -> tuple[Any, Any, Callable[[], None]]:
     """``pixel_values`` float32 ``(B, 3, Hp, Wp)`` and ``pixel_mask`` int64 ``(B, Hp, Wp)``,
-    every element written once (the images' corners by ``write_images``, the rest here)."""
-    pixel_values, pixel_mask, wait = _start_pixel_tensors(region, offsets, orig, sizes, padded,
-                                                          mean, std, host_images)
-    wait()
-    return pixel_values, pixel_mask
-
-
-def _start_pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
-                         sizes: Sequence[tuple[int, int]], padded: tuple[int, int],
-                         mean: Sequence[float], std: Sequence[float],
-                         host_images: Sequence[np.ndarray] | None
-                         ) -> tuple[Any, Any, Callable[[], None]]:
-    """``_pixel_tensors`` started: the tensors, and the call that waits until they are
-    written (on the host the caller can do other work meanwhile)."""
-    device = region.device
+    every element written once (the images' corners by ``write_images``, the rest here), and
+    the call that waits until they are written (on the host the caller can do other work
+    meanwhile)."""
     batch = len(sizes)
     hp, wp = padded
     pixel_values = _empty((batch, 3, hp, wp), torch.float32, device)
@@ -753,9 +750,8 @@ def _start_pixel_tensors(region: Any, offsets: Sequence[int], orig: Sequence[tup
 
     def one_image(b: int) -> None:
         h, w = sizes[b]
-        write_images(region, offsets[b : b + 1], orig[b : b + 1], sizes[b : b + 1], mean, std,
-                     [pixel_values[b, :, :h, :w]],
-                     None if host_images is None else host_images[b : b + 1])
+        write_images(images[b : b + 1], sizes[b : b + 1], mean, std,
+                     [pixel_values[b, :, :h, :w]])
         pixel_mask[b, :h, :w] = 1
         for view in (pixel_values[b], pixel_mask[b][None]):
             view[:, h:, :].zero_()
@@ -971,13 +967,13 @@ class Collator:
         if self.defer_images:  # RF-DETR: images uint8 and masks as crops until the device
             deferred = DeferredImages(
                 region, offsets, orig, sizes, padded, self.image_mean, self.image_std,
-                DeferredStrideMasks(crops, _host_ints(packed), grid, starts, counts, orig,
-                                    sizes, padded))
+                DeferredStrideMasks(crops, _host_ints(packed), grid, starts, counts))
             images_written = _written
         else:  # the images are written (on the host by other threads) while the masks are made
+            sources = (packed.host_images if packed.host_images is not None
+                       else _image_views(region, offsets, orig))
             pixel_values, pixel_mask, images_written = _start_pixel_tensors(
-                region, offsets, orig, sizes, padded, self.image_mean, self.image_std,
-                packed.host_images)
+                sources, sizes, padded, self.image_mean, self.image_std, device)
         try:
             if self.target == "rfdetr":
                 masks = None if deferred is not None else _stride_masks(
@@ -1073,19 +1069,17 @@ def _deferred_torchvision(packed: PackedBatch, region: Any, crops: Any | None,
         [int(v) for v in table[:, IM_START]], packed.host_images)
 
 
-def _float_images(region: Any, offsets: Sequence[int], orig: Sequence[tuple[int, int]],
-                  sizes: Sequence[tuple[int, int]],
-                  host_images: Sequence[np.ndarray] | None = None) -> list[Any]:
+def _float_images(images: Sequence[Any], sizes: Sequence[tuple[int, int]], device: Any
+                  ) -> list[Any]:
     """``(3, h, w)`` float32 images in [0, 1] (not normalised: torchvision's models do it)."""
-    images = [_empty((3, h, w), torch.float32, region.device) for h, w in sizes]
+    outs = [_empty((3, h, w), torch.float32, device) for h, w in sizes]
 
     def one_image(b: int) -> None:
-        write_images(region, offsets[b : b + 1], orig[b : b + 1], sizes[b : b + 1],
-                     (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), images[b : b + 1],
-                     None if host_images is None else host_images[b : b + 1])
+        write_images(images[b : b + 1], sizes[b : b + 1], (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                     outs[b : b + 1])
 
-    _each_image(one_image, len(sizes), region.device)()
-    return images
+    _each_image(one_image, len(sizes), device)()
+    return outs
 
 
 def _maskrcnn_masks(crops: Any, ints: np.ndarray, orig: Sequence[tuple[int, int]],

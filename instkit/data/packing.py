@@ -344,7 +344,7 @@ def pack_samples(
     iscrowd = np.concatenate(crowd_rows) if crowd_rows else np.zeros(0, dtype=bool)
     return PackedBatch(tensor, image_table, num, image_offset, crop_offset, iscrowd, drops,
                        _stack_keypoints(keypoint_rows, num), segment,
-                       None if copy_images else images)
+                       None if copy_images else [np.ascontiguousarray(im) for im in images])
 
 
 def _stack_keypoints(rows: list[tuple[int, int, int, np.ndarray | None]], num: int

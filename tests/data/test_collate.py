@@ -530,3 +530,26 @@ def test_host_batches_read_images_where_they_are(target: str, options: dict,
             assert torch.equal(a, b)
         for a, b in zip(direct[1], copied[1], strict=True):
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_host_batches_take_strided_images() -> None:
+    """Images read where they are may be views (a flip, a crop of a larger array): the batch
+    equals the one built from contiguous copies."""
+    from instkit.sample import Sample
+    from instkit.synthetic import make_samples
+
+    base = make_samples(num_images=3, seed=9, image_size=(60, 84))
+    wider = np.pad(base[0].image, ((0, 0), (0, 9), (0, 0)))
+    views = [Sample.from_array(wider[:, :84], base[0].instances, base[0].image_id),
+             Sample.from_array(base[1].image[:, ::-1], base[1].instances, base[1].image_id),
+             base[2]]
+    copies = [Sample.from_array(np.ascontiguousarray(v.image), v.instances, v.image_id)
+              for v in views]
+    assert not views[0].image.flags.c_contiguous and not views[1].image.flags.c_contiguous
+    for target, options in (("maskrcnn", {}), ("rfdetr", {"size": (64, 80)})):
+        collator = Collator(target, **options)
+        a, b = collator(views), collator(copies)
+        if target == "rfdetr":
+            assert torch.equal(a["pixel_values"], b["pixel_values"])
+        else:
+            assert all(torch.equal(x, y) for x, y in zip(a[0], b[0], strict=True))

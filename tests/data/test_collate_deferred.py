@@ -30,11 +30,9 @@ def varied() -> list:
 def test_resize_equals_torch_bilinear(out_size: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    region = torch.from_numpy(image.reshape(-1).copy())
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     out = torch.full((3, out_size[0] + 3, out_size[1] + 5), 7.0)
-    write_images(region, [0], [(96, 128)], [out_size], mean, std,
-                 [out[:, : out_size[0], : out_size[1]]])
+    write_images([image], [out_size], mean, std, [out[:, : out_size[0], : out_size[1]]])
     planar = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     expect = F.interpolate(planar, size=out_size, mode="bilinear", align_corners=False)[0]
     expect = (expect - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
