@@ -368,10 +368,7 @@ def warp_bitmap(item: BitmapMask, h: Homography, interpolation: int = cv2.INTER_
         # the map is monotonic, so the sampled rows and columns are each one run: rows then
         # columns by plain gathers (a 2-D ``ix_`` gather is about 6x slower)
         r0, r1, c0, c1 = row_at[0], row_at[-1] + 1, col_at[0], col_at[-1] + 1
-        if r1 - r0 == row_at.size and c1 - c0 == col_at.size:
-            window[r0:r1, c0:c1] = item.bitmap[rows[r0:r1]][:, cols[c0:c1]]
-        else:
-            window[np.ix_(row_at, col_at)] = item.bitmap[np.ix_(rows[row_at], cols[col_at])]
+        window[r0:r1, c0:c1] = item.bitmap[rows[r0:r1]][:, cols[c0:c1]]
     else:
         local = _shift(-x0, -y0) @ h.centre_matrix @ _shift(ox, oy)
         src = np.ascontiguousarray(item.bitmap, dtype=np.uint8)
