@@ -859,6 +859,8 @@ def evaluate(
     unknown = [t for t in iou_types if t not in IOU_TYPES]
     if unknown or not iou_types:
         raise ValueError(f"iou_types must be a non-empty subset of {IOU_TYPES}, got {iou_types}")
+    if isinstance(score_threshold, str) and score_threshold != "f1":
+        raise ValueError(f"score_threshold must be a number or 'f1', got {score_threshold!r}")
     gt = _ground_truth_table(ground_truth, categories)
     disable = None if progress is None else not progress
     sample_predictions: list[Sample] | None = None
@@ -889,8 +891,6 @@ def evaluate(
                     r["bbox"] = [float(v) for v in mask_utils.toBbox(r["segmentation"])]
         gt_columns = _gt_columns(gt, "segm" in iou_types, bar)
 
-        if isinstance(score_threshold, str) and score_threshold != "f1":
-            raise ValueError(f"score_threshold must be a number or 'f1', got {score_threshold!r}")
         out = EvaluationResult(num_images=len(gt.order), num_predictions=len(results),
                                score_threshold=(0.5 if score_threshold == "f1"
                                                 else float(score_threshold)),

@@ -611,8 +611,8 @@ def train(
                                              or last_epoch)
         if evaluate:
             assert val_data is not None
-            last_eval, last_predictions, improved = _validate(loop, adapter, val_data, val_transform, record,
-                                            progress, final=last_epoch)
+            last_eval, last_predictions, improved = _validate(
+                loop, adapter, val_data, val_transform, record, progress, final=last_epoch)
         elif val_data is None:
             improved = True  # without validation data the latest weights are the best known
             progress.best_epoch = epoch
