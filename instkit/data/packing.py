@@ -323,8 +323,10 @@ def pack_samples(
         else:
             tensor = torch.empty(0, dtype=torch.uint8).set_(
                 torch.UntypedStorage._new_shared(max(total, 1)))[:total]
-    else:
-        tensor = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+    elif pin:
+        tensor = torch.empty(total, dtype=torch.uint8, pin_memory=True)
+    else:  # reused host memory (a fresh buffer can pay a page fault per 4 KiB written)
+        tensor = buffers.host_empty((total,), torch.uint8)
     buffer = tensor.numpy()
     if num:
         buffer[: num * 8 * INT_COLUMNS].view(np.int64)[:] = np.concatenate(int_rows).reshape(-1)

@@ -83,6 +83,11 @@ PROJECTIVE = frozenset({
 _NEEDS_BOXES = frozenset({"RandomSizedBBoxSafeCrop", "BBoxSafeRandomCrop",
                           "AtLeastOneBBoxRandomCrop"})
 _SERIAL = ("Sequential", "SomeOf", "Compose")
+# Flips: nothing drawn but whether they apply, and their maps (pixel-edge coordinates) known.
+_FLIPS = {
+    A.HorizontalFlip: lambda size: Homography.scale_translate(-1.0, size[1], 1.0, 0.0, size),
+    A.VerticalFlip: lambda size: Homography.scale_translate(1.0, 0.0, -1.0, size[0], size),
+}
 
 
 def _leaves(transform: Any) -> list[Any]:
@@ -348,8 +353,9 @@ class Augment:
     # composes --------------------------------------------------------------------------------
 
     def _compose(self, index: int, mode: str) -> Any:
-        """The Compose running transform ``index`` in ``mode`` (``image``, ``points``,
-        ``boxes`` or ``dense``), built once."""
+        """The Compose running transform ``index`` in ``mode`` (``image``, ``applied``: the
+        image and whether the transform applied, ``points``, ``boxes`` or ``dense``), built
+        once."""
         key = (index, mode)
         if key not in self._composes:
             kwargs: dict[str, Any] = {"p": 1.0, "telemetry": False, "seed": self.seed}
@@ -362,7 +368,7 @@ class Augment:
                     kwargs["bbox_params"] = A.BboxParams(
                         coord_format="pascal_voc", min_visibility=0.0, min_area=0.0,
                         clip_bboxes_on_input=True, filter_invalid_bboxes=False)
-                if mode == "dense":
+                if mode in ("dense", "applied"):
                     kwargs["save_applied_params"] = True
                 self._composes[key] = A.Compose([self.transforms[index]], **kwargs)
         return self._composes[key]
@@ -450,6 +456,14 @@ class Augment:
             nh, nw = state.size
             if (nh, nw) != (h, w):
                 self._move(state, resize_map((h, w), (nh, nw)), name)
+            return
+        flip = _FLIPS.get(type(self.transforms[index]))
+        if flip is not None:
+            # whether it applied is all there is to learn: the map is known
+            out = self._compose(index, "applied")(image=state.image, invocation_seed=unit_seed)
+            state.image = _contiguous(out["image"])
+            if out["applied_transforms"]:
+                self._move(state, flip((h, w)), name)
             return
         points = control_points((h, w))
         needs_boxes = any(type(leaf).__name__ in _NEEDS_BOXES

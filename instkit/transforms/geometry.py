@@ -18,6 +18,7 @@ Nothing here allocates more than one object's window at a time.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -244,9 +245,14 @@ def _mask_matrix(h: Homography) -> np.ndarray:
     matrix = h.matrix.copy()
     for axis, scale in ((0, aligned[0]), (1, aligned[2])):
         if scale > 0 and abs(scale - 1.0) > 1e-12:
-            q = (1 / Fraction(scale).limit_denominator(1 << 20)).denominator
-            matrix[axis, 2] += 0.5 - scale / (2 * q)
+            matrix[axis, 2] += 0.5 - scale / (2 * _inverse_denominator(scale))
     return matrix
+
+
+@functools.lru_cache(maxsize=4096)
+def _inverse_denominator(scale: float) -> int:
+    """``q`` of ``1 / scale = p / q`` in lowest terms (a pipeline meets the same few scales)."""
+    return (1 / Fraction(scale).limit_denominator(1 << 20)).denominator
 
 
 def warp_polygons(items: list[PolygonMask], h: Homography, sampling: str = "opencv"

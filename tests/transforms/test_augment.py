@@ -203,3 +203,41 @@ def test_mosaic_and_copy_paste_give_unique_ids_and_sources() -> None:
     assert mixed > 0
     again = bound(sample, seed=3)
     assert again.instances == bound(sample, seed=3).instances
+
+
+def test_flips_by_their_known_map_equal_the_solved_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flips skip the control points (only whether they applied is learned): the same rows,
+    masks (polygons and crowd bitmaps), boxes and pixels as solving their map from
+    albumentationsx's keypoints."""
+    from instkit.transforms import augment as augment_module
+    from instkit.transforms.geometry import control_points, solve_homography
+
+    for flip, size in ((A.HorizontalFlip, (37, 53)), (A.VerticalFlip, (41, 29))):
+        known = augment_module._FLIPS[flip](size)
+        points = control_points(size)
+        moved = A.Compose([flip(p=1.0)], keypoint_params=A.KeypointParams(coord_format="xy"),
+                          telemetry=False)(image=np.zeros((*size, 3), np.uint8),
+                                           keypoints=points)["keypoints"]
+        solved = solve_homography(points, np.asarray(moved)[:, :2], size)
+        assert solved is not None
+        np.testing.assert_array_equal(known.matrix, solved.matrix)
+    samples = make_samples(6, seed=3, image_size=(96, 128), crowd_probability=0.5)
+    transforms = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Resize(90, 70)]
+    unflipped = [Augment([A.Resize(90, 70)])(s, seed=0).image for s in samples]
+
+    def run() -> list[Sample]:
+        aug = Augment(transforms)
+        return [aug(s, seed=k) for k in range(4) for s in samples]
+
+    fast = run()
+    monkeypatch.setattr(augment_module, "_FLIPS", {})
+    slow = run()
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert a.instances.masks == b.instances.masks
+        np.testing.assert_array_equal(a.instances.boxes, b.instances.boxes)
+        np.testing.assert_array_equal(a.instances.ids, b.instances.ids)
+    flipped = sum(not np.array_equal(out.image, unflipped[j % len(samples)])
+                  for j, out in enumerate(fast))
+    assert 0 < flipped < len(fast)
+    assert any(k == "bitmap" for out in fast for k in out.instances.masks.kinds)
