@@ -26,6 +26,12 @@ also held by the main process once sent:
 - the worker reuses a segment only when that flag is 0 and nothing in the worker views it;
 - a batch pickled a second time, a full pool, or a system without ``memfd_create`` falls back to
   fresh shared memory: slower, never shared by two batches.
+
+How the receiver gets the segment: the first time, as a descriptor passed over a socket
+(multiprocessing's ``DupFd``: a connection, an authentication handshake and a thread in the
+worker, per batch). The receiver then checks whether it can open the worker's descriptor itself
+(``/proc/<pid>/fd/<fd>``, the same file) and, if so, says so in the header's next 8 bytes; from
+then on the worker sends only the descriptor's number and the receiver opens it there.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-HEADER = 64  # the in-use flag, padded so the batch's int64 / float64 tables stay aligned
+HEADER = 64  # the two flags, padded so the batch's int64 / float64 tables stay aligned
+_IN_USE = slice(0, 8)  # 1 while the receiver holds the segment
+_REOPENS = slice(8, 16)  # 1 once the receiver has opened the segment by its /proc path
 POOL_SIZE = 4  # per worker: DataLoader keeps up to prefetch_factor (2) batches in flight
 _GROWTH = 1.25  # headroom: the next batch's crops may take a little more room
 
@@ -49,7 +57,7 @@ class _SharedMapping(mmap.mmap):
 
     def __del__(self) -> None:
         if self.release_on_delete and not self.closed:
-            self[0:8] = bytes(8)
+            self[_IN_USE] = bytes(8)
             self.close()
 
 
@@ -66,7 +74,7 @@ class Segment:
 
     def in_use(self) -> bool:
         local = sys.getrefcount(self.mapping) > _POOL_REFS
-        return local or self.mapping[0:8] != bytes(8)
+        return local or self.mapping[_IN_USE] != bytes(8)
 
 
 # references to a pooled mapping that are not a batch's: the segment's attribute and
@@ -137,30 +145,60 @@ def _close(segment: Segment) -> None:
     os.close(segment.fd)
 
 
-def send(segment: Segment) -> Any | None:
-    """Mark ``segment`` as held by the receiver and return its descriptor, wrapped for
-    pickling (None when it was already sent: the caller then sends a copy)."""
+def send(segment: Segment) -> tuple[Any, int] | None:
+    """Mark ``segment`` as held by the receiver; return how the receiver reaches it --
+    ``(DupFd or None, this process's descriptor number)``, None meaning "by its /proc path" --
+    or None when it was already sent (the caller then sends a copy)."""
     from multiprocessing.reduction import DupFd
 
     if segment.sent or segment.pid != os.getpid():
         return None
     segment.sent = True
-    segment.mapping[0:8] = (1).to_bytes(8, "little")
-    return DupFd(segment.fd)
+    segment.mapping[_IN_USE] = (1).to_bytes(8, "little")
+    reopens = segment.mapping[_REOPENS] != bytes(8)
+    return (None if reopens else DupFd(segment.fd)), segment.fd
 
 
-def receive(wrapped_fd: Any, capacity: int, nbytes: int) -> Any:
+def receive(wrapped_fd: Any, worker_fd: int, sender: Received, capacity: int,
+            nbytes: int) -> Any:
     """The receiving side: map the segment and view its batch (a 1-D uint8 tensor); when the
     last view is gone the segment goes back to the sender's pool."""
     import torch
 
-    fd = wrapped_fd.detach()
+    path = f"/proc/{sender.pid}/fd/{worker_fd}"
+    if wrapped_fd is None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise OSError(f"a batch's shared memory cannot be opened at {path} (sent by "
+                          f"process {sender.pid}, which this process could reach before): "
+                          f"{exc}") from None
+        reopened = False
+    else:
+        fd = wrapped_fd.detach()
+        reopened = _same_file(fd, path)
     try:
         mapping = _SharedMapping(fd, capacity)
     finally:
         os.close(fd)
     mapping.release_on_delete = True
+    if reopened:
+        mapping[_REOPENS] = (1).to_bytes(8, "little")
     return torch.frombuffer(mapping, dtype=torch.uint8, offset=HEADER, count=nbytes)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` opens the file ``fd`` is (a process in another PID namespace, or one
+    not allowed to read the sender's descriptors, cannot)."""
+    try:
+        other = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        a, b = os.fstat(fd), os.fstat(other)
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    finally:
+        os.close(other)
 
 
 # --- host blocks ------------------------------------------------------------------------------

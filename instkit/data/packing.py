@@ -78,10 +78,10 @@ class PackedBatch:
     def __reduce__(self) -> tuple[Any, ...]:
         state = {name: getattr(self, name) for name in _STATE}
         if isinstance(self.segment, buffers.Segment):
-            wrapped = buffers.send(self.segment)
-            if wrapped is not None:  # the receiver maps the segment: nothing is copied
+            reach = buffers.send(self.segment)
+            if reach is not None:  # the receiver maps the segment: nothing is copied
                 sender = buffers.Received(self.segment.pid, self.segment.ident)
-                return _rebuild_from_segment, (wrapped, self.segment.capacity, self.nbytes,
+                return _rebuild_from_segment, (*reach, self.segment.capacity, self.nbytes,
                                                sender, state)
         return _rebuild, (self.buffer, state)
 
@@ -111,9 +111,10 @@ def _rebuild(buffer: Any, state: dict[str, Any]) -> PackedBatch:
     return PackedBatch(buffer, **state)
 
 
-def _rebuild_from_segment(wrapped_fd: Any, capacity: int, nbytes: int, sender: buffers.Received,
-                          state: dict[str, Any]) -> PackedBatch:
-    return PackedBatch(buffers.receive(wrapped_fd, capacity, nbytes), **state, segment=sender)
+def _rebuild_from_segment(wrapped_fd: Any, worker_fd: int, capacity: int, nbytes: int,
+                          sender: buffers.Received, state: dict[str, Any]) -> PackedBatch:
+    return PackedBatch(buffers.receive(wrapped_fd, worker_fd, sender, capacity, nbytes), **state,
+                       segment=sender)
 
 
 def _as_rgb(image: Any, index: int, image_id: int) -> np.ndarray:

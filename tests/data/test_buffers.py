@@ -53,6 +53,39 @@ def test_segments_are_reused_once_let_go_and_batches_stay_exact(samples: list) -
 
 
 @needs_memfd
+@pytest.mark.parametrize("reachable", [True, False])
+def test_a_segment_passes_its_descriptor_once_when_the_receiver_can_reopen_it(
+        samples: list, monkeypatch: pytest.MonkeyPatch, reachable: bool) -> None:
+    """A descriptor over a socket costs a connection and a handshake per batch: once the main
+    process has checked that it can open the worker's descriptor by its /proc path, later
+    batches in that segment send only its number. Where it cannot, every batch passes it."""
+    ways: list[tuple[int, bool]] = []
+    receive = buffers.receive
+
+    def spy(wrapped_fd, worker_fd, sender, capacity, nbytes):  # type: ignore[no-untyped-def]
+        ways.append((sender.ident, wrapped_fd is not None))
+        return receive(wrapped_fd, worker_fd, sender, capacity, nbytes)
+
+    monkeypatch.setattr(buffers, "receive", spy)
+    if not reachable:
+        monkeypatch.setattr(buffers, "_same_file", lambda fd, path: False)
+    collator = Collator("maskrcnn")
+    loader = DataLoader(InstanceDataset(samples), batch_size=2, num_workers=1,
+                        collate_fn=collator.pack)
+    for k, packed in enumerate(loader):
+        _same(collator.finish(packed), collator(samples[2 * k : 2 * k + 2]))
+        del packed
+        gc.collect()
+    assert len(ways) == 12
+    passed = [ident for ident, by_socket in ways if by_socket]
+    if reachable:
+        assert sorted(passed) == sorted(set(passed))  # once per segment
+        assert len(passed) == len({ident for ident, _ in ways}) < len(ways)
+    else:
+        assert len(passed) == len(ways)
+
+
+@needs_memfd
 def test_a_held_batch_is_never_overwritten(samples: list) -> None:
     collator = Collator("maskrcnn")
     loader = DataLoader(InstanceDataset(samples), batch_size=2, num_workers=1,
