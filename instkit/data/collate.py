@@ -772,6 +772,23 @@ def _start_pixel_tensors(images: Sequence[Any], sizes: Sequence[tuple[int, int]]
     return pixel_values, pixel_mask, _each_image(one_image, batch, device)
 
 
+@dataclass
+class _StartedPixels:
+    """``pixel_values`` / ``pixel_mask`` whose writing started before the batch was packed."""
+
+    images: list[np.ndarray]
+    padded: tuple[int, int]
+    pixel_values: Any
+    pixel_mask: Any
+    wait: Callable[[], None]
+
+    def matches(self, packed: PackedBatch, padded: tuple[int, int]) -> bool:
+        """Whether they are this batch's: the same image arrays, read where they are."""
+        host = packed.host_images
+        return (host is not None and padded == self.padded and len(host) == len(self.images)
+                and all(a is b for a, b in zip(host, self.images, strict=True)))
+
+
 _EXECUTORS: dict[tuple[int, int], Any] = {}
 
 
@@ -874,7 +891,11 @@ class Collator:
 
     def _pack(self, items: Sequence[Any], shared_as: str | bool,
               copy_images: bool = True) -> PackedBatch:
-        samples = [_as_sample(item, i) for i, item in enumerate(items)]
+        return self._pack_samples([_as_sample(item, i) for i, item in enumerate(items)],
+                                  shared_as, copy_images)
+
+    def _pack_samples(self, samples: list[Sample], shared_as: str | bool,
+                      copy_images: bool = True) -> PackedBatch:
         if not samples:
             raise CollateError("cannot collate an empty batch")
         pin = self.device.type == "cuda" and torch.cuda.is_available()
@@ -891,12 +912,47 @@ class Collator:
         # shared memory; images finished on the host are read from where they are, not copied
         # into the batch first
         on_host = self.device.type == "cpu" and not self.defer_images
-        return self.finish(self._pack(items, True, copy_images=not on_host))
+        samples = [_as_sample(item, i) for i, item in enumerate(items)]
+        started = self._start_host_pixels(samples) if on_host else None
+        try:
+            packed = self._pack_samples(samples, True, copy_images=not on_host)
+        except BaseException:
+            if started is not None:
+                started.wait()
+            raise
+        return self._finish(packed, started)
+
+    def _start_host_pixels(self, samples: list[Sample]) -> _StartedPixels | None:
+        """RF-DETR / instance batches on the host: start writing ``pixel_values`` and
+        ``pixel_mask`` on the other threads before packing, which is one thread's work (rasterising
+        polygons, cutting crops) that would otherwise leave the rest of the cores idle. None where
+        anything is unusual (packing then says what, and the images start after it)."""
+        if self.target not in ("rfdetr", "instances") or torch.get_num_threads() < 2:
+            return None
+        images = []
+        for sample in samples:
+            image = np.asarray(sample.image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                return None
+            images.append(np.ascontiguousarray(image))
+        sizes = [resized_size((int(im.shape[0]), int(im.shape[1])), self.size) for im in images]
+        if not images or any(h <= 0 or w <= 0 for h, w in sizes):
+            return None
+        try:
+            padded = self._padded_size(sizes)
+        except CollateError:
+            return None
+        pixel_values, pixel_mask, wait = _start_pixel_tensors(
+            images, sizes, padded, self.image_mean, self.image_std, self.device)
+        return _StartedPixels(images, padded, pixel_values, pixel_mask, wait)
 
     # device side -----------------------------------------------------------------------------
 
     def finish(self, packed: PackedBatch) -> Any:
         """Device half: ``PackedBatch`` -> the target's batch on ``self.device``."""
+        return self._finish(packed, None)
+
+    def _finish(self, packed: PackedBatch, started: _StartedPixels | None) -> Any:
         device = self.device
         non_blocking = device.type == "cuda" and packed.buffer.is_pinned()
         buffer = packed.buffer.to(device, non_blocking=non_blocking)
@@ -933,7 +989,7 @@ class Collator:
         if self.target == "maskrcnn":
             return self._maskrcnn(packed, ints, image_region, crops, orig, sizes, boxes, area, info)
         return self._padded(packed, ints, image_region, crops, orig, sizes, padded, boxes, area,
-                            info)
+                            info, started)
 
     def _padded_size(self, sizes: list[tuple[int, int]]) -> tuple[int, int]:
         high = max(s[0] for s in sizes)
@@ -961,7 +1017,8 @@ class Collator:
 
     def _padded(self, packed: PackedBatch, ints: Any, region: Any, crops: Any,
                 orig: list[tuple[int, int]], sizes: list[tuple[int, int]],
-                padded: tuple[int, int] | None, boxes: Any, area: Any, info: BatchInfo) -> Any:
+                padded: tuple[int, int] | None, boxes: Any, area: Any, info: BatchInfo,
+                started: _StartedPixels | None = None) -> Any:
         assert padded is not None
         device = region.device
         table = packed.images
@@ -981,7 +1038,13 @@ class Collator:
                 region, offsets, orig, sizes, padded, self.image_mean, self.image_std,
                 DeferredStrideMasks(crops, _host_ints(packed), grid, starts, counts))
             images_written = _written
+        elif started is not None and started.matches(packed, padded):
+            # already being written (since before packing)
+            pixel_values, pixel_mask = started.pixel_values, started.pixel_mask
+            images_written = started.wait
         else:  # the images are written (on the host by other threads) while the masks are made
+            if started is not None:
+                started.wait()
             sources = (packed.host_images if packed.host_images is not None
                        else _image_views(region, offsets, orig))
             pixel_values, pixel_mask, images_written = _start_pixel_tensors(

@@ -511,17 +511,22 @@ def test_host_batches_read_images_where_they_are(target: str, options: dict,
     samples = make_samples(num_images=5, seed=8, image_size=(90, 120))
     collator = Collator(target, **options)
     packed_seen = []
-    real_finish = Collator.finish
+    started_seen = []
+    real_finish = Collator._finish
 
-    def spy(self: Collator, packed: object) -> object:
+    def spy(self: Collator, packed: object, started: object) -> object:
         packed_seen.append(packed)
-        return real_finish(self, packed)
+        started_seen.append(started)
+        return real_finish(self, packed, started)
 
-    monkeypatch.setattr(Collator, "finish", spy)
+    monkeypatch.setattr(Collator, "_finish", spy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the images start before packing
     direct = collator(samples)
     assert packed_seen[-1].image_bytes == 0 and len(packed_seen[-1].host_images) == 5
+    assert (started_seen[-1] is not None) == (target == "rfdetr")
     copied = collator.finish(collator.pack(samples))
     assert packed_seen[-1].image_bytes > 0 and packed_seen[-1].host_images is None
+    assert started_seen[-1] is None
     if target == "rfdetr":
         assert torch.equal(direct["pixel_values"], copied["pixel_values"])
         assert torch.equal(direct["pixel_mask"], copied["pixel_mask"])
@@ -553,3 +558,24 @@ def test_host_batches_take_strided_images() -> None:
             assert torch.equal(a["pixel_values"], b["pixel_values"])
         else:
             assert all(torch.equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+
+
+def test_a_batch_whose_images_started_before_packing_still_fails_cleanly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """RF-DETR images start on other threads before packing; a sample that packing refuses
+    still raises its error (after those threads are done), and a good batch is unchanged."""
+    from instkit.sample import Sample
+    from instkit.synthetic import make_samples
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    samples = make_samples(num_images=3, seed=12, image_size=(60, 84))
+    collator = Collator("rfdetr", size=(64, 80))
+    boxes_only = Instances(image_size=(60, 84), boxes=[[1.0, 2.0, 30.0, 40.0]], labels=[1])
+    bad = Sample.from_array(np.zeros((60, 84, 3), np.uint8), boxes_only, 99)
+    with pytest.raises(CollateError, match="needs masks") as caught:
+        collator([samples[0], bad, samples[2]])
+    assert caught.value.location.image_id == 99
+    good = collator(samples)
+    again = collator.finish(collator.pack(samples))
+    for key in ("pixel_values", "pixel_mask"):
+        assert torch.equal(good[key], again[key])
