@@ -517,8 +517,8 @@ class Augment:
                 if row.box[2] <= row.box[0] or row.box[3] <= row.box[1]:
                     row.dropped = ("cropped_out", f"{what} moved its box out of the frame")
                     continue
-            shown = visible_fraction(extent, size)
-            if self.min_visibility > 0 and shown < self.min_visibility:
+            if self.min_visibility > 0 and (
+                    shown := visible_fraction(extent, size)) < self.min_visibility:
                 row.dropped = ("below_min_visibility",
                                f"{what}: visible share of its box {shown:.3f} < "
                                f"min_visibility={self.min_visibility:g}")

@@ -273,12 +273,13 @@ def warp_polygons(items: list[PolygonMask], h: Homography, sampling: str = "open
     lo = np.minimum.reduceat(mapped, starts, axis=0)
     hi = np.maximum.reduceat(mapped, starts, axis=0)
     inside = (lo[:, 0] >= 0) & (lo[:, 1] >= 0) & (hi[:, 0] <= out_w) & (hi[:, 1] <= out_h)
+    first_parts = np.cumsum([0] + [len(item.parts) for item in items[:-1]])
+    extents = np.concatenate([np.minimum.reduceat(lo, first_parts, axis=0),
+                              np.maximum.reduceat(hi, first_parts, axis=0)], axis=1)
     results: list[tuple[PolygonMask | None, np.ndarray]] = []
     p = 0
-    for item in items:
+    for item, extent in zip(items, extents, strict=True):
         n = len(item.parts)
-        extent = np.array([lo[p : p + n, 0].min(), lo[p : p + n, 1].min(),
-                           hi[p : p + n, 0].max(), hi[p : p + n, 1].max()])
         kept: list[np.ndarray] = []
         for q in range(p, p + n):
             part = mapped[starts[q] : starts[q] + counts[q]]
