@@ -100,6 +100,8 @@ class CocoDataset(Sequence[Sample]):
     ) -> None:
         self.file = file
         self.image_root = image_root
+        self._resolved_root: str | os.PathLike[str] | None = None
+        self._resolved: dict[int, str] = {}  # image_path's, for _resolved_root
         self.strict = strict
         self.problems: list[CocoProblem] = []
         self._drops_by_image: dict[int, list[Drop]] = {}
@@ -367,8 +369,17 @@ class CocoDataset(Sequence[Sample]):
         root = self.image_root
         if root is None:
             return None
-        return safe_join(root, self._file_names[index],
-                         Location(file=self.file, json_path=f"images[{index}].file_name"))
+        # resolved once per image (two realpaths are a tenth of a millisecond: a data loader
+        # asks for every image every epoch); a new image_root starts over
+        if self._resolved_root != root:
+            self._resolved.clear()
+            self._resolved_root = root
+        path = self._resolved.get(index)
+        if path is None:
+            path = self._resolved[index] = safe_join(
+                root, self._file_names[index],
+                Location(file=self.file, json_path=f"images[{index}].file_name"))
+        return path
 
     def _mask_item(self, row: int) -> MaskItem:
         """The mask of annotation ``row`` (a polygon, or RLE) from the packed tables."""
