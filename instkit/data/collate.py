@@ -74,7 +74,7 @@ from instkit.data.packing import (
     PackedBatch,
     pack_samples,
 )
-from instkit.errors import require
+from instkit.errors import InstkitError, require
 from instkit.sample import Drop, Sample
 
 torch = require("torch", "torch")
@@ -931,7 +931,10 @@ class Collator:
             return None
         images = []
         for sample in samples:
-            image = np.asarray(sample.image)
+            try:
+                image = np.asarray(sample.image)
+            except InstkitError:  # an unreadable file: packing names the sample
+                return None
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 return None
             images.append(np.ascontiguousarray(image))

@@ -579,3 +579,22 @@ def test_a_batch_whose_images_started_before_packing_still_fails_cleanly(
     again = collator.finish(collator.pack(samples))
     for key in ("pixel_values", "pixel_mask"):
         assert torch.equal(good[key], again[key])
+
+
+def test_an_unreadable_image_is_named_whether_or_not_images_start_early(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sample whose file is gone: the same CollateError naming the file and the sample, with
+    the images started before packing (two threads) or after it (one)."""
+    from instkit.sample import Sample
+    from instkit.synthetic import make_samples
+
+    good = make_samples(num_images=2, seed=13, image_size=(40, 56))
+    missing = Sample(good[1].instances, 77, good[1].meta, str(tmp_path / "gone.jpg"))
+    messages = []
+    for threads in (2, 1):
+        monkeypatch.setattr(torch, "get_num_threads", lambda t=threads: t)
+        with pytest.raises(CollateError) as caught:
+            Collator("rfdetr", size=(48, 64))([good[0], missing])
+        assert "gone.jpg" in str(caught.value) and caught.value.location.image_id == 77
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
