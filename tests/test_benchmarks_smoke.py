@@ -22,3 +22,20 @@ def test_every_benchmark_quick_run_agrees(tmp_path, shared_data):
         payload = json.loads((out / f"{name}-quick.json").read_text())
         assert payload["agree"] is True, name
         assert payload["quick"] is True and payload["rows"], name
+
+
+def test_the_device_check_runs_on_the_cpu(tmp_path, shared_data):
+    """benchmarks/device_check.py is for a machine with a GPU; --device cpu runs the same
+    checks here, so that it works the day one is lent."""
+    out = tmp_path / "device.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--device", "cpu",
+         "--images", "32", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["agree"] is True
+    loader_rows = [row for row in payload["rows"] if row["case"].startswith("loader")]
+    assert loader_rows and all(row["images_per_s"] > 0 for row in loader_rows)
+    assert payload["targets"][0]["target"] == ">= 1000"
