@@ -39,3 +39,30 @@ def test_the_device_check_runs_on_the_cpu(tmp_path, shared_data):
     loader_rows = [row for row in payload["rows"] if row["case"].startswith("loader")]
     assert loader_rows and all(row["images_per_s"] > 0 for row in loader_rows)
     assert payload["targets"][0]["target"] == ">= 1000"
+
+
+def test_the_device_check_sees_a_device_build_that_differs(monkeypatch, shared_data):
+    """Its agreement check fails when the first build (the device's) writes other pixels."""
+    import importlib.util
+
+    import instkit.data.collate as collate
+
+    spec = importlib.util.spec_from_file_location("device_check",
+                                                  REPO / "benchmarks" / "device_check.py")
+    device_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_check)
+    import torch
+
+    calls = []
+    real = collate.write_images
+
+    def first_build_off(images, sizes, mean, std, outs):  # type: ignore[no-untyped-def]
+        real(images, sizes, mean, std, outs)
+        calls.append(len(images))
+        if len(calls) <= 16:  # the device build's 16 images, one call each
+            for out in outs:
+                out.add_(0.01)
+
+    monkeypatch.setattr(collate, "write_images", first_build_off)
+    worst = device_check.check_agreement(torch.device("cpu"))
+    assert worst["rfdetr_pixel_values"] > 1e-3
