@@ -15,7 +15,9 @@ Run it first on a machine with a GPU (``python benchmarks/device_check.py``; abo
 
 The goal issue 14 sets: >= 1,000 images/s for RF-DETR targets at 640x640. ``--device cpu`` runs
 the same checks on the CPU (to test this script where no GPU is lent). Results: JSON in
-``benchmarks/results/device.json`` (``--out`` elsewhere).
+``benchmarks/results/device.json`` (``--out`` elsewhere). ``benchmarks/device_prepare.sh`` puts
+what a bare device machine lacks (the data, wheels of instkit's dependencies that its image does
+not hold) in an ignored folder that travels with the working tree, and prints the command.
 """
 
 from __future__ import annotations
@@ -147,7 +149,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "device.json")
     parser.add_argument("--images", type=int, default=640, help="images per loader epoch")
+    parser.add_argument("--data", type=Path, default=TINYCOCO,
+                        help="tinycoco's folder (default: ../shared/data/tinycoco)")
     args = parser.parse_args()
+    global TRAIN_JSON, TRAIN_IMAGES
+    TRAIN_JSON = args.data / "annotations" / "instances_train2017.json"
+    TRAIN_IMAGES = args.data / "images" / "train2017"
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device here: run on a machine with a GPU, or pass --device cpu")
