@@ -83,10 +83,12 @@ PROJECTIVE = frozenset({
 _NEEDS_BOXES = frozenset({"RandomSizedBBoxSafeCrop", "BBoxSafeRandomCrop",
                           "AtLeastOneBBoxRandomCrop"})
 _SERIAL = ("Sequential", "SomeOf", "Compose")
-# Flips: nothing drawn but whether they apply, and their maps (pixel-edge coordinates) known.
-_FLIPS = {
-    A.HorizontalFlip: lambda size: Homography.scale_translate(-1.0, size[1], 1.0, 0.0, size),
-    A.VerticalFlip: lambda size: Homography.scale_translate(1.0, 0.0, -1.0, size[0], size),
+# Transforms that draw nothing but whether they apply: their maps (pixel-edge coordinates)
+# follow from the frame sizes before and after.
+_KNOWN_MAPS = {
+    A.HorizontalFlip: lambda size, out: Homography.scale_translate(-1.0, size[1], 1.0, 0.0, size),
+    A.VerticalFlip: lambda size, out: Homography.scale_translate(1.0, 0.0, -1.0, size[0], size),
+    A.Resize: resize_map,
 }
 
 
@@ -447,23 +449,20 @@ class Augment:
 
     def _projective(self, index: int, state: _State, unit_seed: int) -> None:
         h, w = state.size
-        name = type(self.transforms[index]).__name__
-        if type(self.transforms[index]) is A.Resize and float(self.transforms[index].p) >= 1:
-            # nothing drawn, the map known: the image alone goes through albumentationsx
-            # (its keypoint processing cost more than the solve saves)
-            out = self._compose(index, "image")(image=state.image, invocation_seed=unit_seed)
+        transform = self.transforms[index]
+        name = type(transform).__name__
+        known = _KNOWN_MAPS.get(type(transform))
+        if known is not None:
+            # the map is known once albumentationsx says whether it applied (always, at p=1):
+            # the image alone goes through it, no control points through its keypoint processing
+            always = float(transform.p) >= 1
+            out = self._compose(index, "image" if always else "applied")(
+                image=state.image, invocation_seed=unit_seed)
             state.image = _contiguous(out["image"])
-            nh, nw = state.size
-            if (nh, nw) != (h, w):
-                self._move(state, resize_map((h, w), (nh, nw)), name)
-            return
-        flip = _FLIPS.get(type(self.transforms[index]))
-        if flip is not None:
-            # whether it applied is all there is to learn: the map is known
-            out = self._compose(index, "applied")(image=state.image, invocation_seed=unit_seed)
-            state.image = _contiguous(out["image"])
-            if out["applied_transforms"]:
-                self._move(state, flip((h, w)), name)
+            if always or out["applied_transforms"]:
+                mapped = known((h, w), state.size)
+                if not mapped.is_identity:
+                    self._move(state, mapped, name)
             return
         points = control_points((h, w))
         needs_boxes = any(type(leaf).__name__ in _NEEDS_BOXES

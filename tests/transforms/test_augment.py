@@ -206,14 +206,14 @@ def test_mosaic_and_copy_paste_give_unique_ids_and_sources() -> None:
 
 
 def test_flips_by_their_known_map_equal_the_solved_map(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flips skip the control points (only whether they applied is learned): the same rows,
-    masks (polygons and crowd bitmaps), boxes and pixels as solving their map from
+    """Flips and resizes skip the control points (only whether they applied is learned): the
+    same rows, masks (polygons and crowd bitmaps), boxes and pixels as solving their map from
     albumentationsx's keypoints."""
     from instkit.transforms import augment as augment_module
     from instkit.transforms.geometry import control_points, solve_homography
 
     for flip, size in ((A.HorizontalFlip, (37, 53)), (A.VerticalFlip, (41, 29))):
-        known = augment_module._FLIPS[flip](size)
+        known = augment_module._KNOWN_MAPS[flip](size, size)
         points = control_points(size)
         moved = A.Compose([flip(p=1.0)], keypoint_params=A.KeypointParams(coord_format="xy"),
                           telemetry=False)(image=np.zeros((*size, 3), np.uint8),
@@ -230,7 +230,7 @@ def test_flips_by_their_known_map_equal_the_solved_map(monkeypatch: pytest.Monke
         return [aug(s, seed=k) for k in range(4) for s in samples]
 
     fast = run()
-    monkeypatch.setattr(augment_module, "_FLIPS", {})
+    monkeypatch.setattr(augment_module, "_KNOWN_MAPS", {})
     slow = run()
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
@@ -241,3 +241,13 @@ def test_flips_by_their_known_map_equal_the_solved_map(monkeypatch: pytest.Monke
                   for j, out in enumerate(fast))
     assert 0 < flipped < len(fast)
     assert any(k == "bitmap" for out in fast for k in out.instances.masks.kinds)
+    # a resize that may not apply takes its known map too, when albumentationsx says it did
+    maybe = [A.Resize(72, 60, p=0.5)]
+    slow = [Augment(maybe)(s, seed=k) for k in range(4) for s in samples]
+    monkeypatch.undo()
+    fast = [Augment(maybe)(s, seed=k) for k in range(4) for s in samples]
+    assert 0 < sum(out.image.shape[:2] == (72, 60) for out in fast) < len(fast)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert a.instances.masks == b.instances.masks
+        np.testing.assert_array_equal(a.instances.boxes, b.instances.boxes)
