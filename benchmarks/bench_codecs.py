@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import main, result  # noqa: E402
+from common import TINYCOCO, main, result  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TINYCOCO = REPO.parent / "shared" / "data" / "tinycoco" / "annotations"
+ANNOTATIONS = TINYCOCO / "annotations"
 
 
 def make_big_file(path: Path, target_annotations: int) -> dict[str, int]:
     """Repeat tinycoco's images and annotations until ``target_annotations`` are reached."""
-    docs = [json.loads((TINYCOCO / f"instances_{s}2017.json").read_text())
+    docs = [json.loads((ANNOTATIONS / f"instances_{s}2017.json").read_text())
             for s in ("train", "val")]
     images = [img for doc in docs for img in doc["images"]]
     by_image: dict[int, list[dict]] = {}

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import best_time, main, peak_rss_mib, result  # noqa: E402
+from common import TINYCOCO, best_time, main, peak_rss_mib, result  # noqa: E402
 
 CASES = {
     "a": {"batch": 16, "image": (640, 640), "instances": 20, "size": (576, 576)},
@@ -289,7 +289,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 
-TINYCOCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinycoco"
 PROCESSOR_SIZE = {"shortest_edge": 800, "longest_edge": 1333}
 
 

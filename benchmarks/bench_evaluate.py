@@ -36,16 +36,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import main, result  # noqa: E402
+from common import TINYCOCO, main, result  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TINYCOCO = REPO.parent / "shared" / "data" / "tinycoco" / "annotations"
+ANNOTATIONS = TINYCOCO / "annotations"
 IOU_TYPES = ("segm", "bbox")
 
 
 def make_ground_truth(path: Path, num_images: int) -> None:
     """tinycoco's images and annotations repeated under new ids until ``num_images``."""
-    docs = [json.loads((TINYCOCO / f"instances_{s}2017.json").read_text())
+    docs = [json.loads((ANNOTATIONS / f"instances_{s}2017.json").read_text())
             for s in ("train", "val")]
     images = [img for doc in docs for img in doc["images"]]
     by_image: dict[int, list[dict[str, Any]]] = {}

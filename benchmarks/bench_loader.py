@@ -38,10 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import main, result  # noqa: E402
+from common import TINYCOCO, main, result  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TINYCOCO = REPO.parent / "shared" / "data" / "tinycoco"
 TRAIN_JSON = TINYCOCO / "annotations" / "instances_train2017.json"
 TRAIN_IMAGES = TINYCOCO / "images" / "train2017"
 SIZE = (800, 800)

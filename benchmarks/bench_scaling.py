@@ -37,9 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import best_time, main, result  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinycoco"
+from common import TINYCOCO, best_time, main, result  # noqa: E402
 
 
 def loadavg() -> str:
@@ -48,7 +46,7 @@ def loadavg() -> str:
 
 def build_coco(images: int, path: Path) -> Path:
     """tinycoco train replicated to ``images`` images (new image and annotation ids)."""
-    source = json.loads((SHARED / "annotations" / "instances_train2017.json").read_text())
+    source = json.loads((TINYCOCO / "annotations" / "instances_train2017.json").read_text())
     out_images, out_annotations = [], []
     next_image, next_ann = 1, 1
     while len(out_images) < images:
@@ -104,7 +102,7 @@ def build_sa1b(images: int, per_shard: int, folder: Path, distinct_rows: int = 2
     height, width = 1500, 2250
     distinct = [_sa1b_masks(rng, height, width, int(rng.integers(60, 140)))
                 for _ in range(distinct_rows)]
-    jpeg = next(iter(sorted((SHARED / "images" / "train2017").glob("*.jpg")))).read_bytes()
+    jpeg = next(iter(sorted((TINYCOCO / "images" / "train2017").glob("*.jpg")))).read_bytes()
     folder.mkdir(parents=True)
     next_ann = 1
     for shard in range(-(-images // per_shard)):
@@ -174,7 +172,7 @@ def jpeg_decode_rate(seconds: float = 2.0) -> dict[str, float]:
 
     from instkit.io.sa1b import decode_image
 
-    source = next(iter(sorted((SHARED / "images" / "train2017").glob("*.jpg"))))
+    source = next(iter(sorted((TINYCOCO / "images" / "train2017").glob("*.jpg"))))
     buffer = io.BytesIO()
     Image.open(source).convert("RGB").resize((2250, 1500)).save(buffer, "JPEG", quality=90)
     data = buffer.getvalue()
@@ -230,7 +228,7 @@ def run(quick: bool) -> dict[str, Any]:
         convert_to_shards(coco_file, "coco", coco_shards,
                           shard_size=coco_images // (4 if quick else 8),
                           opener=functools.partial(read_coco, coco_file,
-                                                   SHARED / "images" / "train2017"),
+                                                   TINYCOCO / "images" / "train2017"),
                           engine="local", workers=1, address=None, progress=False)
         sa1b_images = 16 if quick else 320
         sa1b = build_sa1b(sa1b_images, sa1b_images // (4 if quick else 8), work / "sa1b",

@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import best_time, main, result  # noqa: E402
+from common import TINYCOCO, best_time, main, result  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinycoco" / "annotations"
+SHARED = TINYCOCO / "annotations"
 
 
 def build(target_annotations: int, path: Path) -> int:

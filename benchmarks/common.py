@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# the small real COCO subset beside the checkout (../shared/data/tinycoco)
+TINYCOCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinycoco"
 
 
 def machine() -> dict[str, Any]:

@@ -32,12 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RESULTS_DIR, result  # noqa: E402
+from common import RESULTS_DIR, TINYCOCO, result  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TINYCOCO = REPO.parent / "shared" / "data" / "tinycoco"
-TRAIN_JSON = TINYCOCO / "annotations" / "instances_train2017.json"
-TRAIN_IMAGES = TINYCOCO / "images" / "train2017"
 SIZE = (640, 640)
 BATCH = 16
 
@@ -49,22 +45,28 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _samples(augment: bool) -> list[Any]:
+def _train(data: Path) -> Any:
     from instkit.io.coco import read_coco
+
+    return read_coco(data / "annotations" / "instances_train2017.json",
+                     data / "images" / "train2017")
+
+
+def _samples(data: Path, augment: bool) -> list[Any]:
     from instkit.transforms.presets import evaluation, train_default
 
-    dataset = read_coco(TRAIN_JSON, TRAIN_IMAGES)
+    dataset = _train(data)
     transform = train_default(SIZE, seed=0) if augment else evaluation(SIZE)
     return [transform(dataset[i], seed=i) for i in range(len(dataset))]
 
 
-def check_agreement(device: Any) -> dict[str, float]:
+def check_agreement(device: Any, data: Path = TINYCOCO) -> dict[str, float]:
     """Largest differences between the device build and the CPU build of the same batches."""
     import torch
 
     from instkit.data import Collator
 
-    samples = _samples(augment=True)[:BATCH]
+    samples = _samples(data, augment=True)[:BATCH]
     worst = {"rfdetr_pixel_values": 0.0, "rfdetr_other_mismatches": 0.0,
              "maskrcnn_images": 0.0, "maskrcnn_mask_mismatches": 0.0}
     rfdetr = Collator("rfdetr", mask_stride=4, defer_images=True)(samples)
@@ -86,10 +88,10 @@ def check_agreement(device: Any) -> dict[str, float]:
     return worst
 
 
-def time_collator(device: Any, repeat: int) -> dict[str, float]:
+def time_collator(device: Any, data: Path, repeat: int) -> dict[str, float]:
     from instkit.data import Collator
 
-    samples = _samples(augment=True)[:BATCH]
+    samples = _samples(data, augment=True)[:BATCH]
     collator = Collator("rfdetr", size=SIZE, mask_stride=4, defer_images=True, device=device)
     best_pack = best_build = float("inf")
     for _ in range(repeat + 1):  # the first round warms the device up
@@ -116,14 +118,13 @@ class _Repeated:
         return self.dataset[index % len(self.dataset)]
 
 
-def time_loader(device: Any, workers: int, images: int) -> float:
+def time_loader(device: Any, data: Path, workers: int, images: int) -> float:
     from torch.utils.data import DataLoader
 
     from instkit.data import Collator, InstanceDataset
-    from instkit.io.coco import read_coco
     from instkit.transforms.presets import train_default
 
-    dataset = read_coco(TRAIN_JSON, TRAIN_IMAGES)
+    dataset = _train(data)
     source = _Repeated(InstanceDataset(dataset, train_default(SIZE), seed=0),
                        max(1, images // len(dataset)))
     collator = Collator("rfdetr", size=SIZE, mask_stride=4, defer_images=True, device=device)
@@ -152,9 +153,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=TINYCOCO,
                         help="tinycoco's folder (default: ../shared/data/tinycoco)")
     args = parser.parse_args()
-    global TRAIN_JSON, TRAIN_IMAGES
-    TRAIN_JSON = args.data / "annotations" / "instances_train2017.json"
-    TRAIN_IMAGES = args.data / "images" / "train2017"
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device here: run on a machine with a GPU, or pass --device cpu")
@@ -162,16 +160,16 @@ def main() -> None:
     load_before = os.getloadavg()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}; {os.cpu_count()} CPUs; load {load_before[0]:.2f}", flush=True)
-    worst = check_agreement(device)
+    worst = check_agreement(device, args.data)
     agree = (worst["rfdetr_pixel_values"] <= 1e-3 and worst["maskrcnn_images"] <= 1e-3
              and worst["rfdetr_other_mismatches"] == 0 and worst["maskrcnn_mask_mismatches"] == 0)
     print("agreement with the CPU build:", worst, "->", "agree" if agree else "DIFFER", flush=True)
-    collate = time_collator(device, repeat=5)
+    collate = time_collator(device, args.data, repeat=5)
     print("collator (RF-DETR, 640x640, batch 16):", collate, flush=True)
     cpus = os.cpu_count() or 2
     loader = {}
     for workers in sorted({2, 4, max(cpus - 2, 1)}):
-        loader[workers] = time_loader(device, workers, args.images)
+        loader[workers] = time_loader(device, args.data, workers, args.images)
         print(f"loader, {workers} workers: {loader[workers]:.0f} images/s", flush=True)
     load_after = os.getloadavg()
     best_workers = max(loader, key=lambda w: loader[w])
